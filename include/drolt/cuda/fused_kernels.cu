@@ -1,0 +1,643 @@
+// Fused CUDA forward and backward of the DRO-LT loss (spec sections 2-4).
+//
+// This file is compiled in the consumer's build: linking the CMake target
+// drolt::cuda adds it to the consumer's target (docs/cuda.md). At static
+// initialisation it registers its FusedBackend in detail::cuda_backend_slot(),
+// where the autograd function in loss.hpp looks for it.
+//
+// Layout of the work (every block has kThreads threads = kWarps warps):
+//   batch normalization (rows are classes c present in the batch with a centroid)
+//     forward        grid C  one block per class row: counts n_c and the first
+//                            sample of c by scanning the labels, then one warp per
+//                            sample computes ||z_i - mu_c||^2, the score and an
+//                            online log-sum-exp; warps merge in a fixed order.
+//     backward rows  grid C  recomputes the row's scores from its saved LSE:
+//                            dL/deps_c and (optionally) dL/dmu_c.
+//     backward cols  grid B  one block per sample: loops over the rows (found as
+//                            "first sample of its class") and accumulates dL/dz_i.
+//   classes normalization (rows are samples, columns the valid classes)
+//     forward        grid B  one warp per class, online LSE over the classes.
+//     backward cols  grid B  dL/dz_i over the valid classes.
+//     backward rows  grid C  dL/deps_c and (optionally) dL/dmu_c over the samples.
+// Nothing of size [K, B] is ever stored: each entry's coefficient is recomputed
+// where it is needed. Every sum runs in a fixed order (warp butterflies, warps
+// merged in index order, chunks in index order), and every output element is
+// written by exactly one block, so results are bitwise reproducible; there are
+// no atomics.
+//
+// Saved for backward: batch {lse [C] (acc type), count [C] int32, first [C]
+// int32}; classes {lse [B] (acc type)}. The loss vector and the saved LSE use
+// the accumulation type (float32, float64 for float64 inputs), as does radii.
+#include <ATen/AccumulateType.h>
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/torch.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "drolt/detail/backend.hpp"
+#include "drolt/detail/tile_math.hpp"
+
+namespace drolt {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+/// Scalars every kernel needs, converted once to the accumulation type.
+template <typename acc_t>
+struct KernelParams {
+  int64_t B;
+  int64_t C;
+  int64_t D;
+  DistKind dist;
+  acc_t scale;       // distance = scale * base distance
+  acc_t inv_tau;     // 1 / tau
+  acc_t loss_scale;  // tau / tau_b
+};
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  // A butterfly leaves the same bits in every lane: each step adds a pair of
+  // values in both lanes of the pair, and addition is commutative.
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ int warp_min(int v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+/// ||a - b||^2 over D entries, computed by one warp (every lane gets the result).
+/// Differences are formed before squaring, so a feature equal to a centroid gives
+/// exactly 0 and nearby pairs keep their precision.
+template <typename T, typename acc_t>
+__device__ __forceinline__ acc_t warp_squared_distance(const T* __restrict__ a,
+                                                       const T* __restrict__ b, int64_t D,
+                                                       int lane) {
+  acc_t s = acc_t(0);
+  for (int64_t d = lane; d < D; d += 32) {
+    const acc_t t = static_cast<acc_t>(a[d]) - static_cast<acc_t>(b[d]);
+    s += t * t;
+  }
+  return warp_sum(s);
+}
+
+/// Merges the per-warp LSE states kept in shared memory, in warp order.
+template <typename acc_t>
+__device__ __forceinline__ acc_t merge_warp_lse(const acc_t* m, const acc_t* s) {
+  OnlineLse<acc_t> total;
+  for (int w = 0; w < kWarps; ++w) {
+    OnlineLse<acc_t> part;
+    part.m = m[w];
+    part.s = s[w];
+    total.merge(part);
+  }
+  return total.value();
+}
+
+// ------------------------------------------------------------------ batch normalization
+
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    batch_forward_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                         const T* __restrict__ mu, const acc_t* __restrict__ eps,
+                         const bool* __restrict__ valid, KernelParams<acc_t> p,
+                         acc_t* __restrict__ loss, acc_t* __restrict__ lse_out,
+                         int* __restrict__ count_out, int* __restrict__ first_out) {
+  const int64_t c = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ int s_count[kWarps];
+  __shared__ int s_first[kWarps];
+  __shared__ acc_t s_m[kWarps];
+  __shared__ acc_t s_s[kWarps];
+  __shared__ acc_t s_pos[kWarps];
+
+  // n_c and the first sample of class c, from the labels (no host round trip).
+  int count = 0;
+  int first = INT_MAX;
+  for (int64_t i = tid; i < p.B; i += kThreads) {
+    if (y[i] == c) {
+      ++count;
+      first = min(first, static_cast<int>(i));
+    }
+  }
+  count = warp_sum(count);
+  first = warp_min(first);
+  if (lane == 0) {
+    s_count[warp] = count;
+    s_first[warp] = first;
+  }
+  __syncthreads();
+  int n_c = 0;
+  int first_c = INT_MAX;
+  for (int w = 0; w < kWarps; ++w) {
+    n_c += s_count[w];
+    first_c = min(first_c, s_first[w]);
+  }
+  if (n_c == 0 || !valid[c]) {  // block-uniform: no row for this class
+    if (tid == 0) {
+      loss[c] = acc_t(0);
+      lse_out[c] = tm_neg_inf<acc_t>();
+      count_out[c] = 0;
+      first_out[c] = -1;
+    }
+    return;
+  }
+
+  const T* mu_c = mu + c * p.D;
+  const acc_t eps_c = eps[c];
+  OnlineLse<acc_t> state;
+  acc_t pos_sum = acc_t(0);
+  for (int64_t i = warp; i < p.B; i += kWarps) {
+    const acc_t d2 = warp_squared_distance<T, acc_t>(z + i * p.D, mu_c, p.D, lane);
+    if (lane == 0) {
+      const bool positive = y[i] == c;
+      const acc_t s =
+          tm_score_batch(tm_distance(d2, p.dist, p.scale), eps_c, positive, p.inv_tau);
+      state.add(s);
+      if (positive) pos_sum += s;
+    }
+  }
+  if (lane == 0) {
+    s_m[warp] = state.m;
+    s_s[warp] = state.s;
+    s_pos[warp] = pos_sum;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    const acc_t lse = merge_warp_lse(s_m, s_s);
+    acc_t pos_total = acc_t(0);
+    for (int w = 0; w < kWarps; ++w) pos_total += s_pos[w];
+    loss[c] = -p.loss_scale * (pos_total / static_cast<acc_t>(n_c) - lse);
+    lse_out[c] = lse;
+    count_out[c] = n_c;
+    first_out[c] = first_c;
+  }
+}
+
+/// One block per class row: dL/deps_c (always) and dL/dmu_c (when grad_mu is set;
+/// grad_mu is a zero-initialised [C, D] accumulator this block alone writes row c of).
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    batch_backward_rows_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                               const T* __restrict__ mu, const acc_t* __restrict__ eps,
+                               const acc_t* __restrict__ grad_loss,
+                               const acc_t* __restrict__ lse, const int* __restrict__ count,
+                               KernelParams<acc_t> p, acc_t* __restrict__ grad_eps,
+                               acc_t* __restrict__ grad_mu) {
+  const int64_t c = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ acc_t s_q[kThreads];
+  __shared__ acc_t s_rad[kWarps];
+
+  const int n_c = count[c];
+  if (n_c == 0) {  // no row: the loss does not depend on eps_c or mu_c
+    if (tid == 0) grad_eps[c] = acc_t(0);
+    return;
+  }
+  const T* mu_c = mu + c * p.D;
+  const acc_t eps_c = eps[c];
+  const acc_t lse_c = lse[c];
+  const acc_t a_c = grad_loss[c] * p.loss_scale;
+  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(n_c);
+  acc_t rad = acc_t(0);
+
+  for (int64_t base = 0; base < p.B; base += kThreads) {
+    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.B - base));
+    for (int j = warp; j < n_chunk; j += kWarps) {
+      const int64_t i = base + j;
+      const acc_t d2 = warp_squared_distance<T, acc_t>(z + i * p.D, mu_c, p.D, lane);
+      if (lane == 0) {
+        const bool positive = y[i] == c;
+        const acc_t dist = tm_distance(d2, p.dist, p.scale);
+        const acc_t s = tm_score_batch(dist, eps_c, positive, p.inv_tau);
+        const acc_t g = tm_dscore_batch(s, lse_c, positive, a_c, inv_n);
+        if (positive) rad += g;
+        // dL/dmu_c += q * (z_i - mu_c), q = g * (d dist / d(z - mu) coefficient) / tau
+        s_q[j] = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
+      }
+    }
+    __syncthreads();
+    if (grad_mu != nullptr) {
+      for (int64_t d = tid; d < p.D; d += kThreads) {
+        const acc_t m = static_cast<acc_t>(mu_c[d]);
+        acc_t acc = acc_t(0);
+        for (int j = 0; j < n_chunk; ++j) {
+          const acc_t q = s_q[j];
+          if (q != acc_t(0)) acc += q * (static_cast<acc_t>(z[(base + j) * p.D + d]) - m);
+        }
+        grad_mu[c * p.D + d] += acc;
+      }
+    }
+    __syncthreads();  // s_q is refilled by the next chunk
+  }
+  if (lane == 0) s_rad[warp] = rad;
+  __syncthreads();
+  if (tid == 0) {
+    acc_t total = acc_t(0);
+    for (int w = 0; w < kWarps; ++w) total += s_rad[w];
+    grad_eps[c] = acc_t(-2) * p.inv_tau * total;
+  }
+}
+
+/// One block per sample i: dL/dz_i = -sum_rows q[c, i] (z_i - mu_c). The rows are
+/// the classes of the batch; class c is visited at its first sample, so each row
+/// once, in batch order. grad_z is a zero-initialised [B, D] accumulator.
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    batch_backward_features_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                                   const T* __restrict__ mu, const acc_t* __restrict__ eps,
+                                   const acc_t* __restrict__ grad_loss,
+                                   const acc_t* __restrict__ lse, const int* __restrict__ count,
+                                   const int* __restrict__ first, KernelParams<acc_t> p,
+                                   acc_t* __restrict__ grad_z) {
+  const int64_t i = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ acc_t s_q[kThreads];
+  __shared__ int64_t s_row[kThreads];
+
+  const T* z_i = z + i * p.D;
+  const int64_t y_i = y[i];
+  for (int64_t base = 0; base < p.B; base += kThreads) {
+    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.B - base));
+    for (int j = warp; j < n_chunk; j += kWarps) {
+      const int64_t jj = base + j;
+      const int64_t c = y[jj];
+      const int n_c = count[c];
+      acc_t q = acc_t(0);
+      if (n_c > 0 && first[c] == jj) {  // warp-uniform
+        const acc_t d2 = warp_squared_distance<T, acc_t>(z_i, mu + c * p.D, p.D, lane);
+        const bool positive = y_i == c;
+        const acc_t dist = tm_distance(d2, p.dist, p.scale);
+        const acc_t s = tm_score_batch(dist, eps[c], positive, p.inv_tau);
+        const acc_t g = tm_dscore_batch(s, lse[c], positive, grad_loss[c] * p.loss_scale,
+                                        acc_t(1) / static_cast<acc_t>(n_c));
+        q = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
+      }
+      if (lane == 0) {
+        s_q[j] = q;
+        s_row[j] = c;
+      }
+    }
+    __syncthreads();
+    for (int64_t d = tid; d < p.D; d += kThreads) {
+      const acc_t zd = static_cast<acc_t>(z_i[d]);
+      acc_t acc = acc_t(0);
+      for (int j = 0; j < n_chunk; ++j) {
+        const acc_t q = s_q[j];
+        if (q != acc_t(0)) acc += q * (zd - static_cast<acc_t>(mu[s_row[j] * p.D + d]));
+      }
+      grad_z[i * p.D + d] -= acc;
+    }
+    __syncthreads();
+  }
+}
+
+// ------------------------------------------------------------------ classes normalization
+
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    classes_forward_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                           const T* __restrict__ mu, const acc_t* __restrict__ eps,
+                           const bool* __restrict__ valid, KernelParams<acc_t> p,
+                           acc_t* __restrict__ loss, acc_t* __restrict__ lse_out) {
+  const int64_t i = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ acc_t s_m[kWarps];
+  __shared__ acc_t s_s[kWarps];
+  __shared__ acc_t s_pos;
+
+  const int64_t y_i = y[i];
+  if (!valid[y_i]) {  // block-uniform: the sample's class has no centroid
+    if (tid == 0) {
+      loss[i] = acc_t(0);
+      lse_out[i] = tm_neg_inf<acc_t>();
+    }
+    return;
+  }
+  const T* z_i = z + i * p.D;
+  OnlineLse<acc_t> state;
+  for (int64_t c = warp; c < p.C; c += kWarps) {
+    if (!valid[c]) continue;  // warp-uniform
+    const acc_t d2 = warp_squared_distance<T, acc_t>(z_i, mu + c * p.D, p.D, lane);
+    if (lane == 0) {
+      const bool positive = c == y_i;
+      const acc_t s =
+          tm_score_classes(tm_distance(d2, p.dist, p.scale), eps[c], positive, p.inv_tau);
+      state.add(s);
+      if (positive) s_pos = s;  // exactly one lane of the block writes it
+    }
+  }
+  if (lane == 0) {
+    s_m[warp] = state.m;
+    s_s[warp] = state.s;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    const acc_t lse = merge_warp_lse(s_m, s_s);
+    loss[i] = -p.loss_scale * (s_pos - lse);
+    lse_out[i] = lse;
+  }
+}
+
+/// One block per sample i: dL/dz_i over the valid classes, chunk by chunk.
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    classes_backward_features_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                                     const T* __restrict__ mu, const acc_t* __restrict__ eps,
+                                     const bool* __restrict__ valid,
+                                     const acc_t* __restrict__ grad_loss,
+                                     const acc_t* __restrict__ lse, KernelParams<acc_t> p,
+                                     acc_t* __restrict__ grad_z) {
+  const int64_t i = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ acc_t s_q[kThreads];
+
+  const int64_t y_i = y[i];
+  if (!valid[y_i]) return;  // no loss term for this sample: grad_z row stays 0
+  const T* z_i = z + i * p.D;
+  const acc_t lse_i = lse[i];
+  const acc_t b_i = grad_loss[i] * p.loss_scale;
+  for (int64_t base = 0; base < p.C; base += kThreads) {
+    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.C - base));
+    for (int j = warp; j < n_chunk; j += kWarps) {
+      const int64_t c = base + j;
+      acc_t q = acc_t(0);
+      if (valid[c]) {  // warp-uniform
+        const acc_t d2 = warp_squared_distance<T, acc_t>(z_i, mu + c * p.D, p.D, lane);
+        const bool positive = c == y_i;
+        const acc_t dist = tm_distance(d2, p.dist, p.scale);
+        const acc_t s = tm_score_classes(dist, eps[c], positive, p.inv_tau);
+        const acc_t g = tm_dscore_classes(s, lse_i, positive, b_i);
+        q = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
+      }
+      if (lane == 0) s_q[j] = q;
+    }
+    __syncthreads();
+    for (int64_t d = tid; d < p.D; d += kThreads) {
+      const acc_t zd = static_cast<acc_t>(z_i[d]);
+      acc_t acc = acc_t(0);
+      for (int j = 0; j < n_chunk; ++j) {
+        const acc_t q = s_q[j];
+        if (q != acc_t(0)) acc += q * (zd - static_cast<acc_t>(mu[(base + j) * p.D + d]));
+      }
+      grad_z[i * p.D + d] -= acc;
+    }
+    __syncthreads();
+  }
+}
+
+/// One block per class c: dL/deps_c (always) and dL/dmu_c (when grad_mu is set)
+/// over the samples whose class has a centroid.
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    classes_backward_classes_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                                    const T* __restrict__ mu, const acc_t* __restrict__ eps,
+                                    const bool* __restrict__ valid,
+                                    const acc_t* __restrict__ grad_loss,
+                                    const acc_t* __restrict__ lse, KernelParams<acc_t> p,
+                                    acc_t* __restrict__ grad_eps, acc_t* __restrict__ grad_mu) {
+  const int64_t c = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ acc_t s_q[kThreads];
+  __shared__ acc_t s_rad[kWarps];
+
+  if (!valid[c]) {  // not a column of any softmax
+    if (tid == 0) grad_eps[c] = acc_t(0);
+    return;
+  }
+  const T* mu_c = mu + c * p.D;
+  const acc_t eps_c = eps[c];
+  acc_t rad = acc_t(0);
+  for (int64_t base = 0; base < p.B; base += kThreads) {
+    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.B - base));
+    for (int j = warp; j < n_chunk; j += kWarps) {
+      const int64_t i = base + j;
+      const int64_t y_i = y[i];
+      acc_t q = acc_t(0);
+      if (valid[y_i]) {  // warp-uniform
+        const acc_t d2 = warp_squared_distance<T, acc_t>(z + i * p.D, mu_c, p.D, lane);
+        const bool positive = c == y_i;
+        const acc_t dist = tm_distance(d2, p.dist, p.scale);
+        const acc_t s = tm_score_classes(dist, eps_c, positive, p.inv_tau);
+        const acc_t g = tm_dscore_classes(s, lse[i], positive, grad_loss[i] * p.loss_scale);
+        if (lane == 0) rad += positive ? -g : g;
+        q = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
+      }
+      if (lane == 0) s_q[j] = q;
+    }
+    __syncthreads();
+    if (grad_mu != nullptr) {
+      for (int64_t d = tid; d < p.D; d += kThreads) {
+        const acc_t m = static_cast<acc_t>(mu_c[d]);
+        acc_t acc = acc_t(0);
+        for (int j = 0; j < n_chunk; ++j) {
+          const acc_t q = s_q[j];
+          if (q != acc_t(0)) acc += q * (static_cast<acc_t>(z[(base + j) * p.D + d]) - m);
+        }
+        grad_mu[c * p.D + d] += acc;
+      }
+    }
+    __syncthreads();
+  }
+  if (lane == 0) s_rad[warp] = rad;
+  __syncthreads();
+  if (tid == 0) {
+    acc_t total = acc_t(0);
+    for (int w = 0; w < kWarps; ++w) total += s_rad[w];
+    grad_eps[c] = p.inv_tau * total;
+  }
+}
+
+// ------------------------------------------------------------------ host side
+
+template <typename acc_t>
+KernelParams<acc_t> make_params(int64_t B, int64_t C, int64_t D, const FusedParams& fp) {
+  KernelParams<acc_t> p;
+  p.B = B;
+  p.C = C;
+  p.D = D;
+  p.dist = fp.dist;
+  p.scale = static_cast<acc_t>(fp.dist_scale);
+  p.inv_tau = static_cast<acc_t>(1.0 / fp.temperature);
+  p.loss_scale = static_cast<acc_t>(fp.temperature / fp.base_temperature);
+  return p;
+}
+
+void check_inputs(const torch::Tensor& features, const torch::Tensor& labels,
+                  const torch::Tensor& centroids, const torch::Tensor& radii,
+                  const torch::Tensor& valid) {
+  TORCH_CHECK(features.is_cuda(), "drolt CUDA backend: features must be a CUDA tensor, got ",
+              features.device());
+  TORCH_CHECK(features.dim() == 2 && centroids.dim() == 2 &&
+                  features.size(1) == centroids.size(1),
+              "drolt CUDA backend: expected features [B, D] and centroids [C, D], got ",
+              features.sizes(), " and ", centroids.sizes());
+  TORCH_CHECK(features.size(0) < INT_MAX, "drolt CUDA backend: batch too large (",
+              features.size(0), ")");
+  TORCH_CHECK(labels.scalar_type() == torch::kInt64 && valid.scalar_type() == torch::kBool,
+              "drolt CUDA backend: expected int64 labels and a bool valid mask");
+  TORCH_CHECK(centroids.scalar_type() == features.scalar_type(),
+              "drolt CUDA backend: centroids must have the dtype of features (",
+              features.scalar_type(), "), got ", centroids.scalar_type());
+  TORCH_CHECK(features.is_contiguous() && centroids.is_contiguous() && labels.is_contiguous() &&
+                  radii.is_contiguous() && valid.is_contiguous(),
+              "drolt CUDA backend: inputs must be contiguous");
+}
+
+template <typename acc_t>
+void check_acc_dtype(const torch::Tensor& t, const char* what) {
+  constexpr auto expected = c10::CppTypeToScalarType<acc_t>::value;
+  TORCH_CHECK(t.scalar_type() == expected, "drolt CUDA backend: ", what, " must be ", expected,
+              " for these features, got ", t.scalar_type());
+}
+
+FusedForwardResult cuda_forward(const torch::Tensor& features, const torch::Tensor& labels,
+                                const torch::Tensor& centroids, const torch::Tensor& radii,
+                                const torch::Tensor& valid, const FusedParams& params) {
+  check_inputs(features, labels, centroids, radii, valid);
+  const c10::cuda::CUDAGuard guard(features.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t B = features.size(0);
+  const int64_t D = features.size(1);
+  const int64_t C = centroids.size(0);
+  const auto int_opts = features.options().dtype(torch::kInt32);
+  FusedForwardResult out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, features.scalar_type(), "drolt_fused_forward_cuda", [&] {
+        using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
+        check_acc_dtype<acc_t>(radii, "radii");
+        const auto acc_opts = features.options().dtype(radii.scalar_type());
+        const auto p = make_params<acc_t>(B, C, D, params);
+        const scalar_t* z = features.data_ptr<scalar_t>();
+        const scalar_t* mu = centroids.data_ptr<scalar_t>();
+        const int64_t* y = labels.data_ptr<int64_t>();
+        const acc_t* eps = radii.data_ptr<acc_t>();
+        const bool* v = valid.data_ptr<bool>();
+        if (params.norm == NormKind::batch) {
+          auto loss = torch::empty({C}, acc_opts);
+          auto lse = torch::empty({C}, acc_opts);
+          auto count = torch::empty({C}, int_opts);
+          auto first = torch::empty({C}, int_opts);
+          if (C > 0) {
+            batch_forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
+                z, y, mu, eps, v, p, loss.data_ptr<acc_t>(), lse.data_ptr<acc_t>(),
+                count.data_ptr<int>(), first.data_ptr<int>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+          out.loss = loss;
+          out.saved = {lse, count, first};
+        } else {
+          auto loss = torch::empty({B}, acc_opts);
+          auto lse = torch::empty({B}, acc_opts);
+          if (B > 0) {
+            classes_forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+                z, y, mu, eps, v, p, loss.data_ptr<acc_t>(), lse.data_ptr<acc_t>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+          out.loss = loss;
+          out.saved = {lse};
+        }
+      });
+  return out;
+}
+
+FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch::Tensor& features,
+                                  const torch::Tensor& labels, const torch::Tensor& centroids,
+                                  const torch::Tensor& radii, const torch::Tensor& valid,
+                                  const std::vector<torch::Tensor>& saved,
+                                  const FusedParams& params) {
+  check_inputs(features, labels, centroids, radii, valid);
+  const c10::cuda::CUDAGuard guard(features.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t B = features.size(0);
+  const int64_t D = features.size(1);
+  const int64_t C = centroids.size(0);
+  // The gradient of a mean or sum reduction arrives expanded (stride 0).
+  const torch::Tensor grad_loss = grad_loss_in.to(radii.scalar_type()).contiguous();
+  const bool batch = params.norm == NormKind::batch;
+  TORCH_CHECK(grad_loss.dim() == 1 && grad_loss.size(0) == (batch ? C : B),
+              "drolt CUDA backend: grad_loss must have the shape of the loss vector, got ",
+              grad_loss.sizes());
+  TORCH_CHECK(saved.size() == (batch ? 3u : 1u),
+              "drolt CUDA backend: saved tensors do not come from this backend's forward");
+  FusedBackwardResult out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, features.scalar_type(), "drolt_fused_backward_cuda", [&] {
+        using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
+        check_acc_dtype<acc_t>(radii, "radii");
+        const auto acc_opts = features.options().dtype(radii.scalar_type());
+        const auto p = make_params<acc_t>(B, C, D, params);
+        const scalar_t* z = features.data_ptr<scalar_t>();
+        const scalar_t* mu = centroids.data_ptr<scalar_t>();
+        const int64_t* y = labels.data_ptr<int64_t>();
+        const acc_t* eps = radii.data_ptr<acc_t>();
+        const bool* v = valid.data_ptr<bool>();
+        const acc_t* gl = grad_loss.data_ptr<acc_t>();
+        const acc_t* lse = saved[0].data_ptr<acc_t>();
+        // Accumulators in the accumulation type; each row is owned by one block.
+        auto grad_z = torch::zeros({B, D}, acc_opts);
+        auto grad_eps = torch::empty({C}, acc_opts);
+        torch::Tensor grad_mu;
+        if (params.centroid_grad) grad_mu = torch::zeros({C, D}, acc_opts);
+        acc_t* grad_mu_ptr = params.centroid_grad ? grad_mu.data_ptr<acc_t>() : nullptr;
+        if (batch) {
+          const int* count = saved[1].data_ptr<int>();
+          const int* first = saved[2].data_ptr<int>();
+          if (C > 0) {
+            batch_backward_rows_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
+                    z, y, mu, eps, gl, lse, count, p, grad_eps.data_ptr<acc_t>(), grad_mu_ptr);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+          if (B > 0) {
+            batch_backward_features_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+                    z, y, mu, eps, gl, lse, count, first, p, grad_z.data_ptr<acc_t>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+        } else {
+          if (B > 0) {
+            classes_backward_features_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(z, y, mu, eps, v, gl, lse, p,
+                                                                    grad_z.data_ptr<acc_t>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+          if (C > 0) {
+            classes_backward_classes_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
+                    z, y, mu, eps, v, gl, lse, p, grad_eps.data_ptr<acc_t>(), grad_mu_ptr);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+        }
+        out.grad_features = grad_z.to(features.scalar_type());
+        if (params.centroid_grad) out.grad_centroids = grad_mu.to(centroids.scalar_type());
+        out.grad_radii = grad_eps;
+      });
+  return out;
+}
+
+const FusedBackend kCudaBackend{&cuda_forward, &cuda_backward};
+const CudaRegistrar kCudaRegistrar{&kCudaBackend};
+
+}  // namespace
+}  // namespace detail
+}  // namespace drolt
