@@ -1,0 +1,263 @@
+// Experiment driver and reporting for the example trainer: runs the requested
+// methods, prints the comparison table, writes summary.json / table.md /
+// per-class CSVs, and draws PNG plots with gnuplot when it is installed.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.hpp"
+#include "data.hpp"
+#include "trainer.hpp"
+
+namespace drolt_examples {
+
+struct Report {
+  std::vector<EvalResult> results;  // in table order
+  std::vector<EpochRecord> history;  // every epoch of every run, in order
+  std::vector<std::string> files;   // files written (table, json, csv, png)
+  std::vector<std::string> plots;   // PNGs actually drawn
+  bool interrupted = false;         // a run stopped early (--stop-after)
+  double seconds = 0;
+};
+
+inline std::string pct(double v) {
+  if (!std::isfinite(v)) return "   -  ";
+  char b[16];
+  std::snprintf(b, sizeof(b), "%6.2f", v);
+  return b;
+}
+
+/// The comparison table (Many / Medium / Few / All, nearest-centroid All), as
+/// Markdown; `counts` gives the split sizes in the header line.
+inline std::string format_table(const std::vector<EvalResult>& rs, const std::vector<int64_t>& counts) {
+  int many = 0, med = 0, few = 0;
+  for (auto n : counts) {
+    if (n > 100) {
+      ++many;
+    } else if (n < 20) {
+      ++few;
+    } else {
+      ++med;
+    }
+  }
+  std::ostringstream o;
+  o << "| method                  |  Many  | Medium |  Few   |  All   | NC All | val All |\n";
+  o << "|-------------------------|--------|--------|--------|--------|--------|---------|\n";
+  for (const auto& r : rs) {
+    std::string n = r.name;
+    n.resize(std::max<size_t>(n.size(), 23), ' ');
+    o << "| " << n << " | " << pct(r.test.many) << " | " << pct(r.test.medium) << " | " << pct(r.test.few) << " | "
+      << pct(r.test.all) << " | " << pct(r.nc.all) << " | " << pct(r.val.all) << "  |\n";
+  }
+  o << "(test top-1 %, classes: " << many << " Many (n>100), " << med << " Medium (20..100), " << few
+    << " Few (n<20); NC = nearest training centroid on the penultimate features; val = balanced validation split)\n";
+  return o.str();
+}
+
+inline bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+/// Per-class test accuracy from head to tail (paper's Fig. 4) and learned radius
+/// against class size (Fig. 2). Returns the PNGs drawn; prints why when skipped.
+inline std::vector<std::string> draw_plots(const TrainConfig& cfg, const DataBundle& data,
+                                           const std::vector<EvalResult>& rs, std::ostream& log) {
+  std::vector<std::string> drawn;
+  if (!cfg.plots) return drawn;
+  if (!have_gnuplot()) {
+    log << "plots skipped: gnuplot not found (install gnuplot-nox); the CSV files hold the data\n";
+    return drawn;
+  }
+  const std::string dir = cfg.out_dir;
+  // Fig. 4 analogue. Class order: by training count, head first.
+  std::vector<size_t> order(data.counts.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return data.counts[a] > data.counts[b]; });
+  {
+    std::ofstream gp(dir + "/per_class_accuracy.gp");
+    gp << "set terminal pngcairo size 900,500 noenhanced\n"
+       << "set output '" << dir << "/per_class_accuracy.png'\n"
+       << "set title 'Per-class test accuracy, head to tail (" << data.description << ")'\n"
+       << "set xlabel 'class (sorted by training count, head -> tail)'\nset ylabel 'test accuracy (%)'\n"
+       << "set yrange [0:100]\nset key bottom left\nset grid\n";
+    if (data.counts.size() <= 20) {
+      gp << "set xtics (";
+      for (size_t i = 0; i < order.size(); ++i) {
+        gp << (i ? ", " : "") << "'" << data.counts[order[i]] << "' " << i;
+      }
+      gp << ")\nset xlabel 'training images of the class (head -> tail)'\n";
+    }
+    gp << "plot ";
+    for (size_t k = 0; k < rs.size(); ++k) {
+      gp << (k ? ", " : "") << "'-' using 1:2 with linespoints lw 2 title '" << rs[k].name << "'";
+    }
+    gp << "\n";
+    for (const auto& r : rs) {
+      for (size_t i = 0; i < order.size(); ++i) {
+        const double v = order[i] < r.per_class.size() ? r.per_class[order[i]] : std::nan("");
+        if (std::isfinite(v)) gp << i << " " << v << "\n";
+      }
+      gp << "e\n";
+    }
+  }
+  if (std::system(("gnuplot '" + dir + "/per_class_accuracy.gp' 2>/dev/null").c_str()) == 0) {
+    drawn.push_back(dir + "/per_class_accuracy.png");
+  } else {
+    log << "plot failed: gnuplot " << dir << "/per_class_accuracy.gp\n";
+  }
+  // Fig. 2 analogue: every run with learned radii.
+  std::vector<const EvalResult*> with_radii;
+  for (const auto& r : rs) {
+    if (!r.radii.empty() && r.name.find("/nocrt") == std::string::npos && cfg.radius_policy == "learned") {
+      with_radii.push_back(&r);
+    }
+  }
+  if (!with_radii.empty()) {
+    {
+      std::ofstream gp(dir + "/learned_radii.gp");
+      gp << "set terminal pngcairo size 800,500 noenhanced\n"
+         << "set output '" << dir << "/learned_radii.png'\n"
+         << "set title 'Learned radius per class vs class size (initial eps0 = " << cfg.eps0 << ")'\n"
+         << "set xlabel 'training images of the class'\nset ylabel 'learned radius eps_c'\n"
+         << "set logscale x\nset grid\nset key top right\n";
+      gp << "plot ";
+      for (size_t k = 0; k < with_radii.size(); ++k) {
+        gp << (k ? ", " : "") << "'-' using 1:2 with points pt 7 ps 1.5 title '" << with_radii[k]->name << "'";
+      }
+      gp << "\n";
+      for (const auto* r : with_radii) {
+        for (size_t c = 0; c < r->radii.size() && c < data.counts.size(); ++c) {
+          gp << data.counts[c] << " " << r->radii[c] << "\n";
+        }
+        gp << "e\n";
+      }
+    }
+    if (std::system(("gnuplot '" + dir + "/learned_radii.gp' 2>/dev/null").c_str()) == 0) {
+      drawn.push_back(dir + "/learned_radii.png");
+    } else {
+      log << "plot failed: gnuplot " << dir << "/learned_radii.gp\n";
+    }
+  }
+  return drawn;
+}
+
+/// Runs every requested method on `data` and writes the outputs into cfg.out_dir.
+inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std::ostream& log) {
+  validate(cfg);
+  make_dirs(cfg.out_dir);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!cfg.resume) {
+    std::remove((cfg.out_dir + "/metrics.jsonl").c_str());
+  }
+  Report rep;
+  std::vector<EvalResult> all;
+  if (cfg.wants("ce") || cfg.wants("crt")) {
+    Run run(cfg, data, /*dro=*/false, /*with_crt=*/cfg.wants("crt"));
+    auto rs = run.run(log);
+    rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
+    rep.interrupted = rep.interrupted || run.interrupted();
+    for (auto& r : rs) {
+      if (cfg.wants(r.name)) all.push_back(r);  // "ce" only when asked for
+    }
+  }
+  if (cfg.wants("drolt")) {
+    Run run(cfg, data, /*dro=*/true, /*with_crt=*/true);
+    auto rs = run.run(log);
+    rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
+    rep.interrupted = rep.interrupted || run.interrupted();
+    // Table order: with cRT (the paper's protocol) first, then without.
+    std::stable_sort(rs.begin(), rs.end(), [](const EvalResult& a, const EvalResult& b) {
+      return a.name.size() < b.name.size();
+    });
+    all.insert(all.end(), rs.begin(), rs.end());
+  }
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rep.interrupted) return rep;
+  rep.results = all;
+
+  const std::string table = format_table(all, data.counts);
+  log << "\n" << data.description << ", ResNet-" << cfg.depth << ", " << cfg.epochs << " epochs"
+      << (cfg.wants("crt") || cfg.wants("drolt") ? " + " + std::to_string(cfg.crt_epochs) + " cRT epochs" : "")
+      << ", seed " << cfg.seed << "\n"
+      << table;
+  for (const auto& r : all) {
+    if (!r.radii.empty() && r.name.find("/nocrt") == std::string::npos) {
+      log << "radii (" << r.name << "), class: n -> eps:";
+      for (size_t c = 0; c < r.radii.size() && c < data.counts.size() && c < 20; ++c) {
+        char b[48];
+        std::snprintf(b, sizeof(b), " %zu:%lld->%.3f", c, static_cast<long long>(data.counts[c]), r.radii[c]);
+        log << b;
+      }
+      log << (r.radii.size() > 20 ? " ..." : "") << "\n";
+    }
+  }
+
+  // Files.
+  const std::string dir = cfg.out_dir;
+  {
+    std::ofstream f(dir + "/table.md");
+    f << data.description << ", ResNet-" << cfg.depth << ", seed " << cfg.seed << "\n\n" << table;
+    rep.files.push_back(dir + "/table.md");
+  }
+  {
+    json j;
+    j["dataset"] = data.description;
+    j["counts"] = data.counts;
+    j["class_names"] = data.class_names;
+    j["depth"] = cfg.depth;
+    j["seed"] = cfg.seed;
+    j["epochs"] = cfg.epochs;
+    j["crt_epochs"] = cfg.crt_epochs;
+    j["policy"] = cfg.radius_policy;
+    j["lambda"] = cfg.lambda;
+    j["temperature"] = cfg.temperature;
+    j["eps0"] = cfg.eps0;
+    j["centroids"] = cfg.centroid_mode;
+    j["wall_seconds"] = rep.seconds;
+    j["results"] = json::array();
+    for (const auto& r : all) j["results"].push_back(to_json(r));
+    std::ofstream f(dir + "/summary.json");
+    f << j.dump(2) << "\n";
+    rep.files.push_back(dir + "/summary.json");
+  }
+  {
+    std::ofstream f(dir + "/per_class.csv");
+    f << "class,name,train_count";
+    for (const auto& r : all) f << "," << r.name;
+    f << "\n";
+    for (size_t c = 0; c < data.counts.size(); ++c) {
+      f << c << "," << (c < data.class_names.size() ? data.class_names[c] : "") << "," << data.counts[c];
+      for (const auto& r : all) f << "," << (c < r.per_class.size() ? r.per_class[c] : std::nan(""));
+      f << "\n";
+    }
+    rep.files.push_back(dir + "/per_class.csv");
+  }
+  for (const auto& r : all) {
+    if (r.radii.empty() || r.name.find("/nocrt") != std::string::npos) continue;
+    std::string n = r.name;
+    const std::string p = dir + "/radii-" + n + ".csv";
+    std::ofstream f(p);
+    f << "class,train_count,radius\n";
+    for (size_t c = 0; c < r.radii.size(); ++c) f << c << "," << data.counts[c] << "," << r.radii[c] << "\n";
+    rep.files.push_back(p);
+  }
+  rep.files.push_back(dir + "/metrics.jsonl");
+  rep.plots = draw_plots(cfg, data, all, log);
+  for (const auto& p : rep.plots) rep.files.push_back(p);
+  log << "outputs in " << dir << "/: table.md summary.json per_class.csv metrics.jsonl";
+  for (const auto& p : rep.plots) log << " " << p.substr(dir.size() + 1);
+  log << "\n";
+  return rep;
+}
+
+}  // namespace drolt_examples
