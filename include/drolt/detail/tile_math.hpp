@@ -26,10 +26,11 @@ DROLT_HD T tm_neg_inf() {
 }
 
 /// Distance from a squared Euclidean distance. A slightly negative d2 (rounding
-/// in |z|^2 + |mu|^2 - 2 z.mu) is clamped to 0.
+/// in |z|^2 + |mu|^2 - 2 z.mu) is clamped to 0; NaN passes through, so a
+/// non-finite feature gives a NaN loss rather than a silently wrong one.
 template <typename T>
 DROLT_HD T tm_distance(T d2, DistKind kind, T scale) {
-  d2 = d2 > T(0) ? d2 : T(0);
+  d2 = d2 < T(0) ? T(0) : d2;
   return kind == DistKind::euclidean ? scale * sqrt(d2) : scale * d2;
 }
 

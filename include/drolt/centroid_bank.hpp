@@ -1,0 +1,170 @@
+#pragma once
+// CentroidBank: per-class centroids kept fixed for an epoch (spec section 6).
+//
+// The paper refreshes centroids once per epoch from the features of every
+// training sample; per-batch centroids are rejected because tail classes rarely
+// appear in a batch. The bank accumulates per-class sums in float64 (so the mean
+// of 10^5 float32 features is exact to float32 rounding) and counts, and
+// publishes means on finalize(). Two cheaper modes avoid the extra pass:
+//  - accumulate the features seen during the previous training epoch (same
+//    reset / accumulate / finalize calls, fed from the training loop);
+//  - an exponential moving average per class (ema_update).
+// It is a torch module with buffers, so torch::save / torch::load and `to()`
+// work and a resumed run gets the same centroids.
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace drolt {
+
+struct CentroidBankOptions {
+  CentroidBankOptions(int64_t num_classes, int64_t dim) : num_classes_(num_classes), dim_(dim) {}
+  TORCH_ARG(int64_t, num_classes);
+  TORCH_ARG(int64_t, dim);
+  /// Weight of the old centroid in ema_update: mu <- m * mu + (1 - m) * batch mean.
+  TORCH_ARG(double, momentum) = 0.9;
+  /// dtype of the published centroids (sums are always float64).
+  TORCH_ARG(torch::Dtype, dtype) = torch::kFloat32;
+};
+
+class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
+ public:
+  CentroidBankImpl(int64_t num_classes, int64_t dim)
+      : CentroidBankImpl(CentroidBankOptions(num_classes, dim)) {}
+  explicit CentroidBankImpl(const CentroidBankOptions& options) : options(options) {
+    TORCH_CHECK(options.num_classes() > 0, "drolt::CentroidBank: expected num_classes > 0, got ",
+                options.num_classes());
+    TORCH_CHECK(options.dim() > 0, "drolt::CentroidBank: expected dim > 0, got ", options.dim());
+    TORCH_CHECK(options.momentum() >= 0 && options.momentum() < 1,
+                "drolt::CentroidBank: expected momentum in [0, 1), got ", options.momentum());
+    TORCH_CHECK(c10::isFloatingType(options.dtype()),
+                "drolt::CentroidBank: expected a floating-point dtype, got ", options.dtype());
+    reset();
+  }
+
+  /// Starts a new accumulation: clears the running sums and counts, keeps the
+  /// published centroids (they stay in use until the next finalize()).
+  /// (Also the Cloneable hook that registers the buffers on construction/clone.)
+  void reset() override {
+    const int64_t C = options.num_classes(), D = options.dim();
+    if (!sums_.defined() || named_buffers(/*recurse=*/false).size() == 0) {
+      auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+      sums_ = register_buffer("sums", torch::zeros({C, D}, f64));
+      pending_ = register_buffer("pending_counts", torch::zeros({C}, torch::kLong));
+      centroids_ = register_buffer("centroids", torch::zeros({C, D}, options.dtype()));
+      counts_ = register_buffer("counts", torch::zeros({C}, torch::kLong));
+      valid_ = register_buffer("valid", torch::zeros({C}, torch::kBool));
+      ema_ = register_buffer("ema", torch::zeros({C, D}, f64));
+      return;
+    }
+    torch::NoGradGuard no_grad;
+    sums_.zero_();
+    pending_.zero_();
+  }
+
+  /// Adds a batch of features to the running per-class sums. Features are
+  /// detached and moved to the bank's device; labels must be in [0, C).
+  void accumulate(const torch::Tensor& features, const torch::Tensor& labels) {
+    torch::NoGradGuard no_grad;
+    auto y = check_batch(features, labels, "accumulate");
+    sums_.index_add_(0, y, features.detach().to(sums_.device(), torch::kFloat64));
+    pending_.index_add_(0, y, torch::ones_like(y));
+  }
+
+  /// Publishes the means of everything accumulated since reset() as the current
+  /// centroids (classes seen at least once become valid, the others invalid),
+  /// then clears the accumulators.
+  void finalize() {
+    torch::NoGradGuard no_grad;
+    auto n = pending_.to(torch::kFloat64).unsqueeze(1);
+    auto means = torch::where(n > 0, sums_ / n.clamp_min(1), torch::zeros_like(sums_));
+    centroids_.copy_(means.to(centroids_.scalar_type()));
+    ema_.copy_(means);
+    counts_.copy_(pending_);
+    valid_.copy_(pending_ > 0);
+    sums_.zero_();
+    pending_.zero_();
+  }
+
+  /// EMA mode: for every class in the batch, mu <- m * mu + (1 - m) * mean of
+  /// the class's features in this batch (a class seen for the first time takes
+  /// its batch mean). The state is kept in float64.
+  void ema_update(const torch::Tensor& features, const torch::Tensor& labels) {
+    torch::NoGradGuard no_grad;
+    auto y = check_batch(features, labels, "ema_update");
+    const int64_t C = options.num_classes();
+    auto s = torch::zeros({C, options.dim()}, ema_.options());
+    s.index_add_(0, y, features.detach().to(ema_.device(), torch::kFloat64));
+    auto n = torch::zeros({C}, torch::TensorOptions().dtype(torch::kLong).device(ema_.device()));
+    n.index_add_(0, y, torch::ones_like(y));
+    auto present = (n > 0).unsqueeze(1);
+    auto mean = s / n.clamp_min(1).to(torch::kFloat64).unsqueeze(1);
+    const double m = options.momentum();
+    auto blended = torch::where(valid_.unsqueeze(1), m * ema_ + (1 - m) * mean, mean);
+    ema_.copy_(torch::where(present, blended, ema_));
+    counts_.add_(n);
+    valid_.logical_or_(n > 0);
+    centroids_.copy_(ema_.to(centroids_.scalar_type()));
+  }
+
+  /// Directly sets centroids (e.g. computed elsewhere); rows with valid == false are ignored.
+  void set(const torch::Tensor& centroids, const torch::Tensor& valid) {
+    torch::NoGradGuard no_grad;
+    TORCH_CHECK(centroids.dim() == 2 && centroids.size(0) == options.num_classes() &&
+                    centroids.size(1) == options.dim(),
+                "drolt::CentroidBank::set: expected centroids of shape [", options.num_classes(),
+                ", ", options.dim(), "], got ", centroids.sizes());
+    TORCH_CHECK(valid.dim() == 1 && valid.size(0) == options.num_classes(),
+                "drolt::CentroidBank::set: expected a valid mask of shape [", options.num_classes(),
+                "], got ", valid.sizes());
+    centroids_.copy_(centroids.detach());
+    ema_.copy_(centroids.detach());
+    valid_.copy_(valid.to(torch::kBool));
+  }
+
+  /// [C, D] centroids published by the last finalize() / ema_update().
+  const torch::Tensor& centroids() const { return centroids_; }
+  /// [C] bool: classes that have a centroid.
+  const torch::Tensor& valid() const { return valid_; }
+  /// [C] int64: samples behind each published centroid (EMA: samples seen so far).
+  const torch::Tensor& counts() const { return counts_; }
+  /// [C] int64: samples accumulated since the last reset().
+  const torch::Tensor& pending_counts() const { return pending_; }
+  int64_t num_classes() const { return options.num_classes(); }
+  int64_t dim() const { return options.dim(); }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "drolt::CentroidBank(num_classes=" << options.num_classes()
+           << ", dim=" << options.dim() << ", momentum=" << options.momentum() << ")";
+  }
+
+  CentroidBankOptions options;
+
+ private:
+  torch::Tensor check_batch(const torch::Tensor& features, const torch::Tensor& labels,
+                            const char* fn) const {
+    const int64_t C = options.num_classes(), D = options.dim();
+    TORCH_CHECK(features.dim() == 2 && features.size(1) == D, "drolt::CentroidBank::", fn,
+                ": expected features of shape [N, ", D, "], got ", features.sizes());
+    TORCH_CHECK(c10::isFloatingType(features.scalar_type()), "drolt::CentroidBank::", fn,
+                ": expected floating-point features, got ", features.scalar_type());
+    TORCH_CHECK(labels.dim() == 1 && labels.size(0) == features.size(0), "drolt::CentroidBank::",
+                fn, ": expected labels of shape [", features.size(0), "], got ", labels.sizes());
+    TORCH_CHECK(c10::isIntegralType(labels.scalar_type(), /*includeBool=*/false),
+                "drolt::CentroidBank::", fn, ": expected integer labels, got ",
+                labels.scalar_type());
+    auto y = labels.to(sums_.device(), torch::kLong);
+    if (y.numel() > 0) {
+      const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < C, "drolt::CentroidBank::", fn, ": expected labels in [0, ", C,
+                  "), got values in [", lo, ", ", hi, "]");
+    }
+    return y;
+  }
+
+  torch::Tensor sums_, pending_, centroids_, counts_, valid_, ema_;
+};
+
+TORCH_MODULE(CentroidBank);
+
+}  // namespace drolt
