@@ -1,0 +1,245 @@
+// End-to-end tests of the example trainer (examples/common/*.hpp) on a few
+// hundred generated images: the loss goes down, the phases switch, a resumed
+// run reproduces an uninterrupted one bit for bit, and the outputs are written.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "../examples/common/config.hpp"
+#include "../examples/common/data.hpp"
+#include "../examples/common/report.hpp"
+#include "../examples/common/resnet.hpp"
+#include "../examples/common/trainer.hpp"
+
+namespace de = drolt_examples;
+
+namespace {
+
+std::string tmpdir(const std::string& name) {
+  const std::string d = std::string(DROLT_TEST_TMPDIR) + "/trainer-" + name;
+  std::system(("rm -rf '" + d + "'").c_str());
+  return d;
+}
+
+/// 4 classes of 12x12 images, counts 60/27/12/6 (exp, rho 10), ResNet-8.
+de::TrainConfig tiny_config(const std::string& out) {
+  de::TrainConfig c;
+  c.dataset = "synthetic";
+  c.synthetic_classes = 4;
+  c.synthetic_size = 12;
+  c.n_max = 60;
+  c.rho = 10;
+  c.val_per_class = 10;
+  c.depth = 8;
+  c.epochs = 4;
+  c.dro_start = 2;
+  c.crt_epochs = 2;
+  c.batch_size = 32;
+  c.lr = 0.05;
+  c.warmup_epochs = 1;
+  c.methods = {"ce", "crt", "drolt"};
+  c.radius_policy = "learned";
+  c.eps0 = 0.5;
+  c.seed = 3;
+  c.out_dir = out;
+  c.verbose = false;
+  return c;
+}
+
+size_t count_lines(const std::string& path) {
+  std::ifstream f(path);
+  size_t n = 0;
+  std::string line;
+  while (std::getline(f, line)) n += !line.empty();
+  return n;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> state_of(torch::nn::Module& m) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& kv : m.named_parameters()) out.emplace_back(kv.key(), kv.value().detach().clone());
+  for (const auto& kv : m.named_buffers()) out.emplace_back(kv.key(), kv.value().detach().clone());
+  return out;
+}
+
+void require_identical(torch::nn::Module& a, torch::nn::Module& b) {
+  auto sa = state_of(a), sb = state_of(b);
+  REQUIRE(sa.size() == sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    INFO(sa[i].first);
+    REQUIRE(sa[i].first == sb[i].first);
+    REQUIRE(torch::equal(sa[i].second, sb[i].second));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ResNet family: shapes of features, logits and stage features", "[trainer]") {
+  torch::manual_seed(0);
+  for (int depth : {8, 20}) {
+    de::ResNet net(de::ResNetOptions(depth, 1, 7).stage_features(true));
+    auto out = net->forward(torch::randn({3, 1, 28, 28}));
+    CHECK(out.features.sizes() == torch::IntArrayRef({3, 64}));
+    CHECK(out.logits.sizes() == torch::IntArrayRef({3, 7}));
+    REQUIRE(out.stages.size() == 3);
+    CHECK(out.stages[0].size(1) == 16);
+    CHECK(out.stages[1].size(1) == 32);
+    CHECK(torch::equal(out.stages[2], out.features));
+  }
+  de::ResNet rgb(de::ResNetOptions(32, 3, 100));
+  CHECK(rgb->forward(torch::randn({2, 3, 32, 32})).logits.sizes() == torch::IntArrayRef({2, 100}));
+  CHECK_THROWS(de::ResNet(de::ResNetOptions(31, 3, 10)));
+}
+
+TEST_CASE("trainer: bad input stops before training", "[trainer]") {
+  auto c = tiny_config(tmpdir("bad"));
+  de::validate(c);
+  auto expect_bad = [&](auto edit) {
+    auto d = c;
+    edit(d);
+    CHECK_THROWS_AS(de::validate(d), std::invalid_argument);
+  };
+  expect_bad([](de::TrainConfig& d) { d.methods = {"svm"}; });
+  expect_bad([](de::TrainConfig& d) { d.radius_policy = "huge"; });
+  expect_bad([](de::TrainConfig& d) { d.lambda = 1.5; });
+  expect_bad([](de::TrainConfig& d) { d.lambda = -0.1; });
+  expect_bad([](de::TrainConfig& d) { d.temperature = 0; });
+  expect_bad([](de::TrainConfig& d) { d.batch_size = 0; });
+  expect_bad([](de::TrainConfig& d) { d.depth = 30; });
+  expect_bad([](de::TrainConfig& d) { d.centroid_mode = "batch"; });
+  auto missing = c;
+  missing.dataset = "fashion-mnist";
+  missing.data_dir = std::string(DROLT_TEST_TMPDIR) + "/no-such-dir";
+  CHECK_THROWS_WITH(de::load_data(missing), Catch::Contains("does not exist"));
+}
+
+TEST_CASE("trainer: tiny end-to-end run of ce, crt and drolt", "[trainer]") {
+  const auto cfg = tiny_config(tmpdir("e2e"));
+  const auto data = de::load_data(cfg);
+  REQUIRE(data.counts == std::vector<int64_t>({60, 27, 12, 6}));
+  REQUIRE(data.train_x.size(0) == 105);
+  REQUIRE(data.val_x.size(0) == 40);
+
+  std::ostringstream log;
+  auto rep = de::run_experiment(cfg, data, log);
+  REQUIRE_FALSE(rep.interrupted);
+
+  // Results: CE, cRT on CE features, DRO-LT with and without re-training.
+  std::vector<std::string> names;
+  for (const auto& r : rep.results) names.push_back(r.name);
+  REQUIRE(names == std::vector<std::string>({"ce", "crt", "drolt-learned", "drolt-learned/nocrt"}));
+  for (const auto& r : rep.results) {
+    CHECK(r.test.all >= 0);
+    CHECK(r.test.all <= 100);
+    CHECK(r.per_class.size() == 4);
+  }
+  // Learned radii: one per class, non-negative, moved away from eps0.
+  const auto& dro = rep.results[2];
+  REQUIRE(dro.radii.size() == 4);
+  for (double e : dro.radii) CHECK(e >= 0);
+  CHECK(dro.radii[0] < 0.5);
+
+  // Phases of each run, in order: CE warm-up, DRO-LT, classifier re-training.
+  std::vector<std::string> ce_phases, dro_phases;
+  for (const auto& h : rep.history) (h.run == "ce" ? ce_phases : dro_phases).push_back(h.phase);
+  CHECK(ce_phases == std::vector<std::string>({"ce", "ce", "ce", "ce", "crt", "crt"}));
+  CHECK(dro_phases == std::vector<std::string>({"ce", "ce", "dro", "dro", "crt", "crt"}));
+  for (const auto& h : rep.history) {
+    if (h.phase == "dro") {
+      CHECK(h.dro > 0);
+      CHECK(std::isfinite(h.loss));
+    }
+    if (h.phase == "ce") CHECK(h.dro == 0);
+  }
+
+  // The training loss goes down during CE training.
+  REQUIRE(rep.history.size() == 12);
+  CHECK(rep.history[3].loss < rep.history[0].loss);
+  CHECK(rep.history[3].train_acc > rep.history[0].train_acc);
+
+  // Outputs.
+  const std::string d = cfg.out_dir;
+  CHECK(count_lines(d + "/metrics.jsonl") == 12);
+  {
+    std::ifstream f(d + "/metrics.jsonl");
+    std::string first;
+    std::getline(f, first);
+    auto j = de::json::parse(first);
+    CHECK(j.at("run") == "ce");
+    CHECK(j.at("phase") == "ce");
+    CHECK(j.contains("images_per_s"));
+  }
+  {
+    std::ifstream f(d + "/summary.json");
+    auto j = de::json::parse(f);
+    CHECK(j.at("results").size() == 4);
+    CHECK(j.at("counts") == de::json({60, 27, 12, 6}));
+  }
+  std::ifstream table(d + "/table.md");
+  std::stringstream ts;
+  ts << table.rdbuf();
+  CHECK_THAT(ts.str(), Catch::Contains("| crt") && Catch::Contains("Many") && Catch::Contains("Few"));
+  CHECK_THAT(log.str(), Catch::Contains("drolt-learned"));
+  CHECK(count_lines(d + "/per_class.csv") == 5);
+  CHECK(count_lines(d + "/radii-drolt-learned.csv") == 5);
+  CHECK(de::file_exists(d + "/checkpoint-ce.pt"));
+  CHECK(de::file_exists(d + "/checkpoint-drolt-learned.pt"));
+  if (de::have_gnuplot()) {
+    CHECK(de::file_exists(d + "/per_class_accuracy.png"));
+    CHECK(de::file_exists(d + "/learned_radii.png"));
+    CHECK(rep.plots.size() == 2);
+  } else {
+    CHECK(rep.plots.empty());
+  }
+}
+
+TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer]") {
+  for (const std::string mode : {"full", "ema"}) {
+    for (int64_t stop : {3, 5}) {  // during DRO-LT, during classifier re-training
+      DYNAMIC_SECTION("centroids " << mode << ", interrupted after epoch " << stop) {
+        auto cfg = tiny_config(tmpdir("resume-a"));
+        de::make_dirs(cfg.out_dir);
+        cfg.methods = {"drolt"};
+        cfg.centroid_mode = mode;
+        const auto data = de::load_data(cfg);
+        std::ostringstream log;
+
+        de::Run whole(cfg, data, /*dro=*/true, /*with_crt=*/true);
+        auto ra = whole.run(log);
+        REQUIRE(ra.size() == 2);
+
+        auto cb = cfg;
+        cb.out_dir = tmpdir("resume-b");
+        de::make_dirs(cb.out_dir);
+        cb.stop_after = stop;
+        de::Run first(cb, data, true, true);
+        CHECK(first.run(log).empty());
+        CHECK(first.interrupted());
+        CHECK(first.next_epoch() == stop);
+
+        cb.stop_after = -1;
+        cb.resume = true;
+        de::Run second(cb, data, true, true);  // fresh objects: everything comes from the checkpoint
+        auto rb = second.run(log);
+        REQUIRE(rb.size() == 2);
+        CHECK_THAT(log.str(), Catch::Contains("resumed from"));
+
+        require_identical(*whole.model(), *second.model());
+        require_identical(*whole.loss(), *second.loss());
+        require_identical(*whole.bank(), *second.bank());
+        for (size_t i = 0; i < ra.size(); ++i) {
+          CHECK(ra[i].name == rb[i].name);
+          CHECK(ra[i].per_class == rb[i].per_class);
+          CHECK(ra[i].radii == rb[i].radii);
+        }
+        // The resumed run's history covers every epoch once.
+        REQUIRE(second.history().size() == whole.history().size());
+        for (size_t i = 0; i < whole.history().size(); ++i) {
+          CHECK(second.history()[i].loss == whole.history()[i].loss);
+        }
+      }
+    }
+  }
+}
