@@ -78,9 +78,10 @@ class GzFile {
   /// that declares gigabytes costs memory only for the bytes actually present.
   std::vector<uint8_t> read_payload(size_t n, const char* what) {
     std::vector<uint8_t> data;
-    constexpr size_t kStep = size_t{16} << 20;
+    size_t step = size_t{1} << 16;
     while (data.size() < n) {
-      const size_t want = std::min(kStep, n - data.size());
+      const size_t want = std::min(step, n - data.size());
+      step = std::min(step * 2, size_t{64} << 20);
       const size_t old = data.size();
       data.resize(old + want);
       const size_t got = read_some(data.data() + old, want);
@@ -95,13 +96,15 @@ class GzFile {
   /// Reads everything that is left.
   std::vector<uint8_t> read_rest() {
     std::vector<uint8_t> data;
-    constexpr size_t kStep = size_t{16} << 20;
+    // Geometric growth: small files stay cheap, large ones take few passes.
+    size_t step = size_t{1} << 16;
     for (;;) {
       const size_t old = data.size();
-      data.resize(old + kStep);
-      const size_t got = read_some(data.data() + old, kStep);
+      data.resize(old + step);
+      const size_t got = read_some(data.data() + old, step);
       data.resize(old + got);
-      if (got < kStep) break;
+      if (got < step) break;
+      step = std::min(step * 2, size_t{64} << 20);
     }
     return data;
   }
