@@ -35,6 +35,7 @@ void apply_preset(const std::string& name, de::TrainConfig& c) {
     c.depth = 20;
     c.epochs = 30;
     c.crt_epochs = 10;
+    c.out_dir = "out/demo";
     return;
   }
   if (name == "paper") {
@@ -117,7 +118,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", cfg.seed, "seed of initialisation, data order and augmentation");
   app.add_option("--threads", cfg.threads, "CPU threads (0 = all cores)");
   app.add_option("--device", cfg.device, "cpu or cuda");
-  app.add_option("-o,--out", cfg.out_dir, "output directory");
+  app.add_option("-o,--out,--out-dir", cfg.out_dir, "output directory (checkpoints, metrics.jsonl, summary.json, table.md, plots)");
   app.add_flag("--resume", cfg.resume, "continue from the checkpoints in --out");
   app.add_option("--checkpoint-every", cfg.checkpoint_every, "checkpoint every N epochs (0 = never)");
   app.add_option("--stop-after", cfg.stop_after, "stop a run after N epochs as if interrupted (tests --resume)");

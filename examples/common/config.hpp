@@ -71,7 +71,7 @@ struct TrainConfig {
   int64_t seed = 0;
   int threads = 0;  // 0 = all cores
   std::string device = "cpu";
-  std::string out_dir = "drolt-out";
+  std::string out_dir = "out/train";
   bool resume = false;
   int64_t checkpoint_every = 1;  // epochs; 0 = never
   bool plots = true;
