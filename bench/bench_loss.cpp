@@ -1,0 +1,369 @@
+// drolt benchmarks (Google Benchmark).
+//
+//   loss/<shape>/<path>/<device>     one forward + backward of the DRO-LT loss
+//                                    (features and radii get gradients; centroids
+//                                    are constant, as in the paper's protocol)
+//   bank/<mode>/<device>             centroid-bank refresh over a CIFAR-100-LT epoch
+//                                    of features (10847 x 64)
+//   resnet32_step/<loss>/<device>    one SGD step of ResNet-32 on a batch of 128
+//                                    CIFAR images, CE alone or CE + DRO-LT
+//
+// Shapes: cifar100lt (B=128, C=100, D=64), imagenetlt (B=256, C=1000, D=2048),
+// inat (B=256, C=8142, D=2048); float32, batch normalization, Euclidean
+// distance, labels uniform over the classes.
+//
+// Counters
+//   GFLOP/s         nominal 6*K*B*D floating-point operations per forward+backward
+//                   (one [K,B,D] distance product forward, two backward; K = rows
+//                   of spec section 2) over the wall time; the same nominal count
+//                   for every path, so it compares paths, not algorithms.
+//   bytes           nominal minimum traffic per forward+backward: features and the
+//                   K used centroids read twice, feature gradients written once.
+//                   bytes_per_second follows from it.
+//   peak_extra_MiB  memory allocated on top of the inputs during one
+//                   forward+backward, at its peak. CUDA: the caching allocator's
+//                   peak allocated bytes; CPU: LibTorch's CPU allocator wrapped
+//                   with a counter for that one run (tensors only: not the
+//                   allocator's or the thread pool's own overhead).
+//
+// Threads: torch::set_num_threads(N), N from --threads=N or DROLT_BENCH_THREADS,
+// default 2. Times are wall-clock (UseRealTime); CUDA iterations end with a
+// device synchronisation.
+#include <benchmark/benchmark.h>
+#include <c10/core/CPUAllocator.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/resnet.hpp"
+#include "drolt/drolt.hpp"
+
+#if defined(DROLT_HAS_CUDA_KERNELS)
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace {
+
+using drolt::Backend;
+using drolt::functional::robust_centroid_loss;
+using Opts = drolt::functional::RobustCentroidLossFuncOptions;
+
+// ------------------------------------------------------------------ memory
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define DROLT_ALLOCATE_CONST
+#define DROLT_ALLOCATOR_HAS_COPY_DATA 1
+#else
+#define DROLT_ALLOCATE_CONST const
+#define DROLT_ALLOCATOR_HAS_COPY_DATA 0
+#endif
+
+/// Wraps LibTorch's CPU allocator and counts the bytes it hands out.
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
+
+  c10::DataPtr allocate(size_t n) DROLT_ALLOCATE_CONST override {
+    c10::DataPtr inner = base_->allocate(n);
+    void* data = inner.get();
+    auto* ctx = new Block{std::move(inner), static_cast<int64_t>(n)};
+    const int64_t now = current_.fetch_add(ctx->bytes) + ctx->bytes;
+    int64_t seen = peak_.load();
+    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
+    }
+    return {data, ctx, &CountingCpuAllocator::release, c10::Device(c10::kCPU)};
+  }
+#if DROLT_ALLOCATOR_HAS_COPY_DATA
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    std::memcpy(dest, src, count);
+  }
+#endif
+
+  static void reset() {
+    current_ = 0;
+    peak_ = 0;
+  }
+  static int64_t peak() { return peak_.load(); }
+
+ private:
+  struct Block {
+    c10::DataPtr inner;
+    int64_t bytes;
+  };
+  static void release(void* p) {
+    auto* b = static_cast<Block*>(p);
+    current_ -= b->bytes;
+    delete b;  // frees through the wrapped allocator's deleter
+  }
+  c10::Allocator* base_;
+  static std::atomic<int64_t> current_;
+  static std::atomic<int64_t> peak_;
+};
+std::atomic<int64_t> CountingCpuAllocator::current_{0};
+std::atomic<int64_t> CountingCpuAllocator::peak_{0};
+
+/// Peak bytes allocated while fn runs, on top of what was allocated before.
+int64_t peak_extra_bytes(const torch::Device& dev, const std::function<void()>& fn) {
+  if (dev.is_cuda()) {
+#if defined(DROLT_HAS_CUDA_KERNELS)
+    namespace ca = c10::cuda::CUDACachingAllocator;
+    const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    torch::cuda::synchronize();
+    ca::resetPeakStats(dev.index() < 0 ? 0 : dev.index());
+    const int64_t before = ca::getDeviceStats(dev.index() < 0 ? 0 : dev.index()).allocated_bytes[agg].current;
+    fn();
+    torch::cuda::synchronize();
+    return ca::getDeviceStats(dev.index() < 0 ? 0 : dev.index()).allocated_bytes[agg].peak - before;
+#else
+    fn();
+    return -1;
+#endif
+  }
+  // Static: a storage keeps a pointer to its allocator (for resizing) and may
+  // outlive this call.
+  c10::Allocator* base = c10::GetCPUAllocator();
+  static CountingCpuAllocator counting(base);
+  CountingCpuAllocator::reset();
+  c10::SetCPUAllocator(&counting);
+  fn();
+  c10::SetCPUAllocator(base);
+  return CountingCpuAllocator::peak();
+}
+
+// ------------------------------------------------------------------ helpers
+
+struct LossShape {
+  const char* name;
+  int64_t B, C, D;
+};
+const LossShape kShapes[] = {{"cifar100lt", 128, 100, 64},
+                             {"imagenetlt", 256, 1000, 2048},
+                             {"inat", 256, 8142, 2048}};
+
+/// Returns false (and marks the run skipped) when the device or path is missing.
+bool device_ready(benchmark::State& state, const torch::Device& dev, bool needs_cuda_kernels) {
+  if (!dev.is_cuda()) return true;
+  if (!torch::cuda::is_available()) {
+    state.SkipWithError("no CUDA device");
+    return false;
+  }
+  if (needs_cuda_kernels && drolt::detail::cuda_backend_slot() == nullptr) {
+    state.SkipWithError("fused CUDA kernels not linked (build with DROLT_WITH_CUDA=ON)");
+    return false;
+  }
+  return true;
+}
+
+void sync(const torch::Device& dev) {
+  if (dev.is_cuda()) torch::cuda::synchronize();
+}
+
+// ------------------------------------------------------------------ loss
+
+void bench_loss(benchmark::State& state, LossShape shape, Backend backend, torch::Device dev) {
+  if (!device_ready(state, dev, backend == Backend::fused)) return;
+  torch::manual_seed(0);
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(dev);
+  const double scale = 2.0 / std::sqrt(static_cast<double>(shape.D));
+  auto z = (torch::randn({shape.B, shape.D}, f32) * scale).requires_grad_();
+  auto mu = torch::randn({shape.C, shape.D}, f32) * scale;
+  auto y = torch::randint(0, shape.C, {shape.B}, torch::TensorOptions().dtype(torch::kLong).device(dev));
+  auto eps = torch::full({shape.C}, 0.5, f32).requires_grad_();
+  // No per-call value checks (they cost a host synchronisation on CUDA).
+  const auto opts = Opts().temperature(1.0).backend(backend).validate_values(false);
+  auto step = [&] {
+    auto l = robust_centroid_loss(z, y, mu, eps, opts);
+    auto g = torch::autograd::grad({l}, {z, eps});
+    benchmark::DoNotOptimize(g[0].data_ptr());
+  };
+  step();  // warm-up: first-use allocations, kernel loading
+  sync(dev);
+  const int64_t peak = peak_extra_bytes(dev, step);
+  const int64_t K = (torch::bincount(y.cpu()) > 0).sum().item<int64_t>();  // rows: classes present
+
+  for (auto _ : state) {
+    step();
+    sync(dev);
+  }
+  const double flops = 6.0 * K * shape.B * shape.D;
+  const double bytes = 4.0 * (2.0 * (shape.B + K) * shape.D + shape.B * shape.D);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes"] = bytes;
+  state.counters["rows_K"] = static_cast<double>(K);
+  state.counters["peak_extra_MiB"] = static_cast<double>(peak) / (1024.0 * 1024.0);
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+}
+
+// ------------------------------------------------------------------ centroid bank
+
+/// CIFAR-100-LT, rho = 100: n_c = floor(500 * 100^(-c / 99)), 10847 samples.
+torch::Tensor cifar100lt_labels() {
+  std::vector<int64_t> y;
+  for (int64_t c = 0; c < 100; ++c) {
+    const auto n = static_cast<int64_t>(std::floor(500.0 * std::pow(100.0, -c / 99.0)));
+    y.insert(y.end(), n, c);
+  }
+  return torch::tensor(y, torch::kLong);
+}
+
+enum class BankMode { full_pass_batched, full_pass_one_call, ema_batched };
+
+void bench_bank(benchmark::State& state, BankMode mode, torch::Device dev) {
+  if (!device_ready(state, dev, false)) return;
+  torch::manual_seed(0);
+  auto y = cifar100lt_labels();
+  y = y.index_select(0, torch::randperm(y.size(0))).to(dev);
+  const int64_t N = y.size(0), D = 64, batch = 128;
+  auto feats = torch::randn({N, D}, torch::TensorOptions().device(dev));
+  drolt::CentroidBank bank(drolt::CentroidBankOptions(100, D));
+  bank->to(dev);
+  auto epoch = [&] {
+    if (mode == BankMode::full_pass_one_call) {
+      bank->reset();
+      bank->accumulate(feats, y);
+      bank->finalize();
+    } else if (mode == BankMode::full_pass_batched) {
+      bank->reset();
+      for (int64_t s = 0; s < N; s += batch)
+        bank->accumulate(feats.slice(0, s, s + batch), y.slice(0, s, s + batch));
+      bank->finalize();
+    } else {
+      for (int64_t s = 0; s < N; s += batch)
+        bank->ema_update(feats.slice(0, s, s + batch), y.slice(0, s, s + batch));
+    }
+    benchmark::DoNotOptimize(bank->centroids().data_ptr());
+  };
+  epoch();
+  sync(dev);
+  const int64_t peak = peak_extra_bytes(dev, epoch);
+  for (auto _ : state) {
+    epoch();
+    sync(dev);
+  }
+  state.counters["bytes"] = 4.0 * N * D;
+  state.counters["peak_extra_MiB"] = static_cast<double>(peak) / (1024.0 * 1024.0);
+  state.SetBytesProcessed(static_cast<int64_t>(4.0 * N * D) * state.iterations());
+  state.SetItemsProcessed(N * state.iterations());
+}
+
+// ------------------------------------------------------------------ ResNet-32 step
+
+void bench_resnet_step(benchmark::State& state, bool with_drolt, torch::Device dev) {
+  if (!device_ready(state, dev, false)) return;
+  torch::manual_seed(0);
+  const int64_t B = 128, C = 100;
+  drolt_examples::ResNet net(drolt_examples::ResNetOptions(32, 3, C));
+  net->to(dev);
+  drolt::RobustCentroidLoss dro(drolt::RobustCentroidLossOptions(C).temperature(1.0));
+  dro->to(dev);
+  auto params = net->parameters();
+  if (with_drolt) {
+    auto r = dro->parameters();  // the learned radii train with the feature extractor
+    params.insert(params.end(), r.begin(), r.end());
+  }
+  torch::optim::SGD opt(params, torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
+  auto x = torch::randn({B, 3, 32, 32}, torch::TensorOptions().device(dev));
+  auto y = torch::randint(0, C, {B}, torch::TensorOptions().dtype(torch::kLong).device(dev));
+  drolt::CentroidBank bank(drolt::CentroidBankOptions(C, 64));  // last epoch's centroids
+  bank->to(dev);
+  bank->set(torch::randn({C, 64}, torch::TensorOptions().device(dev)),
+            torch::ones({C}, torch::TensorOptions().dtype(torch::kBool).device(dev)));
+  const double lambda = 0.5;
+  net->train();
+  auto step = [&] {
+    opt.zero_grad();
+    auto out = net->forward(x);
+    auto loss = torch::nn::functional::cross_entropy(out.logits, y);
+    if (with_drolt)
+      loss = (1 - lambda) * loss + lambda * dro(out.features, y, bank);
+    loss.backward();
+    opt.step();
+    dro->project_();
+  };
+  step();
+  sync(dev);
+  const int64_t peak = peak_extra_bytes(dev, step);
+  for (auto _ : state) {
+    step();
+    sync(dev);
+  }
+  state.counters["peak_extra_MiB"] = static_cast<double>(peak) / (1024.0 * 1024.0);
+  state.SetItemsProcessed(B * state.iterations());
+}
+
+// ------------------------------------------------------------------ registration
+
+int threads_from(int* argc, char** argv) {
+  int n = 2;
+  if (const char* e = std::getenv("DROLT_BENCH_THREADS")) n = std::atoi(e);
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    if (std::strncmp(argv[i], "--threads=", 10) == 0) {
+      n = std::atoi(argv[i] + 10);
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+  return n > 0 ? n : 2;
+}
+
+void register_all() {
+  const std::pair<const char*, torch::Device> devices[] = {{"cpu", torch::Device(torch::kCPU)},
+                                                           {"cuda", torch::Device(torch::kCUDA, 0)}};
+  for (const auto& d : devices) {
+    for (const auto& s : kShapes) {
+      for (auto be : {Backend::reference, Backend::fused}) {
+        const std::string name = std::string("loss/") + s.name + "/" +
+                                 (be == Backend::reference ? "reference" : "fused") + "/" + d.first;
+        benchmark::RegisterBenchmark(name.c_str(), bench_loss, s, be, d.second)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+    const std::pair<const char*, BankMode> modes[] = {{"full_pass_batched128", BankMode::full_pass_batched},
+                                                      {"full_pass_one_call", BankMode::full_pass_one_call},
+                                                      {"ema_batched128", BankMode::ema_batched}};
+    for (const auto& m : modes) {
+      benchmark::RegisterBenchmark((std::string("bank/") + m.first + "/" + d.first).c_str(),
+                                   bench_bank, m.second, d.second)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+    for (bool with : {false, true}) {
+      benchmark::RegisterBenchmark(
+          (std::string("resnet32_step/") + (with ? "ce+drolt" : "ce") + "/" + d.first).c_str(),
+          bench_resnet_step, with, d.second)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int threads = threads_from(&argc, argv);
+  torch::set_num_threads(threads);
+  benchmark::AddCustomContext("torch_threads", std::to_string(threads));
+  benchmark::AddCustomContext("torch_version", TORCH_VERSION);
+  benchmark::AddCustomContext("cuda_available", torch::cuda::is_available() ? "yes" : "no");
+  benchmark::AddCustomContext("drolt_cuda_kernels",
+                              drolt::detail::cuda_backend_slot() ? "linked" : "not linked");
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
