@@ -17,6 +17,7 @@ need() {
 }
 need /usr/include/catch2/catch.hpp catch2
 need /usr/lib/cmake/Catch2/Catch2Config.cmake catch2
+need /usr/lib/libCatch2WithMain.a catch2
 need /usr/include/benchmark/benchmark.h libbenchmark-dev
 need "$arch_lib/cmake/benchmark/benchmarkConfig.cmake" libbenchmark-dev
 need "$arch_lib/libbenchmark.so.1.7.1" libbenchmark1debian
@@ -30,6 +31,7 @@ mkdir -p "$dest/include" "$dest/lib/cmake" "$dest/lib/x86_64-linux-gnu/cmake" "$
 # Catch2 v2: header-only; its config computes the prefix from its own location.
 cp -r /usr/include/catch2 "$dest/include/"
 cp -r /usr/lib/cmake/Catch2 "$dest/lib/cmake/"
+cp /usr/lib/libCatch2WithMain.a "$dest/lib/"  # its config checks that the file exists
 
 # Google Benchmark 1.7.1: the imported targets point at
 # <prefix>/lib/x86_64-linux-gnu/libbenchmark.so.1.7.1 and libbenchmark_main.a.
