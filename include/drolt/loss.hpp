@@ -12,7 +12,10 @@
 // the analytic backward.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -90,6 +93,36 @@ struct CheckedInputs {
   double base_temperature;
 };
 
+/// min / max of the labels, min and finiteness of radii and weights, for CPU tensors.
+inline void value_stats_cpu(const torch::Tensor& labels, const torch::Tensor& radii,
+                            const torch::Tensor& weights, double* s) {
+  auto y = labels.contiguous();
+  const int64_t* yp = y.data_ptr<int64_t>();
+  int64_t lo = yp[0], hi = yp[0];
+  for (int64_t i = 1; i < y.numel(); ++i) {
+    lo = std::min(lo, yp[i]);
+    hi = std::max(hi, yp[i]);
+  }
+  s[0] = static_cast<double>(lo);
+  s[1] = static_cast<double>(hi);
+  auto scan = [](const torch::Tensor& t, double* mn, double* finite) {
+    auto d = t.scalar_type() == torch::kDouble ? t.contiguous() : t.to(torch::kDouble).contiguous();
+    const double* p = d.data_ptr<double>();
+    double m = std::numeric_limits<double>::infinity();
+    bool ok = true;
+    for (int64_t i = 0; i < d.numel(); ++i) {
+      ok = ok && std::isfinite(p[i]);
+      m = std::min(m, p[i]);
+    }
+    *mn = m;
+    *finite = ok ? 1.0 : 0.0;
+  };
+  scan(radii, &s[2], &s[3]);
+  s[4] = 1.0;
+  s[5] = 1.0;
+  if (weights.defined()) scan(weights, &s[4], &s[5]);
+}
+
 inline void check_same_device(const torch::Tensor& ref, const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.device() == ref.device(), "drolt::robust_centroid_loss: expected ", name,
               " on the features' device ", ref.device(), ", got ", t.device());
@@ -162,18 +195,23 @@ inline CheckedInputs check_inputs(const torch::Tensor& features, const torch::Te
   }
 
   if (o.validate_values()) {
-    // One combined reduction: a single synchronisation on CUDA.
-    auto y = out.labels;
-    auto stats = torch::stack({y.min().to(torch::kDouble), y.max().to(torch::kDouble),
-                               radii.detach().min().to(torch::kDouble),
-                               torch::isfinite(radii.detach()).all().to(torch::kDouble),
-                               out.weights.defined() ? out.weights.detach().min().to(torch::kDouble)
-                                                     : torch::ones({}, torch::kDouble).to(y.device()),
-                               out.weights.defined()
-                                   ? torch::isfinite(out.weights.detach()).all().to(torch::kDouble)
-                                   : torch::ones({}, torch::kDouble).to(y.device())})
-                     .cpu();
-    auto s = stats.accessor<double, 1>();
+    double s[6];  // label min, label max, radius min, radii finite, weight min, weights finite
+    if (features.is_cpu()) {
+      // Plain loops: a handful of LibTorch ops would cost more than the loss itself.
+      value_stats_cpu(out.labels, radii.detach(), out.weights, s);
+    } else {
+      // One combined reduction: a single synchronisation on the device.
+      auto y = out.labels;
+      auto one = torch::ones({}, torch::TensorOptions().dtype(torch::kDouble).device(y.device()));
+      auto w = out.weights.defined() ? out.weights.detach() : torch::Tensor();
+      auto stats = torch::stack({y.min().to(torch::kDouble), y.max().to(torch::kDouble),
+                                 radii.detach().min().to(torch::kDouble),
+                                 torch::isfinite(radii.detach()).all().to(torch::kDouble),
+                                 w.defined() ? w.min().to(torch::kDouble) : one,
+                                 w.defined() ? torch::isfinite(w).all().to(torch::kDouble) : one})
+                       .cpu();
+      for (int k = 0; k < 6; ++k) s[k] = stats[k].item<double>();
+    }
     TORCH_CHECK(s[0] >= 0 && s[1] < static_cast<double>(C), fn, "expected labels in [0, ", C,
                 "), got values in [", static_cast<int64_t>(s[0]), ", ", static_cast<int64_t>(s[1]),
                 "]");
