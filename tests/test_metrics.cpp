@@ -1,7 +1,9 @@
 // Evaluation metrics (include/drolt/metrics.hpp) and class weights
 // (include/drolt/class_weights.hpp).
-#include <catch2/catch.hpp>
+// torch before Catch: LibTorch 2.x defines a glog-style CHECK that must not
+// replace Catch's.
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdint>

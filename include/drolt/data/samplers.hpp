@@ -8,8 +8,9 @@
 /// uniformly, with replacement. An epoch has `num_samples` draws (default: the
 /// dataset size). Draws come from the sampler's own std::mt19937_64 seeded by
 /// the options, never from torch's global generator, and are the same on every
-/// platform; every reset() (the data loader calls it at the start of each
-/// epoch) draws a fresh epoch from the continuing stream.
+/// platform. Every reset() (the data loader calls it when a loop over it
+/// starts) begins the next epoch, drawn from the continuing stream; next()
+/// before the first reset() begins epoch 0 by itself.
 ///
 ///     drolt::data::ClassBalancedSampler sampler(train.targets(),
 ///         drolt::data::ClassSamplerOptions().seed(7));
@@ -43,12 +44,16 @@ namespace detail {
 /// save/load. Subclasses only decide the class probabilities.
 class ClassSamplerBase : public torch::data::samplers::Sampler<> {
  public:
+  /// Begins the next epoch; `new_size` changes the number of draws per epoch.
   void reset(c10::optional<size_t> new_size = c10::nullopt) override {
     if (new_size.has_value()) epoch_length_ = *new_size;
+    prepare_epoch(next_epoch_);
     draw_epoch();
+    current_epoch_ = next_epoch_++;
   }
 
   c10::optional<std::vector<size_t>> next(size_t batch_size) override {
+    if (current_epoch_ < 0) reset();
     if (position_ >= indices_.size()) return c10::nullopt;
     const size_t end = std::min(indices_.size(), position_ + batch_size);
     std::vector<size_t> batch(indices_.begin() + static_cast<std::ptrdiff_t>(position_),
@@ -63,35 +68,51 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
     archive.write("drolt_sampler/rng", c10::IValue(rng_state.str()));
     archive.write("drolt_sampler/position", c10::IValue(static_cast<int64_t>(position_)));
     archive.write("drolt_sampler/epoch_length", c10::IValue(static_cast<int64_t>(epoch_length_)));
+    archive.write("drolt_sampler/num_targets", c10::IValue(static_cast<int64_t>(num_targets_)));
+    archive.write("drolt_sampler/current_epoch", c10::IValue(current_epoch_));
+    archive.write("drolt_sampler/next_epoch", c10::IValue(next_epoch_));
     auto idx = torch::empty({static_cast<int64_t>(indices_.size())}, torch::kInt64);
     std::copy(indices_.begin(), indices_.end(), idx.data_ptr<int64_t>());
     archive.write("drolt_sampler/indices", idx, /*is_buffer=*/true);
   }
 
   void load(torch::serialize::InputArchive& archive) override {
-    c10::IValue rng_state, position, epoch_length;
+    c10::IValue num_targets, rng_state, position, epoch_length, current_epoch, next_epoch;
+    archive.read("drolt_sampler/num_targets", num_targets);
+    TORCH_CHECK(num_targets.toInt() == static_cast<int64_t>(num_targets_), name_,
+                "::load: expected an archive from a sampler over ", num_targets_,
+                " targets, got one over ", num_targets.toInt());
     archive.read("drolt_sampler/rng", rng_state);
     archive.read("drolt_sampler/position", position);
     archive.read("drolt_sampler/epoch_length", epoch_length);
+    archive.read("drolt_sampler/current_epoch", current_epoch);
+    archive.read("drolt_sampler/next_epoch", next_epoch);
     torch::Tensor idx;
     archive.read("drolt_sampler/indices", idx, /*is_buffer=*/true);
     idx = idx.to(torch::kInt64).contiguous();
     const auto n = static_cast<int64_t>(num_targets_);
     const int64_t* p = idx.data_ptr<int64_t>();
     for (int64_t i = 0; i < idx.numel(); ++i) {
-      TORCH_CHECK(p[i] >= 0 && p[i] < n, "drolt sampler load: expected indices in [0, ", n,
+      TORCH_CHECK(p[i] >= 0 && p[i] < n, name_, "::load: expected indices in [0, ", n,
                   "), got ", p[i], " (saved from a sampler over other targets?)");
     }
     TORCH_CHECK(position.toInt() >= 0 && position.toInt() <= idx.numel(),
-                "drolt sampler load: expected position in [0, ", idx.numel(), "], got ",
+                name_, "::load: expected position in [0, ", idx.numel(), "], got ",
                 position.toInt());
     std::istringstream in(rng_state.toStringRef());
     in >> rng_;
-    TORCH_CHECK(!in.fail(), "drolt sampler load: corrupt generator state");
+    TORCH_CHECK(!in.fail(), name_, "::load: expected a std::mt19937_64 state, got a corrupt one");
     indices_.assign(p, p + idx.numel());
     position_ = static_cast<size_t>(position.toInt());
     epoch_length_ = static_cast<size_t>(epoch_length.toInt());
+    current_epoch_ = current_epoch.toInt();
+    next_epoch_ = next_epoch.toInt();
+    // Keep class_probabilities() in step with the epoch being served.
+    prepare_epoch(std::max<int64_t>(current_epoch_, 0));
   }
+
+  /// Index of the epoch being served (0 for the first), -1 before any.
+  int64_t epoch() const { return current_epoch_; }
 
   /// Draws per epoch.
   size_t epoch_length() const { return epoch_length_; }
@@ -149,6 +170,12 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
     }
   }
 
+  /// Hook for samplers whose class probabilities change with the epoch.
+  virtual void prepare_epoch(int64_t /*epoch*/) {}
+
+  /// Makes `epoch` the one the next reset() begins.
+  void set_next_epoch(int64_t epoch) { next_epoch_ = epoch; }
+
   void draw_epoch() {
     indices_.resize(epoch_length_);
     for (auto& index : indices_) {
@@ -179,6 +206,8 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
   size_t position_ = 0;
   size_t epoch_length_ = 0;
   size_t num_targets_ = 0;
+  int64_t current_epoch_ = -1;
+  int64_t next_epoch_ = 0;
 };
 
 }  // namespace detail
@@ -190,7 +219,6 @@ class ClassBalancedSampler : public detail::ClassSamplerBase {
   explicit ClassBalancedSampler(const torch::Tensor& targets, ClassSamplerOptions options = {})
       : ClassSamplerBase(targets, options, "drolt::data::ClassBalancedSampler") {
     set_class_weights(std::vector<double>(pools().size(), 1.0));
-    draw_epoch();
   }
 };
 
@@ -203,42 +231,44 @@ class SqrtSampler : public detail::ClassSamplerBase {
     std::vector<double> w;
     for (const auto& pool : pools()) w.push_back(std::sqrt(static_cast<double>(pool.size())));
     set_class_weights(std::move(w));
-    draw_epoch();
   }
 };
 
 /// Progressively balanced sampling: p_c(t) = (1 - t) n_c / N + t / C', with
-/// t = epoch / total_epochs (as in Kang et al.) and C' the number of classes
-/// that have samples: instance-balanced at epoch 0, class-balanced when
-/// epoch == total_epochs.
+/// t = min(epoch, total_epochs) / total_epochs (as in Kang et al.) and C' the
+/// number of classes that have samples: instance-balanced at epoch 0,
+/// class-balanced from epoch total_epochs on.
 ///
-/// Call set_epoch(e, total) before iterating epoch e; the data loader's reset()
-/// at the start of the loop draws the epoch with the new probabilities (call
-/// reset() yourself when using the sampler without a loader).
+/// Each reset() begins the next epoch, so with a data loader every loop over it
+/// is one epoch further along. set_epoch(e) makes the next reset() begin epoch
+/// e (to resume, or to drive the sampler by hand).
 class ProgressiveSampler : public detail::ClassSamplerBase {
  public:
-  explicit ProgressiveSampler(const torch::Tensor& targets, ClassSamplerOptions options = {})
-      : ClassSamplerBase(targets, options, "drolt::data::ProgressiveSampler") {
-    update();
-    draw_epoch();
-  }
-
-  void set_epoch(int64_t epoch, int64_t total_epochs) {
-    TORCH_CHECK(total_epochs > 0,
-                "drolt::data::ProgressiveSampler::set_epoch: expected total_epochs > 0, got ",
+  ProgressiveSampler(const torch::Tensor& targets, int64_t total_epochs,
+                     ClassSamplerOptions options = {})
+      : ClassSamplerBase(targets, options, "drolt::data::ProgressiveSampler"),
+        total_epochs_(total_epochs) {
+    TORCH_CHECK(total_epochs > 0, "drolt::data::ProgressiveSampler: expected total_epochs > 0, got ",
                 total_epochs);
-    TORCH_CHECK(epoch >= 0 && epoch <= total_epochs,
-                "drolt::data::ProgressiveSampler::set_epoch: expected epoch in [0, ",
-                total_epochs, "], got ", epoch);
-    t_ = static_cast<double>(epoch) / static_cast<double>(total_epochs);
-    update();
+    prepare_epoch(0);
   }
 
-  /// Current interpolation weight t in [0, 1].
-  double progress() const { return t_; }
+  /// The next reset() begins epoch `epoch`; class_probabilities() and progress()
+  /// show that epoch's values right away.
+  void set_epoch(int64_t epoch) {
+    TORCH_CHECK(epoch >= 0, "drolt::data::ProgressiveSampler::set_epoch: expected epoch >= 0, got ",
+                epoch);
+    set_next_epoch(epoch);
+    prepare_epoch(epoch);
+  }
 
- private:
-  void update() {
+  /// Interpolation weight t in [0, 1] of the epoch being served (or set).
+  double progress() const { return t_; }
+  int64_t total_epochs() const { return total_epochs_; }
+
+ protected:
+  void prepare_epoch(int64_t epoch) override {
+    t_ = static_cast<double>(std::min(epoch, total_epochs_)) / static_cast<double>(total_epochs_);
     size_t nonempty = 0, total = 0;
     for (const auto& pool : pools()) {
       nonempty += pool.empty() ? 0 : 1;
@@ -253,6 +283,8 @@ class ProgressiveSampler : public detail::ClassSamplerBase {
     set_class_weights(std::move(w));
   }
 
+ private:
+  int64_t total_epochs_;
   double t_ = 0.0;
 };
 
