@@ -30,7 +30,9 @@ TEST_CASE("distributed: not compiled in this build", "[dist]") {
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <functional>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -338,6 +340,82 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
+
+// ---------------------------------------------------------------- timing
+// Not a test: `drolt_tests "[dist-bench]"` prints the time per epoch with 1 and
+// 2 processes (docs/distributed.md). One epoch = a bank refresh over this
+// rank's shard (no-grad forward, accumulate, dist::finalize) plus a training
+// pass over the shard (forward, cross-entropy + DRO-LT loss with learned radii,
+// backward, allreduce_gradients, SGD). Fashion-MNIST-sized synthetic data.
+
+struct BenchNet : torch::nn::Module {
+  BenchNet() {
+    body = register_module("body", torch::nn::Sequential(torch::nn::Linear(784, 256), torch::nn::ReLU(),
+                                                         torch::nn::Linear(256, 128), torch::nn::ReLU(),
+                                                         torch::nn::Linear(128, 64)));
+    head = register_module("head", torch::nn::Linear(64, 10));
+  }
+  torch::nn::Sequential body{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
+/// Runs `epochs` epochs on this rank; returns the seconds of each (rank 0's view).
+std::vector<double> bench_epochs(drolt::dist::GlooGroup& g, int epochs) {
+  const int rank = g.rank(), world = g.world_size();
+  const int64_t N = 12000, C = 10, global_batch = 128;
+  auto gen = at::detail::createCPUGenerator(7);
+  auto means = torch::randn({C, 784}, gen);
+  auto y_all = torch::clamp(torch::floor(-torch::log2(torch::rand({N}, gen)) * 2), 0, C - 1)
+                   .to(torch::kLong);
+  auto x_all = means.index_select(0, y_all) + 2 * torch::randn({N, 784}, gen);
+  torch::manual_seed(0);
+  auto net = std::make_shared<BenchNet>();
+  drolt::RobustCentroidLoss loss(
+      drolt::RobustCentroidLossOptions(C).temperature(0.1).radius(drolt::RadiusPolicy::learned(0.5)));
+  drolt::CentroidBank bank(C, 64);
+  auto params = net->parameters();
+  params.push_back(loss->named_parameters()["radii"]);
+  drolt::dist::broadcast_(params, g.pg());
+  torch::optim::SGD opt(params, torch::optim::SGDOptions(0.01).momentum(0.9));
+  const int64_t local_batch = global_batch / world;
+  std::vector<double> times;
+  for (int e = 0; e < epochs; ++e) {
+    drolt::dist::barrier(g.pg());
+    const auto t0 = Clock::now();
+    // Same permutation on every rank (seeded by the epoch), then a strided shard.
+    auto perm = torch::randperm(N, at::detail::createCPUGenerator(1000 + e), torch::kLong);
+    auto mine = perm.index_select(0, shard_rows(N, rank, world));
+    auto x = x_all.index_select(0, mine), y = y_all.index_select(0, mine);
+    {
+      torch::NoGradGuard ng;
+      bank->reset();
+      for (int64_t s = 0; s < x.size(0); s += 256)
+        bank->accumulate(net->body->forward(x.slice(0, s, s + 256)), y.slice(0, s, s + 256));
+    }
+    drolt::dist::finalize(bank, g.pg());
+    const int64_t steps = N / global_batch;  // equal on every rank
+    for (int64_t k = 0; k < steps; ++k) {
+      auto xb = x.slice(0, k * local_batch, (k + 1) * local_batch);
+      auto yb = y.slice(0, k * local_batch, (k + 1) * local_batch);
+      opt.zero_grad();
+      auto z = net->body->forward(xb);
+      auto l = torch::nn::functional::cross_entropy(net->head->forward(z), yb) + loss(z, yb, bank);
+      l.backward();
+      drolt::dist::allreduce_gradients(params, g.pg());
+      opt.step();
+      loss->project_();
+    }
+    drolt::dist::barrier(g.pg());
+    times.push_back(seconds_since(t0));
+  }
+  CHECK(drolt::dist::max_divergence(params, g.pg()) == 0.0);
+  return times;
+}
+
+int bench_threads() {
+  const char* t = std::getenv("DROLT_BENCH_THREADS");
+  return t != nullptr ? std::atoi(t) : 1;
+}
 }  // namespace
 
 TEST_CASE(kWorkerTest, "[.dist-worker]") {
@@ -348,6 +426,13 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
   }
   const std::string s = scenario;
   auto o = drolt::dist::GlooGroupOptions::from_env();
+  if (s == "bench") {
+    torch::set_num_threads(bench_threads());
+    o.timeout = std::chrono::seconds(120);
+    auto g = drolt::dist::make_gloo_group(o);
+    bench_epochs(g, 3);
+    return;
+  }
   REQUIRE(o.world_size == 2);
   if (s == "centroids" || s == "training") {
     o.timeout = std::chrono::seconds(60);
@@ -436,6 +521,27 @@ TEST_CASE("distributed: options from the environment and bad values", "[dist]") 
   bank->accumulate(torch::tensor({{1.f, 3.f}, {2.f, 5.f}}), torch::tensor({1, 1}));
   drolt::dist::finalize(bank, g.pg());
   CHECK(torch::allclose(bank->centroids()[1], torch::tensor({1.5f, 4.f})));
+}
+
+TEST_CASE("distributed: time per epoch with 1 and 2 processes", "[.dist-bench]") {
+  const int threads = bench_threads();
+  torch::set_num_threads(threads);
+  for (int world : {1, 2}) {
+    auto o = group_options(0, world, /*port=*/0, std::chrono::seconds(120));
+    auto store = drolt::dist::make_store(o);
+    std::vector<std::unique_ptr<Child>> children;
+    for (int r = 1; r < world; ++r)
+      children.push_back(std::make_unique<Child>("bench", r, world, store->getPort()));
+    auto g = drolt::dist::make_gloo_group(o, store);
+    auto t = bench_epochs(g, 3);
+    for (auto& c : children) CHECK(exited_ok(c->wait(std::chrono::seconds(120))));
+    std::sort(t.begin(), t.end());
+    std::ostringstream msg;
+    msg << "processes=" << world << " threads/process=" << threads << " epoch seconds (sorted):";
+    for (double v : t) msg << " " << v;
+    msg << "  median " << t[t.size() / 2];
+    WARN(msg.str());
+  }
 }
 
 #endif  // DROLT_HAS_DISTRIBUTED
