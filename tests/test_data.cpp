@@ -1,4 +1,11 @@
 // Readers, long-tail subsets and samplers (include/drolt/data/).
+// GCC 12 reports -Wmaybe-uninitialized inside LibTorch's DataLoader (a moved
+// c10::optional in its Job) when the loader is instantiated with -O1 and
+// sanitizers; the warning concerns torch's code, and GCC attributes it to the
+// header's position, so the pragma must come before the includes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 // torch before Catch: LibTorch 2.x defines a glog-style CHECK that must not
 // replace Catch's.
 #include <torch/torch.h>
@@ -20,13 +27,6 @@
 #include "drolt/data/idx.hpp"
 #include "drolt/data/longtail.hpp"
 #include "drolt/data/samplers.hpp"
-
-// GCC 12 reports -Wmaybe-uninitialized inside LibTorch's DataLoader (its
-// c10::optional Job members) once the loader is instantiated with
-// optimisation and sanitizers on; the warning is about torch's code, not ours.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;

@@ -229,15 +229,15 @@ TEST_CASE("class weights: none, inverse frequency, effective number", "[metrics]
     CHECK(std::isfinite(w[0].item<float>()));
     CHECK(w[1].item<float>() > w[0].item<float>());
   }
-  SECTION("an empty class gets weight 0; the others still average 1") {
-    const auto w = drolt::class_weights({10, 0, 10}, ClassWeighting::inverse_frequency);
-    CHECK(w[1].item<float>() == 0.0f);
-    CHECK(w[0].item<float>() == Approx(1.0));
-    CHECK(w[2].item<float>() == Approx(1.0));
+  SECTION("re-weighting needs every class to have samples; none does not") {
+    CHECK_THROWS_WITH(drolt::class_weights({10, 0, 10}, ClassWeighting::inverse_frequency),
+                      Contains("counts > 0") && Contains("got 0 for class 1"));
+    CHECK_THROWS_WITH(drolt::class_weights({10, 0, 10}, ClassWeighting::effective_number),
+                      Contains("got 0 for class 1"));
+    CHECK(torch::equal(drolt::class_weights({10, 0, 10}, ClassWeighting::none), torch::ones({3})));
   }
   SECTION("invalid input") {
     CHECK_THROWS_WITH(drolt::class_weights({}, ClassWeighting::none), Contains("at least one class"));
-    CHECK_THROWS_WITH(drolt::class_weights({0, 0}, ClassWeighting::none), Contains("at least one class with samples"));
     CHECK_THROWS_WITH(drolt::class_weights({1, -2}, ClassWeighting::none), Contains("counts >= 0, got -2"));
     CHECK_THROWS_WITH(drolt::class_weights({1, 2}, ClassWeighting::effective_number, 1.0),
                       Contains("beta in [0, 1), got 1"));
