@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "drolt/class_weights.hpp"
+#include "drolt/loss.hpp"
 #include "drolt/metrics.hpp"
 
 using Catch::Matchers::Contains;
@@ -242,4 +243,27 @@ TEST_CASE("class weights: none, inverse frequency, effective number", "[metrics]
     CHECK_THROWS_WITH(drolt::class_weights({1, 2}, ClassWeighting::effective_number, 1.0),
                       Contains("beta in [0, 1), got 1"));
   }
+}
+
+TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spec says", "[metrics][class_weights]") {
+  // w from the counts of a 4-class long tail; a batch in which class 2 is absent.
+  const auto w = drolt::class_weights({500, 120, 30, 5}, drolt::ClassWeighting::effective_number, 0.99);
+  torch::manual_seed(3);
+  const auto z = torch::randn({6, 3});
+  const auto y = longs({0, 0, 1, 3, 3, 3});
+  const auto mu = torch::randn({4, 3});
+  const auto eps = torch::full({4}, 0.1);
+  using drolt::functional::RobustCentroidLossFuncOptions;
+  const auto per_class = drolt::functional::robust_centroid_loss(
+      z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).reduction(torch::kNone));
+  const auto weighted = drolt::functional::robust_centroid_loss(
+      z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).class_weights(w));
+  // L = sum_{c in P} w_c l_c / sum_{c in P} w_c  (spec section 2)
+  const auto present = torch::tensor({0, 1, 3}, torch::kInt64);
+  const double expected = (w.index_select(0, present) * per_class.index_select(0, present)).sum().item<double>() /
+                          w.index_select(0, present).sum().item<double>();
+  CHECK(weighted.item<double>() == Approx(expected).epsilon(1e-5));
+  // The tail class weighs most: the weighted loss differs from the unweighted mean.
+  CHECK(w[3].item<float>() > w[0].item<float>());
+  CHECK(weighted.item<double>() != Approx(per_class.index_select(0, present).mean().item<double>()).epsilon(1e-4));
 }
