@@ -121,6 +121,9 @@ int main(int argc, char** argv) {
   app.add_option("-o,--out,--out-dir", cfg.out_dir, "output directory (checkpoints, metrics.jsonl, summary.json, table.md, plots)");
   app.add_flag("--resume", cfg.resume, "continue from the checkpoints in --out");
   app.add_option("--checkpoint-every", cfg.checkpoint_every, "checkpoint every N epochs (0 = never)");
+  app.add_option("--save-at", cfg.save_at, "also keep the checkpoint taken after epoch N (checkpoint-<run>-eN.pt)");
+  app.add_option("--warm-start", cfg.warm_start,
+                 "drolt: take the CE warm-up from a CE run's checkpoint saved with --save-at <dro-start>");
   app.add_option("--stop-after", cfg.stop_after, "stop a run after N epochs as if interrupted (tests --resume)");
   app.add_option("--val-every", cfg.val_every, "validation accuracy every N epochs");
   bool no_plots = false, quiet = false;

@@ -243,3 +243,43 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
     }
   }
 }
+
+TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from scratch", "[trainer]") {
+  auto cfg = tiny_config(tmpdir("warm-a"));
+  de::make_dirs(cfg.out_dir);
+  cfg.methods = {"drolt"};
+  const auto data = de::load_data(cfg);
+  std::ostringstream log;
+  de::Run scratch(cfg, data, /*dro=*/true, /*with_crt=*/true);
+  auto ra = scratch.run(log);
+
+  auto cc = tiny_config(tmpdir("warm-ce"));
+  de::make_dirs(cc.out_dir);
+  cc.save_at = cc.dro_start_epoch();
+  de::Run ce(cc, data, /*dro=*/false, /*with_crt=*/true);
+  ce.run(log);
+  const std::string ckpt = ce.epoch_checkpoint_path(cc.save_at);
+  REQUIRE(de::file_exists(ckpt));
+
+  auto cw = cfg;
+  cw.out_dir = tmpdir("warm-b");
+  de::make_dirs(cw.out_dir);
+  cw.warm_start = ckpt;
+  de::Run warm(cw, data, true, true);
+  auto rb = warm.run(log);
+  CHECK_THAT(log.str(), Catch::Contains("CE warm-up (epochs 1-2) taken from"));
+  require_identical(*scratch.model(), *warm.model());
+  require_identical(*scratch.loss(), *warm.loss());
+  REQUIRE(ra.size() == rb.size());
+  for (size_t i = 0; i < ra.size(); ++i) CHECK(ra[i].per_class == rb[i].per_class);
+  REQUIRE(warm.history().size() == scratch.history().size());
+  CHECK(count_lines(cw.out_dir + "/metrics.jsonl") == scratch.history().size());
+
+  // A checkpoint from another epoch or another seed is refused.
+  auto bad = cw;
+  bad.seed = cw.seed + 1;
+  bad.out_dir = tmpdir("warm-c");
+  de::make_dirs(bad.out_dir);
+  de::Run other(bad, data, true, true);
+  CHECK_THROWS_WITH(other.run(log), Catch::Contains("differs in 'seed'"));
+}

@@ -74,6 +74,11 @@ struct TrainConfig {
   std::string out_dir = "out/train";
   bool resume = false;
   int64_t checkpoint_every = 1;  // epochs; 0 = never
+  /// Also keep a copy of the checkpoint taken after this epoch (-1 = none);
+  /// a CE run's copy at the DRO-LT start epoch can --warm-start DRO-LT runs.
+  int64_t save_at = -1;
+  /// DRO-LT runs: take the CE warm-up from this CE checkpoint (see save_at).
+  std::string warm_start;
   bool plots = true;
   bool verbose = true;
   int64_t val_every = 1;
@@ -158,6 +163,9 @@ inline void validate(const TrainConfig& c) {
   if (c.threads < 0) bad("--threads: must be >= 0 (0 = all cores)");
   if (c.device != "cpu" && c.device != "cuda") bad("--device: expected cpu or cuda, got '" + c.device + "'");
   if (c.checkpoint_every < 0) bad("--checkpoint-every: must be >= 0");
+  if (!c.warm_start.empty() && c.centroid_mode != "full") {
+    bad("--warm-start needs --centroids full");
+  }
   if (c.val_every < 1) bad("--val-every: must be >= 1");
   if (c.out_dir.empty()) bad("--out: must not be empty");
   const std::string e = err.str();

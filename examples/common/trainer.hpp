@@ -189,6 +189,10 @@ class Run {
 
   const std::string& name() const { return name_; }
   std::string checkpoint_path() const { return cfg_.out_dir + "/checkpoint-" + name_ + ".pt"; }
+  /// The extra copy written after epoch `epoch` when cfg.save_at == epoch.
+  std::string epoch_checkpoint_path(int64_t epoch) const {
+    return cfg_.out_dir + "/checkpoint-" + name_ + "-e" + std::to_string(epoch) + ".pt";
+  }
   ResNet& model() { return model_; }
   drolt::RobustCentroidLoss& loss() { return loss_; }
   drolt::CentroidBank& bank() { return bank_; }
@@ -209,11 +213,16 @@ class Run {
       load_checkpoint(checkpoint_path());
       log << "[" << name_ << "] resumed from " << checkpoint_path() << " at epoch " << next_epoch_ << "/"
           << total_epochs_ << "\n";
-    } else if (cfg_.resume) {
-      log << "[" << name_ << "] --resume: no checkpoint at " << checkpoint_path() << ", starting fresh\n";
+    } else {
+      if (cfg_.resume) {
+        log << "[" << name_ << "] --resume: no checkpoint at " << checkpoint_path() << ", starting fresh\n";
+      }
+      if (dro_ && !cfg_.warm_start.empty()) {
+        load_warm_start(cfg_.warm_start);
+        log << "[" << name_ << "] CE warm-up (epochs 1-" << next_epoch_ << ") taken from " << cfg_.warm_start
+            << "\n";
+      }
     }
-    const auto run_start = Clock::now();
-    int64_t done_here = 0;
     for (int64_t e = next_epoch_; e < total_epochs_; ++e) {
       EpochRecord rec;
       if (e < cfg_.epochs) {
@@ -241,15 +250,13 @@ class Run {
       if (cfg_.checkpoint_every > 0 && ((e + 1) % cfg_.checkpoint_every == 0 || e + 1 == total_epochs_)) {
         save_checkpoint(checkpoint_path());
       }
-      ++done_here;
+      if (cfg_.save_at > 0 && next_epoch_ == cfg_.save_at) save_checkpoint(epoch_checkpoint_path(cfg_.save_at));
       if (cfg_.stop_after >= 0 && next_epoch_ >= cfg_.stop_after && next_epoch_ < total_epochs_) {
         log << "[" << name_ << "] stopping after epoch " << next_epoch_ << " (--stop-after)\n";
         interrupted_ = true;
         break;
       }
     }
-    (void)run_start;
-    (void)done_here;
     std::vector<EvalResult> out;
     if (interrupted_) return out;
     for (const auto& n : result_names()) {
@@ -354,6 +361,65 @@ class Run {
     }
     ar.read("rng", t);
     set_cpu_rng_state(t);
+  }
+
+  /// Starts a DRO-LT run from a CE run's checkpoint taken after epoch
+  /// dro_start (`--save-at` on the CE run): the CE warm-up of both runs is the
+  /// same computation (same seed, data order, schedule), so this reproduces a
+  /// DRO-LT run trained from scratch exactly, without repeating the warm-up.
+  /// Full-refresh centroids only (the cheap modes fill the bank during the last
+  /// warm-up epoch, which a CE run does not do).
+  void load_warm_start(const std::string& path) {
+    if (cfg_.centroid_mode != "full") {
+      throw std::runtime_error("--warm-start needs --centroids full (the previous / ema modes build their first "
+                               "centroids during the last CE epoch)");
+    }
+    if (!file_exists(path)) throw std::runtime_error("--warm-start: no checkpoint '" + path + "'");
+    torch::serialize::InputArchive ar;
+    ar.load_from(path);
+    torch::Tensor t;
+    ar.read("fingerprint", t);
+    const json theirs = json::parse(tensor_string(t)), ours = json::parse(fingerprint());
+    for (const char* k : {"dataset", "rho", "n_max", "data_seed", "depth", "epochs", "batch", "lr", "seed",
+                          "schedule", "device"}) {
+      if (theirs.value(k, json()) != ours.value(k, json())) {
+        throw std::runtime_error(std::string("--warm-start: checkpoint '") + path + "' differs in '" + k +
+                                 "': " + theirs.value(k, json()).dump() + " vs " + ours.value(k, json()).dump());
+      }
+    }
+    if (theirs.value("run", std::string()) != "ce") {
+      throw std::runtime_error("--warm-start: '" + path + "' is not a checkpoint of a CE run");
+    }
+    ar.read("epoch", t);
+    const int64_t epoch = t.item<int64_t>();
+    if (epoch != cfg_.dro_start_epoch()) {
+      throw std::runtime_error("--warm-start: checkpoint '" + path + "' was taken after epoch " +
+                               std::to_string(epoch) + ", expected the DRO-LT start epoch " +
+                               std::to_string(cfg_.dro_start_epoch()) + " (--save-at on the CE run)");
+    }
+    next_epoch_ = epoch;
+    ar.read("elapsed", t);
+    elapsed_ = t.item<double>();
+    ar.read("history", t);
+    history_from_json(json::parse(tensor_string(t)));
+    for (auto& h : history_) h.run = name_;
+    torch::serialize::InputArchive m, o;
+    ar.read("model", m);
+    model_->load(m);
+    model_->to(device_);
+    // The CE optimizer has one parameter group (the network); ours may have a
+    // second one for learned radii. Load into a one-group SGD over the same
+    // parameters and move the per-parameter momentum buffers across.
+    ar.read("optimizer", o);
+    torch::optim::SGD ce_opt(model_->parameters(), torch::optim::SGDOptions(cfg_.lr)
+                                                       .momentum(cfg_.momentum)
+                                                       .weight_decay(cfg_.weight_decay));
+    ce_opt.load(o);
+    for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
+    ar.read("rng", t);
+    set_cpu_rng_state(t);
+    // Replay the warm-up's log lines so metrics.jsonl covers the whole run.
+    for (const auto& h : history_) append_jsonl(h);
   }
 
  private:
