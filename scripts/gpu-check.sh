@@ -20,7 +20,8 @@
 #
 # Environment: PYTHON (default python3), CUDACXX (default nvcc on PATH, else
 # /usr/local/cuda/bin/nvcc), TORCH_CUDA_ARCH_LIST, JOBS (default nproc),
-# BUILD_DIR (default build-gpu), DROLT_GPU_CHECK_BUDGET.
+# BUILD_DIR (default build-gpu), DROLT_GPU_CHECK_BUDGET, DROLT_GPU_CHECK_BUILD_LIMIT
+# (seconds for the build step, default 300).
 set -uo pipefail
 if [ $# -lt 1 ]; then
   echo "usage: $0 OUTDIR" >&2
@@ -100,7 +101,7 @@ run_step "configure" 120 "$out/build.txt" cmake -S . -B "$build" "${generator[@]
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" -DDROLT_WITH_CUDA=ON \
   -DCMAKE_CUDA_COMPILER="$nvcc" -DTORCH_CUDA_ARCH_LIST="$arch_list" \
   -DDROLT_BUILD_TESTS=ON -DDROLT_BUILD_EXAMPLES=OFF -DDROLT_BUILD_BENCH=ON &&
-  run_step "build" 300 "$out/build.txt" cmake --build "$build" -j "$jobs" --target drolt_tests drolt_bench
+  run_step "build" "${DROLT_GPU_CHECK_BUILD_LIMIT:-300}" "$out/build.txt" cmake --build "$build" -j "$jobs" --target drolt_tests drolt_bench
 built=$?
 tests=$build/tests/drolt_tests
 bench=$build/bench/drolt_bench
