@@ -283,6 +283,15 @@ void scenario_training(drolt::dist::GlooGroup& g) {
     ref_opt.step();
     ref.loss->project_();
   }
+  // Unused parameters as in DDP: one with a gradient on rank 0 only gets the
+  // averaged gradient everywhere; one with none anywhere keeps none.
+  auto a = torch::zeros({3}, torch::requires_grad()), b = torch::zeros({2}, torch::requires_grad());
+  if (rank == 0) (a * torch::tensor({2.0f, 4.0f, 6.0f})).sum().backward();
+  drolt::dist::allreduce_gradients(std::vector<torch::Tensor>{a, b}, g.pg());
+  REQUIRE(a.grad().defined());
+  CHECK(torch::equal(a.grad(), torch::tensor({2.0f, 4.0f, 6.0f}) / world));
+  CHECK_FALSE(b.grad().defined());
+
   // Identical on every rank, bit for bit, and equal to the reference.
   CHECK(drolt::dist::max_divergence(r.params(), g.pg()) == 0.0);
   CHECK(drolt::dist::max_divergence(*r.bank, g.pg()) == 0.0);

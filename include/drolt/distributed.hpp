@@ -263,14 +263,29 @@ inline void ema_update(CentroidBank& bank, const torch::Tensor& features,
 /// Averages the gradients of `parameters` over all processes (sum, then divide
 /// by the world size), as DistributedDataParallel does: with the same
 /// parameters and optimizer state everywhere, every rank then takes the same
-/// step. A parameter that requires grad but has none on this rank gets a zero
-/// gradient, so that every rank sends buffers of the same size. Collective.
+/// step. Unused parameters follow DDP too: a parameter without a gradient on
+/// some ranks counts as a zero gradient there (it gets one), and one without a
+/// gradient on every rank keeps none, so the optimizer skips it everywhere
+/// (e.g. learned radii during a cross-entropy warm-up). Collective: every rank
+/// passes the same parameters in the same order.
 inline void allreduce_gradients(const std::vector<torch::Tensor>& parameters, ProcessGroup& pg) {
   if (pg.getSize() == 1) return;
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> grads;
+  std::vector<torch::Tensor> trainable;
   for (const auto& p : parameters) {
-    if (!p.requires_grad()) continue;
+    if (p.requires_grad()) trainable.push_back(p);
+  }
+  if (trainable.empty()) return;
+  // Which parameters have a gradient anywhere (one small collective first: the
+  // flat buffers below must have the same layout on every rank).
+  auto used = torch::zeros({static_cast<int64_t>(trainable.size())}, torch::kLong);
+  auto used_acc = used.accessor<int64_t, 1>();
+  for (size_t i = 0; i < trainable.size(); ++i) used_acc[i] = trainable[i].grad().defined() ? 1 : 0;
+  detail::allreduce_(used, pg, c10d::ReduceOp::MAX, "allreduce_gradients");
+  std::vector<torch::Tensor> grads;
+  for (size_t i = 0; i < trainable.size(); ++i) {
+    const auto& p = trainable[i];
+    if (used_acc[i] == 0) continue;
     if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
     TORCH_CHECK(p.grad().layout() == torch::kStrided,
                 "drolt::dist::allreduce_gradients: expected dense gradients, got ",
