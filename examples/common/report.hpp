@@ -161,8 +161,18 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   }
   Report rep;
   std::vector<EvalResult> all;
-  if (cfg.wants("ce") || cfg.wants("crt")) {
-    Run run(cfg, data, /*dro=*/false, /*with_crt=*/cfg.wants("crt"));
+  // When the CE network is trained anyway, DRO-LT (full-refresh centroids) takes
+  // its CE warm-up from it instead of recomputing it: the same computation, bit
+  // for bit (tests/test_trainer.cpp checks it).
+  const bool ce_run = cfg.wants("ce") || cfg.wants("crt");
+  const bool share_warmup = ce_run && cfg.wants("drolt") && cfg.centroid_mode == "full" &&
+                            cfg.warm_start.empty() && cfg.dro_start_epoch() > 0 && cfg.save_at < 0;
+  std::string shared_ckpt;
+  if (ce_run) {
+    TrainConfig ce_cfg = cfg;
+    if (share_warmup) ce_cfg.save_at = cfg.dro_start_epoch();
+    Run run(ce_cfg, data, /*dro=*/false, /*with_crt=*/cfg.wants("crt"));
+    if (share_warmup) shared_ckpt = run.epoch_checkpoint_path(cfg.dro_start_epoch());
     auto rs = run.run(log);
     rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
     rep.interrupted = rep.interrupted || run.interrupted();
@@ -170,8 +180,10 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
       if (cfg.wants(r.name)) all.push_back(r);  // "ce" only when asked for
     }
   }
-  if (cfg.wants("drolt")) {
-    Run run(cfg, data, /*dro=*/true, /*with_crt=*/true);
+  if (cfg.wants("drolt") && !rep.interrupted) {
+    TrainConfig dro_cfg = cfg;
+    if (share_warmup && file_exists(shared_ckpt)) dro_cfg.warm_start = shared_ckpt;
+    Run run(dro_cfg, data, /*dro=*/true, /*with_crt=*/true);
     auto rs = run.run(log);
     rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
     rep.interrupted = rep.interrupted || run.interrupted();
