@@ -15,9 +15,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (f == nullptr) return 0;
   if (size > 0) std::fwrite(data, 1, size, f);
   std::fclose(f);
-  for (const auto variant : {drolt::data::CifarVariant::cifar10,
-                             drolt::data::CifarVariant::cifar100_fine,
-                             drolt::data::CifarVariant::cifar100_coarse}) {
+  for (const auto variant :
+       {drolt::data::CifarVariant::cifar10, drolt::data::CifarVariant::cifar100_fine,
+        drolt::data::CifarVariant::cifar100_coarse}) {
     try {
       const auto batch = drolt::data::read_cifar_file(path, variant);
       // Labels must be in range whenever a read succeeds.

@@ -9,7 +9,9 @@
 // torch before Catch: LibTorch 2.x defines a glog-style CHECK that must not
 // replace Catch's.
 #include <torch/torch.h>
+// (a separate include block, so sorting cannot move Catch first)
 #include <catch2/catch.hpp>
+
 #include <zlib.h>
 
 #include <cmath>
@@ -107,11 +109,14 @@ Bytes cifar_records(const std::vector<std::vector<uint8_t>>& labels, uint8_t see
 
 torch::Tensor class_targets(const std::vector<int64_t>& per_class) {
   std::vector<int64_t> y;
-  for (size_t c = 0; c < per_class.size(); ++c) y.insert(y.end(), static_cast<size_t>(per_class[c]), static_cast<int64_t>(c));
+  for (size_t c = 0; c < per_class.size(); ++c)
+    y.insert(y.end(), static_cast<size_t>(per_class[c]), static_cast<int64_t>(c));
   return torch::tensor(y, torch::kInt64);
 }
 
-int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
+int64_t sum(const std::vector<int64_t>& v) {
+  return std::accumulate(v.begin(), v.end(), int64_t{0});
+}
 
 }  // namespace
 
@@ -148,7 +153,8 @@ TEST_CASE("IDX reader rejects bad files with the file name and the reason", "[da
     REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p), Contains(p) && Contains("not found"));
   }
   SECTION("directory") {
-    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(dir), Contains(dir) && Contains("regular file"));
+    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(dir),
+                        Contains(dir) && Contains("regular file"));
   }
   SECTION("empty file") {
     const auto p = write_plain(dir + "/empty", {});
@@ -162,8 +168,9 @@ TEST_CASE("IDX reader rejects bad files with the file name and the reason", "[da
   SECTION("payload one byte short, plain and gzip") {
     const Bytes cut(good.begin(), good.end() - 1);
     const auto p = write_plain(dir + "/short", cut);
-    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p),
-                        Contains(p) && Contains("truncated") && Contains("expected 48") && Contains("got 47"));
+    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p), Contains(p) && Contains("truncated") &&
+                                                             Contains("expected 48") &&
+                                                             Contains("got 47"));
     const auto q = write_gzip(dir + "/short.gz", cut);
     REQUIRE_THROWS_WITH(drolt::data::read_idx_images(q), Contains(q) && Contains("truncated"));
   }
@@ -172,18 +179,20 @@ TEST_CASE("IDX reader rejects bad files with the file name and the reason", "[da
     longer.push_back(0);
     longer.push_back(0);
     const auto p = write_plain(dir + "/long", longer);
-    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p), Contains(p) && Contains("2 trailing bytes"));
+    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p),
+                        Contains(p) && Contains("2 trailing bytes"));
   }
   SECTION("label file given as an image file") {
     const auto p = write_plain(dir + "/labels", idx_labels({1, 2, 3}));
-    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p),
-                        Contains(p) && Contains("0x00000803") && Contains("0x00000801") &&
-                            Contains("number of dimensions"));
+    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p), Contains(p) && Contains("0x00000803") &&
+                                                             Contains("0x00000801") &&
+                                                             Contains("number of dimensions"));
   }
   SECTION("not an IDX file") {
     Bytes png = {0x89, 'P', 'N', 'G', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     const auto p = write_plain(dir + "/png", png);
-    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p), Contains(p) && Contains("not an IDX file"));
+    REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p),
+                        Contains(p) && Contains("not an IDX file"));
   }
   SECTION("element type other than unsigned byte") {
     Bytes f = good;
@@ -222,7 +231,8 @@ TEST_CASE("IDX reader rejects bad files with the file name and the reason", "[da
     const auto full = write_gzip(dir + "/full.gz", idx_images(50, 28, 28));
     const Bytes gzbytes = read_plain(full);
     REQUIRE(gzbytes.size() > 40);
-    const auto p = write_plain(dir + "/cut.gz", Bytes(gzbytes.begin(), gzbytes.begin() + gzbytes.size() / 2));
+    const auto p =
+        write_plain(dir + "/cut.gz", Bytes(gzbytes.begin(), gzbytes.begin() + gzbytes.size() / 2));
     REQUIRE_THROWS_WITH(drolt::data::read_idx_images(p), Contains(p));
   }
   SECTION("gzip stream with corrupted deflate data") {
@@ -260,9 +270,9 @@ TEST_CASE("IdxDataset pairs images and labels of a split and scales to [0, 1]", 
   CHECK_THROWS_WITH(train.get(6), Contains("expected index < 6"));
 
   SECTION("works with a data loader") {
-    auto loader = torch::data::make_data_loader(
-        std::move(train).map(torch::data::transforms::Stack<>()),
-        torch::data::DataLoaderOptions().batch_size(4));
+    auto loader =
+        torch::data::make_data_loader(std::move(train).map(torch::data::transforms::Stack<>()),
+                                      torch::data::DataLoaderOptions().batch_size(4));
     int64_t seen = 0, label_sum = 0;
     for (auto& batch : *loader) {
       seen += batch.data.size(0);
@@ -274,7 +284,8 @@ TEST_CASE("IdxDataset pairs images and labels of a split and scales to [0, 1]", 
   SECTION("a subset through a class-balanced sampler and a loader") {
     drolt::data::SubsetDataset<drolt::data::IdxDataset> sub(train, {0, 1, 5});
     const torch::Tensor y = train.targets().index_select(0, torch::tensor({0, 1, 5}));
-    drolt::data::ClassBalancedSampler sampler(y, drolt::data::ClassSamplerOptions().num_samples(300));
+    drolt::data::ClassBalancedSampler sampler(y,
+                                              drolt::data::ClassSamplerOptions().num_samples(300));
     auto loader = torch::data::make_data_loader(sub.map(torch::data::transforms::Stack<>()),
                                                 std::move(sampler), 100);
     std::map<int64_t, int64_t> seen;
@@ -292,8 +303,9 @@ TEST_CASE("IdxDataset pairs images and labels of a split and scales to [0, 1]", 
   }
   SECTION("image and label counts must agree") {
     write_plain(dir + "/t10k-labels-idx1-ubyte", idx_labels({7, 8, 9}));
-    REQUIRE_THROWS_WITH(drolt::data::IdxDataset(dir, drolt::data::Split::test),
-                        Contains("2 images") && Contains("3 labels") && Contains("t10k-labels-idx1-ubyte"));
+    REQUIRE_THROWS_WITH(
+        drolt::data::IdxDataset(dir, drolt::data::Split::test),
+        Contains("2 images") && Contains("3 labels") && Contains("t10k-labels-idx1-ubyte"));
   }
   SECTION("missing files are named with every path tried") {
     const std::string empty = fresh_dir("idx_dataset_empty");
@@ -322,10 +334,12 @@ TEST_CASE("Fashion-MNIST loads from Debian's dataset-fashion-mnist", "[data][idx
   CHECK(train.targets()[0].item<int64_t>() == 9);
   CHECK(test.targets()[0].item<int64_t>() == 9);
   // The mean pixel of the training set is 0.2860 (the usual normalisation constant).
-  CHECK(train.raw_images().to(torch::kFloat64).mean().item<double>() / 255.0 == Approx(0.2860).margin(5e-4));
+  CHECK(train.raw_images().to(torch::kFloat64).mean().item<double>() / 255.0 ==
+        Approx(0.2860).margin(5e-4));
 
   // The CIFAR-LT protocol applied to Fashion-MNIST (n_max = 6000 is every image).
-  const auto lt = drolt::data::make_longtail(train.targets(), 10, 6000, 100.0, drolt::data::Profile::exp, 0);
+  const auto lt =
+      drolt::data::make_longtail(train.targets(), 10, 6000, 100.0, drolt::data::Profile::exp, 0);
   CHECK(lt.counts.front() == 6000);
   CHECK(lt.counts.back() == 60);
 }
@@ -348,12 +362,13 @@ TEST_CASE("CIFAR-10 batches are read in order with channel-planar pixels", "[dat
   drolt::data::CifarDataset train(root, drolt::data::Split::train);
   REQUIRE(train.size().value() == 10);
   CHECK(train.num_classes() == 10);
-  std::vector<int64_t> labels(train.targets().data_ptr<int64_t>(), train.targets().data_ptr<int64_t>() + 10);
+  std::vector<int64_t> labels(train.targets().data_ptr<int64_t>(),
+                              train.targets().data_ptr<int64_t>() + 10);
   CHECK(labels == std::vector<int64_t>{1, 5, 2, 6, 3, 7, 4, 8, 5, 9});
   const auto raw = train.raw_images();
   REQUIRE(raw.sizes() == torch::IntArrayRef({10, 3, 32, 32}));
-  CHECK(raw[0][0][0][0].item<int>() == 10);  // batch 1, record 0
-  CHECK(raw[3][0][0][0].item<int>() == 21);  // batch 2, record 1
+  CHECK(raw[0][0][0][0].item<int>() == 10);   // batch 1, record 0
+  CHECK(raw[3][0][0][0].item<int>() == 21);   // batch 2, record 1
   CHECK(raw[4][2][0][1].item<int>() == 102);  // blue plane starts at byte 2048
   CHECK(raw[4][1][0][1].item<int>() == 101);
   auto ex = train.get(4);
@@ -370,8 +385,10 @@ TEST_CASE("CIFAR-100 reads fine or coarse labels", "[data][cifar]") {
   const std::string dir = fresh_dir("cifar100");
   write_plain(dir + "/train.bin", cifar_records({{3, 42}, {19, 99}, {0, 0}}, 1));
   write_plain(dir + "/test.bin", cifar_records({{5, 7}}, 2));
-  drolt::data::CifarDataset fine(dir, drolt::data::Split::train, drolt::data::CifarVariant::cifar100_fine);
-  drolt::data::CifarDataset coarse(dir, drolt::data::Split::train, drolt::data::CifarVariant::cifar100_coarse);
+  drolt::data::CifarDataset fine(dir, drolt::data::Split::train,
+                                 drolt::data::CifarVariant::cifar100_fine);
+  drolt::data::CifarDataset coarse(dir, drolt::data::Split::train,
+                                   drolt::data::CifarVariant::cifar100_coarse);
   CHECK(fine.num_classes() == 100);
   CHECK(coarse.num_classes() == 20);
   CHECK(torch::equal(fine.targets(), torch::tensor({42, 99, 0}, torch::kInt64)));
@@ -397,7 +414,8 @@ TEST_CASE("CIFAR reader rejects bad files with the file name and the reason", "[
   }
   SECTION("empty file") {
     const auto p = write_plain(dir + "/empty.bin", {});
-    REQUIRE_THROWS_WITH(drolt::data::read_cifar_file(p, CifarVariant::cifar10), Contains(p) && Contains("empty"));
+    REQUIRE_THROWS_WITH(drolt::data::read_cifar_file(p, CifarVariant::cifar10),
+                        Contains(p) && Contains("empty"));
   }
   SECTION("CIFAR-10 label out of range") {
     const auto p = write_plain(dir + "/label.bin", cifar_records({{1}, {10}}, 0));
@@ -415,7 +433,8 @@ TEST_CASE("CIFAR reader rejects bad files with the file name and the reason", "[
                         Contains(p) && Contains("coarse 20"));
   }
   SECTION("missing batch of a split") {
-    for (int b = 1; b <= 4; ++b) write_plain(dir + "/data_batch_" + std::to_string(b) + ".bin", cifar_records({{1}}, 0));
+    for (int b = 1; b <= 4; ++b)
+      write_plain(dir + "/data_batch_" + std::to_string(b) + ".bin", cifar_records({{1}}, 0));
     REQUIRE_THROWS_WITH(drolt::data::CifarDataset(dir, drolt::data::Split::train),
                         Contains("data_batch_5.bin") && Contains(dir));
   }
@@ -460,31 +479,38 @@ TEST_CASE("longtail_counts step profile and edge cases", "[data][longtail]") {
   // rho = n_max: the tail class keeps exactly one sample.
   CHECK(longtail_counts(64, 7, 64.0, Profile::exp) == std::vector<int64_t>{64, 32, 16, 8, 4, 2, 1});
 
-  CHECK_THROWS_WITH(longtail_counts(500, 100, 0.5, Profile::exp), Contains("imbalance_ratio >= 1, got 0.5"));
-  CHECK_THROWS_WITH(longtail_counts(500, 100, std::nan(""), Profile::exp), Contains("imbalance_ratio"));
+  CHECK_THROWS_WITH(longtail_counts(500, 100, 0.5, Profile::exp),
+                    Contains("imbalance_ratio >= 1, got 0.5"));
+  CHECK_THROWS_WITH(longtail_counts(500, 100, std::nan(""), Profile::exp),
+                    Contains("imbalance_ratio"));
   CHECK_THROWS_WITH(longtail_counts(0, 100, 10.0, Profile::exp), Contains("n_max > 0, got 0"));
   CHECK_THROWS_WITH(longtail_counts(500, 0, 10.0, Profile::exp), Contains("num_classes > 0"));
   CHECK_THROWS_WITH(longtail_counts(50, 10, 100.0, Profile::exp), Contains("at least one sample"));
 }
 
-TEST_CASE("make_longtail keeps the spec's counts per class, deterministically", "[data][longtail]") {
+TEST_CASE("make_longtail keeps the spec's counts per class, deterministically",
+          "[data][longtail]") {
   // A balanced CIFAR-10-sized label vector, interleaved like the real files.
   const torch::Tensor targets = torch::arange(50000, torch::kInt64).remainder(10);
-  const auto lt = drolt::data::make_longtail(targets, 10, 5000, 100.0, drolt::data::Profile::exp, 123);
+  const auto lt =
+      drolt::data::make_longtail(targets, 10, 5000, 100.0, drolt::data::Profile::exp, 123);
   REQUIRE(lt.indices.size() == 12406);
   REQUIRE(lt.counts == drolt::data::longtail_counts(5000, 10, 100.0, drolt::data::Profile::exp));
   // The kept samples really have those counts, class 0 the head, no duplicates.
   const torch::Tensor kept = targets.index_select(0, torch::tensor(lt.indices, torch::kInt64));
   const torch::Tensor per_class = torch::bincount(kept, {}, 10);
-  for (int64_t c = 0; c < 10; ++c) CHECK(per_class[c].item<int64_t>() == lt.counts[static_cast<size_t>(c)]);
+  for (int64_t c = 0; c < 10; ++c)
+    CHECK(per_class[c].item<int64_t>() == lt.counts[static_cast<size_t>(c)]);
   CHECK(std::set<int64_t>(lt.indices.begin(), lt.indices.end()).size() == lt.indices.size());
   // Grouped by class, ascending inside a class.
   CHECK(kept[0].item<int64_t>() == 0);
   CHECK(kept[12405].item<int64_t>() == 9);
   CHECK(std::is_sorted(lt.indices.begin(), lt.indices.begin() + 5000));
 
-  const auto same = drolt::data::make_longtail(targets, 10, 5000, 100.0, drolt::data::Profile::exp, 123);
-  const auto other = drolt::data::make_longtail(targets, 10, 5000, 100.0, drolt::data::Profile::exp, 124);
+  const auto same =
+      drolt::data::make_longtail(targets, 10, 5000, 100.0, drolt::data::Profile::exp, 123);
+  const auto other =
+      drolt::data::make_longtail(targets, 10, 5000, 100.0, drolt::data::Profile::exp, 124);
   CHECK(same.indices == lt.indices);
   CHECK(other.indices != lt.indices);
   CHECK(other.counts == lt.counts);
@@ -530,7 +556,8 @@ TEST_CASE("balanced_validation_split draws only what the subset left out", "[dat
 
   CHECK_THROWS_WITH(drolt::data::balanced_validation_split(targets, lt, 11, 9),
                     Contains("class 0") && Contains("at least 11") && Contains("got 10"));
-  CHECK_THROWS_WITH(drolt::data::balanced_validation_split(targets, lt, 0, 9), Contains("per_class > 0"));
+  CHECK_THROWS_WITH(drolt::data::balanced_validation_split(targets, lt, 0, 9),
+                    Contains("per_class > 0"));
 }
 
 TEST_CASE("SubsetDataset maps positions to the kept indices", "[data][longtail]") {
@@ -571,7 +598,8 @@ std::pair<std::vector<double>, std::vector<int64_t>> draw(Sampler& s, const torc
 }
 
 /// |observed - p| within 5 binomial standard deviations.
-void check_frequencies(const std::vector<double>& observed, const std::vector<double>& expected, int64_t n) {
+void check_frequencies(const std::vector<double>& observed, const std::vector<double>& expected,
+                       int64_t n) {
   REQUIRE(observed.size() == expected.size());
   for (size_t c = 0; c < expected.size(); ++c) {
     const double sd = std::sqrt(expected[c] * (1 - expected[c]) / static_cast<double>(n));
@@ -585,7 +613,8 @@ void check_frequencies(const std::vector<double>& observed, const std::vector<do
 TEST_CASE("ClassBalancedSampler draws classes uniformly and samples uniformly within a class",
           "[data][sampler]") {
   const torch::Tensor targets = class_targets({800, 150, 40, 10});  // N = 1000
-  drolt::data::ClassBalancedSampler s(targets, drolt::data::ClassSamplerOptions().seed(1).num_samples(50000));
+  drolt::data::ClassBalancedSampler s(
+      targets, drolt::data::ClassSamplerOptions().seed(1).num_samples(50000));
   CHECK(s.epoch_length() == 50000);
   auto [freq, hits] = draw(s, targets, 4, 4);
   check_frequencies(freq, {0.25, 0.25, 0.25, 0.25}, 200000);
@@ -600,7 +629,8 @@ TEST_CASE("ClassBalancedSampler draws classes uniformly and samples uniformly wi
 TEST_CASE("class-balanced sampling skips classes without samples", "[data][sampler]") {
   // Labels 0 and 3 only: classes 1 and 2 exist as ids but have no samples.
   const torch::Tensor targets = torch::tensor({0, 0, 0, 0, 0, 0, 0, 3}, torch::kInt64);
-  drolt::data::ClassBalancedSampler s(targets, drolt::data::ClassSamplerOptions().seed(2).num_samples(40000));
+  drolt::data::ClassBalancedSampler s(
+      targets, drolt::data::ClassSamplerOptions().seed(2).num_samples(40000));
   auto [freq, hits] = draw(s, targets, 4, 1);
   check_frequencies(freq, {0.5, 0.0, 0.0, 0.5}, 40000);
   CHECK(s.class_probabilities()[1] == 0.0);
@@ -608,7 +638,8 @@ TEST_CASE("class-balanced sampling skips classes without samples", "[data][sampl
 
 TEST_CASE("SqrtSampler draws classes in proportion to sqrt(n_c)", "[data][sampler]") {
   const torch::Tensor targets = class_targets({800, 150, 40, 10});
-  drolt::data::SqrtSampler s(targets, drolt::data::ClassSamplerOptions().seed(3).num_samples(50000));
+  drolt::data::SqrtSampler s(targets,
+                             drolt::data::ClassSamplerOptions().seed(3).num_samples(50000));
   const double z = std::sqrt(800.0) + std::sqrt(150.0) + std::sqrt(40.0) + std::sqrt(10.0);
   const std::vector<double> p = {std::sqrt(800.0) / z, std::sqrt(150.0) / z, std::sqrt(40.0) / z,
                                  std::sqrt(10.0) / z};
@@ -618,7 +649,8 @@ TEST_CASE("SqrtSampler draws classes in proportion to sqrt(n_c)", "[data][sample
 
 TEST_CASE("ProgressiveSampler moves from instance- to class-balanced", "[data][sampler]") {
   const torch::Tensor targets = class_targets({800, 150, 40, 10});
-  drolt::data::ProgressiveSampler s(targets, 10, drolt::data::ClassSamplerOptions().seed(4).num_samples(100000));
+  drolt::data::ProgressiveSampler s(targets, 10,
+                                    drolt::data::ClassSamplerOptions().seed(4).num_samples(100000));
   const std::vector<double> ib = {0.8, 0.15, 0.04, 0.01};
   SECTION("epoch 0 is instance-balanced") {
     auto [freq, hits] = draw(s, targets, 4, 1);
@@ -630,7 +662,8 @@ TEST_CASE("ProgressiveSampler moves from instance- to class-balanced", "[data][s
     CHECK(s.progress() == 0.5);
     auto [freq, hits] = draw(s, targets, 4, 1);
     CHECK(s.epoch() == 5);
-    check_frequencies(freq, {(0.8 + 0.25) / 2, (0.15 + 0.25) / 2, (0.04 + 0.25) / 2, (0.01 + 0.25) / 2}, 100000);
+    check_frequencies(
+        freq, {(0.8 + 0.25) / 2, (0.15 + 0.25) / 2, (0.04 + 0.25) / 2, (0.01 + 0.25) / 2}, 100000);
   }
   SECTION("class-balanced at total_epochs and after") {
     for (const int64_t e : {10, 25}) {
@@ -649,16 +682,21 @@ TEST_CASE("ProgressiveSampler moves from instance- to class-balanced", "[data][s
     CHECK(s.class_probabilities()[3] == Approx(0.8 * 0.01 + 0.2 * 0.25));
   }
   CHECK_THROWS_WITH(s.set_epoch(-1), Contains("epoch >= 0, got -1"));
-  CHECK_THROWS_WITH(drolt::data::ProgressiveSampler(targets, 0), Contains("total_epochs > 0, got 0"));
+  CHECK_THROWS_WITH(drolt::data::ProgressiveSampler(targets, 0),
+                    Contains("total_epochs > 0, got 0"));
 }
 
 TEST_CASE("ProgressiveSampler advances one epoch per data-loader loop", "[data][sampler]") {
   const torch::Tensor targets = class_targets({900, 90, 10});
-  drolt::data::ProgressiveSampler sampler(targets, 2, drolt::data::ClassSamplerOptions().seed(8).num_samples(40000));
-  auto loader = torch::data::make_data_loader(torch::data::datasets::TensorDataset(targets), std::move(sampler),
+  drolt::data::ProgressiveSampler sampler(
+      targets, 2, drolt::data::ClassSamplerOptions().seed(8).num_samples(40000));
+  auto loader = torch::data::make_data_loader(torch::data::datasets::TensorDataset(targets),
+                                              std::move(sampler),
                                               torch::data::DataLoaderOptions().batch_size(500));
   const std::vector<std::vector<double>> expected = {
-      {0.9, 0.09, 0.01}, {(0.9 + 1.0 / 3) / 2, (0.09 + 1.0 / 3) / 2, (0.01 + 1.0 / 3) / 2}, {1.0 / 3, 1.0 / 3, 1.0 / 3}};
+      {0.9, 0.09, 0.01},
+      {(0.9 + 1.0 / 3) / 2, (0.09 + 1.0 / 3) / 2, (0.01 + 1.0 / 3) / 2},
+      {1.0 / 3, 1.0 / 3, 1.0 / 3}};
   for (const auto& p : expected) {
     std::vector<double> freq(3, 0.0);
     int64_t total = 0;
@@ -762,7 +800,8 @@ TEST_CASE("samplers: save and load resume the same draws", "[data][sampler]") {
   CHECK(q.next(50).value() == p.next(50).value());
 
   // An archive from a sampler over more samples does not fit these targets.
-  drolt::data::SqrtSampler big(class_targets({300, 50}), drolt::data::ClassSamplerOptions().seed(1));
+  drolt::data::SqrtSampler big(class_targets({300, 50}),
+                               drolt::data::ClassSamplerOptions().seed(1));
   torch::serialize::OutputArchive out2;
   big.save(out2);
   std::stringstream buf2;
@@ -776,7 +815,8 @@ TEST_CASE("samplers: save and load resume the same draws", "[data][sampler]") {
 TEST_CASE("ClassBalancedSampler drives torch::data::make_data_loader", "[data][sampler]") {
   const torch::Tensor targets = class_targets({900, 90, 10});
   auto dataset = torch::data::datasets::TensorDataset(targets);
-  drolt::data::ClassBalancedSampler sampler(targets, drolt::data::ClassSamplerOptions().seed(5).num_samples(30000));
+  drolt::data::ClassBalancedSampler sampler(
+      targets, drolt::data::ClassSamplerOptions().seed(5).num_samples(30000));
   auto loader = torch::data::make_data_loader(std::move(dataset), std::move(sampler),
                                               torch::data::DataLoaderOptions().batch_size(256));
   std::vector<double> freq(3, 0.0);
@@ -799,7 +839,8 @@ TEST_CASE("ClassBalancedSampler drives torch::data::make_data_loader", "[data][s
 TEST_CASE("samplers reject unusable targets", "[data][sampler]") {
   using drolt::data::ClassBalancedSampler;
   CHECK_THROWS_WITH(ClassBalancedSampler(torch::tensor({0.0, 1.0})), Contains("integer targets"));
-  CHECK_THROWS_WITH(ClassBalancedSampler(torch::tensor({0, -1}, torch::kInt64)), Contains("got -1"));
+  CHECK_THROWS_WITH(ClassBalancedSampler(torch::tensor({0, -1}, torch::kInt64)),
+                    Contains("got -1"));
   CHECK_THROWS_WITH(ClassBalancedSampler(torch::empty({0}, torch::kInt64)), Contains("non-empty"));
   CHECK_THROWS_WITH(ClassBalancedSampler(torch::tensor({0, 1}, torch::kInt64),
                                          drolt::data::ClassSamplerOptions().num_samples(-1)),

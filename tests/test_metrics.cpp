@@ -3,6 +3,7 @@
 // torch before Catch: LibTorch 2.x defines a glog-style CHECK that must not
 // replace Catch's.
 #include <torch/torch.h>
+// (a separate include block, so sorting cannot move Catch first)
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -18,7 +19,9 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-torch::Tensor longs(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kInt64); }
+torch::Tensor longs(const std::vector<int64_t>& v) {
+  return torch::tensor(v, torch::kInt64);
+}
 
 // Six classes whose training counts sit on both sides of each threshold:
 // 101 and 500 are Many, exactly 100 and exactly 20 are Medium, 19 and 5 are Few.
@@ -60,7 +63,8 @@ TEST_CASE("scores are reduced with argmax wherever predictions are accepted", "[
   torch::Tensor scores = torch::one_hot(longs(kPreds), 6).to(torch::kFloat32) +
                          0.1 * torch::rand({16, 6}, torch::TensorOptions().dtype(torch::kFloat32));
   const auto from_scores = drolt::metrics::split_accuracy(scores, longs(kTargets), kTrainCounts);
-  const auto from_labels = drolt::metrics::split_accuracy(longs(kPreds), longs(kTargets), kTrainCounts);
+  const auto from_labels =
+      drolt::metrics::split_accuracy(longs(kPreds), longs(kTargets), kTrainCounts);
   CHECK(from_scores.many == from_labels.many);
   CHECK(from_scores.few == from_labels.few);
   CHECK(from_scores.overall == from_labels.overall);
@@ -69,7 +73,7 @@ TEST_CASE("scores are reduced with argmax wherever predictions are accepted", "[
 }
 
 TEST_CASE("top-k accuracy counts a hit anywhere in the k best scores", "[metrics]") {
-  const auto scores = torch::tensor({{0.1, 0.5, 0.3, 0.05},   // target 2 is 2nd
+  const auto scores = torch::tensor({{0.1, 0.5, 0.3, 0.05},    // target 2 is 2nd
                                      {0.9, 0.05, 0.03, 0.02},  // target 0 is 1st
                                      {0.2, 0.3, 0.4, 0.1}});   // target 3 is 4th
   const auto t = longs({2, 0, 3});
@@ -81,7 +85,8 @@ TEST_CASE("top-k accuracy counts a hit anywhere in the k best scores", "[metrics
   CHECK_THROWS_WITH(drolt::metrics::topk_accuracy(scores, longs({2, 0, 4}), 1), Contains("[0, 4)"));
 }
 
-TEST_CASE("split accuracy: exactly 20 and exactly 100 training samples are Medium", "[metrics][split]") {
+TEST_CASE("split accuracy: exactly 20 and exactly 100 training samples are Medium",
+          "[metrics][split]") {
   const auto s = drolt::metrics::split_accuracy(longs(kPreds), longs(kTargets), kTrainCounts);
   // Many: classes 0 (101) and 4 (500): (3/4 + 1) / 2.
   CHECK(s.many == Approx(0.875));
@@ -102,9 +107,9 @@ TEST_CASE("split accuracy with other thresholds and with empty splits", "[metric
   SECTION("custom thresholds move classes between splits") {
     const auto s = drolt::metrics::split_accuracy(longs(kPreds), longs(kTargets), kTrainCounts,
                                                   drolt::metrics::SplitThresholds{200, 10});
-    CHECK(s.many == 1.0);                                   // class 4 only
+    CHECK(s.many == 1.0);                                     // class 4 only
     CHECK(s.medium == Approx((0.75 + 0.5 + 0.0 + 0.4) / 4));  // classes 0-3
-    CHECK(std::isnan(s.few));                               // class 5 has no test samples
+    CHECK(std::isnan(s.few));                                 // class 5 has no test samples
     CHECK(s.few_classes == 0);
   }
   SECTION("thresholds at the boundary: n == many_above is Medium, n == few_below is Medium") {
@@ -132,7 +137,8 @@ TEST_CASE("split accuracy with other thresholds and with empty splits", "[metric
                       Contains("as many predictions as targets (1), got 2"));
     CHECK_THROWS_WITH(drolt::metrics::split_accuracy(longs({0, 2}), longs({0, 1}), {5, 50}),
                       Contains("predicted labels in [0, 2)"));
-    CHECK_THROWS_WITH(drolt::metrics::split_accuracy(longs({0}), longs({0}), {}), Contains("at least one class"));
+    CHECK_THROWS_WITH(drolt::metrics::split_accuracy(longs({0}), longs({0}), {}),
+                      Contains("at least one class"));
     CHECK_THROWS_WITH(drolt::metrics::split_accuracy(longs({0}), longs({0}), {5, 50},
                                                      drolt::metrics::SplitThresholds{100, 150}),
                       Contains("few_below <= many_above + 1"));
@@ -141,46 +147,57 @@ TEST_CASE("split accuracy with other thresholds and with empty splits", "[metric
   }
 }
 
-TEST_CASE("nearest-centroid accuracy: Euclidean and cosine disagree where they should", "[metrics]") {
+TEST_CASE("nearest-centroid accuracy: Euclidean and cosine disagree where they should",
+          "[metrics]") {
   const auto centroids = torch::tensor({{1.0, 0.0}, {10.0, 10.0}, {-5.0, 0.0}});
   // (5, 5): nearest in distance is (1, 0) (6.40 vs 7.07), nearest in angle is (10, 10).
   // (-1, 0.1): nearest in distance is (1, 0) (2.0 vs 4.0), nearest in angle is (-5, 0).
   const auto features = torch::tensor({{5.0, 5.0}, {-1.0, 0.1}});
   const auto targets = longs({1, 2});
   using drolt::metrics::Similarity;
-  CHECK(torch::equal(drolt::metrics::nearest_centroid_predict(features, centroids, {}, Similarity::euclidean),
-                     longs({0, 0})));
-  CHECK(torch::equal(drolt::metrics::nearest_centroid_predict(features, centroids, {}, Similarity::cosine),
-                     longs({1, 2})));
-  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, {}, Similarity::euclidean) == 0.0);
-  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, {}, Similarity::cosine) == 1.0);
+  CHECK(torch::equal(
+      drolt::metrics::nearest_centroid_predict(features, centroids, {}, Similarity::euclidean),
+      longs({0, 0})));
+  CHECK(torch::equal(
+      drolt::metrics::nearest_centroid_predict(features, centroids, {}, Similarity::cosine),
+      longs({1, 2})));
+  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, {},
+                                                  Similarity::euclidean) == 0.0);
+  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, {},
+                                                  Similarity::cosine) == 1.0);
 
   // Without a valid centroid for class 1, (5, 5) goes to class 0 under cosine too.
   const auto valid = torch::tensor({true, false, true});
-  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, valid, Similarity::cosine) == 0.5);
+  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, valid,
+                                                  Similarity::cosine) == 0.5);
   // Without class 0, Euclidean picks class 1 for (5, 5) and class 2 for (-1, 0.1).
   const auto no0 = torch::tensor({false, true, true});
-  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, no0, Similarity::euclidean) == 1.0);
+  CHECK(drolt::metrics::nearest_centroid_accuracy(features, targets, centroids, no0,
+                                                  Similarity::euclidean) == 1.0);
 
   // More features than one chunk: the chunked path agrees with a direct argmin.
   const auto many = torch::randn({9000, 2}, torch::kFloat64);
   const auto direct = torch::cdist(many, centroids.to(torch::kFloat64)).argmin(1);
   CHECK(torch::equal(drolt::metrics::nearest_centroid_predict(many, centroids, {}), direct));
 
-  CHECK_THROWS_WITH(drolt::metrics::nearest_centroid_predict(features, centroids, torch::zeros({3}, torch::kBool)),
+  CHECK_THROWS_WITH(drolt::metrics::nearest_centroid_predict(features, centroids,
+                                                             torch::zeros({3}, torch::kBool)),
                     Contains("at least one valid centroid"));
-  CHECK_THROWS_WITH(drolt::metrics::nearest_centroid_predict(features, centroids.narrow(1, 0, 1), {}),
-                    Contains("feature dimension 2, got 1"));
+  CHECK_THROWS_WITH(
+      drolt::metrics::nearest_centroid_predict(features, centroids.narrow(1, 0, 1), {}),
+      Contains("feature dimension 2, got 1"));
 }
 
 TEST_CASE("summary prints text and exact JSON, NaN as null", "[metrics]") {
   const auto s = drolt::metrics::summarize(longs({0, 1, 1}), longs({0, 0, 1}), {150, 10});
-  CHECK(s.to_json() ==
-        "{\"num_samples\":3,\"num_classes\":2,\"top1\":0.6666666667,\"top5\":null,\"many\":0.5,"
-        "\"medium\":null,\"few\":1,\"overall\":0.6666666667,\"class_mean\":0.75,\"many_classes\":1,"
-        "\"medium_classes\":0,\"few_classes\":1,\"thresholds\":{\"many_above\":100,\"few_below\":20},"
-        "\"classes_without_test_samples\":[],\"per_class_accuracy\":[0.5,1],\"train_counts\":[150,10],"
-        "\"test_counts\":[2,1]}");
+  CHECK(
+      s.to_json() ==
+      "{\"num_samples\":3,\"num_classes\":2,\"top1\":0.6666666667,\"top5\":null,\"many\":0.5,"
+      "\"medium\":null,\"few\":1,\"overall\":0.6666666667,\"class_mean\":0.75,\"many_classes\":1,"
+      "\"medium_classes\":0,\"few_classes\":1,\"thresholds\":{\"many_above\":100,\"few_below\":20},"
+      "\"classes_without_test_samples\":[],\"per_class_accuracy\":[0.5,1],\"train_counts\":[150,10]"
+      ","
+      "\"test_counts\":[2,1]}");
   const std::string text = s.to_text();
   CHECK_THAT(text, Contains("top-1   66.67%"));
   CHECK_THAT(text, Contains("many    50.00%   1 classes, n > 100"));
@@ -223,8 +240,9 @@ TEST_CASE("class weights: none, inverse frequency, effective number", "[metrics]
   SECTION("effective number spans uniform (beta = 0) to inverse frequency (beta -> 1)") {
     CHECK(torch::allclose(drolt::class_weights({100, 10, 1}, ClassWeighting::effective_number, 0.0),
                           torch::ones({3})));
-    CHECK(torch::allclose(drolt::class_weights({100, 10, 1}, ClassWeighting::effective_number, 1.0 - 1e-9),
-                          inv, 1e-5));
+    CHECK(torch::allclose(
+        drolt::class_weights({100, 10, 1}, ClassWeighting::effective_number, 1.0 - 1e-9), inv,
+        1e-5));
     // Near beta = 1 the naive 1 - beta^n cancels; the weights stay finite and ordered.
     const auto w = drolt::class_weights({5000, 50}, ClassWeighting::effective_number, 0.9999);
     CHECK(std::isfinite(w[0].item<float>()));
@@ -238,16 +256,20 @@ TEST_CASE("class weights: none, inverse frequency, effective number", "[metrics]
     CHECK(torch::equal(drolt::class_weights({10, 0, 10}, ClassWeighting::none), torch::ones({3})));
   }
   SECTION("invalid input") {
-    CHECK_THROWS_WITH(drolt::class_weights({}, ClassWeighting::none), Contains("at least one class"));
-    CHECK_THROWS_WITH(drolt::class_weights({1, -2}, ClassWeighting::none), Contains("counts >= 0, got -2"));
+    CHECK_THROWS_WITH(drolt::class_weights({}, ClassWeighting::none),
+                      Contains("at least one class"));
+    CHECK_THROWS_WITH(drolt::class_weights({1, -2}, ClassWeighting::none),
+                      Contains("counts >= 0, got -2"));
     CHECK_THROWS_WITH(drolt::class_weights({1, 2}, ClassWeighting::effective_number, 1.0),
                       Contains("beta in [0, 1), got 1"));
   }
 }
 
-TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spec says", "[metrics][class_weights]") {
+TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spec says",
+          "[metrics][class_weights]") {
   // w from the counts of a 4-class long tail; a batch in which class 2 is absent.
-  const auto w = drolt::class_weights({500, 120, 30, 5}, drolt::ClassWeighting::effective_number, 0.99);
+  const auto w =
+      drolt::class_weights({500, 120, 30, 5}, drolt::ClassWeighting::effective_number, 0.99);
   torch::manual_seed(3);
   const auto z = torch::randn({6, 3});
   const auto y = longs({0, 0, 1, 3, 3, 3});
@@ -260,10 +282,12 @@ TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spe
       z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).class_weights(w));
   // L = sum_{c in P} w_c l_c / sum_{c in P} w_c  (spec section 2)
   const auto present = torch::tensor({0, 1, 3}, torch::kInt64);
-  const double expected = (w.index_select(0, present) * per_class.index_select(0, present)).sum().item<double>() /
-                          w.index_select(0, present).sum().item<double>();
+  const double expected =
+      (w.index_select(0, present) * per_class.index_select(0, present)).sum().item<double>() /
+      w.index_select(0, present).sum().item<double>();
   CHECK(weighted.item<double>() == Approx(expected).epsilon(1e-5));
   // The tail class weighs most: the weighted loss differs from the unweighted mean.
   CHECK(w[3].item<float>() > w[0].item<float>());
-  CHECK(weighted.item<double>() != Approx(per_class.index_select(0, present).mean().item<double>()).epsilon(1e-4));
+  CHECK(weighted.item<double>() !=
+        Approx(per_class.index_select(0, present).mean().item<double>()).epsilon(1e-4));
 }

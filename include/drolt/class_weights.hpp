@@ -32,7 +32,8 @@ inline torch::Tensor class_weights(const std::vector<int64_t>& counts, ClassWeig
   constexpr const char* caller = "drolt::class_weights";
   TORCH_CHECK(!counts.empty(), caller, ": expected at least one class count, got none");
   for (size_t c = 0; c < counts.size(); ++c) {
-    TORCH_CHECK(counts[c] >= 0, caller, ": expected counts >= 0, got ", counts[c], " for class ", c);
+    TORCH_CHECK(counts[c] >= 0, caller, ": expected counts >= 0, got ", counts[c], " for class ",
+                c);
   }
   const auto num_classes = static_cast<int64_t>(counts.size());
   if (weighting == ClassWeighting::none) return torch::ones({num_classes}, torch::kFloat32);

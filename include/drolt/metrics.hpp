@@ -58,8 +58,7 @@ namespace detail {
 
 inline torch::Tensor check_targets(const torch::Tensor& targets, int64_t num_classes,
                                    const char* caller) {
-  TORCH_CHECK(targets.defined() && targets.dim() == 1, caller,
-              ": expected 1-D targets [N], got ",
+  TORCH_CHECK(targets.defined() && targets.dim() == 1, caller, ": expected 1-D targets [N], got ",
               targets.defined() ? targets.sizes() : torch::IntArrayRef{});
   TORCH_CHECK(!targets.is_floating_point() && !targets.is_complex() &&
                   targets.scalar_type() != torch::kBool,
@@ -74,8 +73,8 @@ inline torch::Tensor check_targets(const torch::Tensor& targets, int64_t num_cla
 }
 
 /// Predicted labels, int64 [N] on the CPU, from labels [N] or scores [N, C].
-inline torch::Tensor to_labels(const torch::Tensor& predictions, int64_t num_classes,
-                               int64_t n, const char* caller) {
+inline torch::Tensor to_labels(const torch::Tensor& predictions, int64_t num_classes, int64_t n,
+                               const char* caller) {
   TORCH_CHECK(predictions.defined(), caller, ": expected predictions, got an undefined tensor");
   torch::Tensor p;
   if (predictions.dim() == 2) {
@@ -102,19 +101,21 @@ inline torch::Tensor to_labels(const torch::Tensor& predictions, int64_t num_cla
                   num_classes, "), got values in [", lo, ", ", hi, "]");
     }
   }
-  TORCH_CHECK(p.size(0) == n, caller, ": expected as many predictions as targets (", n,
-              "), got ", p.size(0));
+  TORCH_CHECK(p.size(0) == n, caller, ": expected as many predictions as targets (", n, "), got ",
+              p.size(0));
   return p.contiguous();
 }
 
-inline double nan() { return std::numeric_limits<double>::quiet_NaN(); }
+inline double nan() {
+  return std::numeric_limits<double>::quiet_NaN();
+}
 
 }  // namespace detail
 
 /// Confusion matrix, int64 [C, C]: entry (t, p) counts test samples of true
 /// class t predicted as p.
-inline torch::Tensor confusion_matrix(const torch::Tensor& predictions, const torch::Tensor& targets,
-                                      int64_t num_classes) {
+inline torch::Tensor confusion_matrix(const torch::Tensor& predictions,
+                                      const torch::Tensor& targets, int64_t num_classes) {
   constexpr const char* caller = "drolt::metrics::confusion_matrix";
   TORCH_CHECK(num_classes > 0, caller, ": expected num_classes > 0, got ", num_classes);
   const torch::Tensor t = detail::check_targets(targets, num_classes, caller);
@@ -169,12 +170,13 @@ inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torc
   constexpr const char* caller = "drolt::metrics::split_accuracy";
   const auto num_classes = static_cast<int64_t>(train_counts.size());
   TORCH_CHECK(num_classes > 0, caller, ": expected train_counts for at least one class, got none");
-  TORCH_CHECK(thresholds.few_below <= thresholds.many_above + 1, caller,
-              ": expected few_below <= many_above + 1 so no class is both Few and Many, got few_below ",
-              thresholds.few_below, " and many_above ", thresholds.many_above);
+  TORCH_CHECK(
+      thresholds.few_below <= thresholds.many_above + 1, caller,
+      ": expected few_below <= many_above + 1 so no class is both Few and Many, got few_below ",
+      thresholds.few_below, " and many_above ", thresholds.many_above);
   for (size_t c = 0; c < train_counts.size(); ++c) {
-    TORCH_CHECK(train_counts[c] >= 0, caller, ": expected train_counts >= 0, got ",
-                train_counts[c], " for class ", c);
+    TORCH_CHECK(train_counts[c] >= 0, caller, ": expected train_counts >= 0, got ", train_counts[c],
+                " for class ", c);
   }
   const torch::Tensor cm = confusion_matrix(predictions, targets, num_classes);
   const torch::Tensor correct = cm.diagonal().contiguous();
@@ -214,8 +216,8 @@ inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torc
   out.medium = mean(sum_medium, out.medium_classes);
   out.few = mean(sum_few, out.few_classes);
   out.class_mean = mean(sum_all, n_classes);
-  out.overall = n_total > 0 ? static_cast<double>(n_correct) / static_cast<double>(n_total)
-                            : detail::nan();
+  out.overall =
+      n_total > 0 ? static_cast<double>(n_correct) / static_cast<double>(n_total) : detail::nan();
   return out;
 }
 
@@ -238,8 +240,8 @@ inline torch::Tensor nearest_centroid_predict(const torch::Tensor& features,
   TORCH_CHECK(features.defined() && features.dim() == 2 && features.is_floating_point(), caller,
               ": expected floating-point features [N, D], got ",
               features.defined() ? features.sizes() : torch::IntArrayRef{});
-  TORCH_CHECK(centroids.defined() && centroids.dim() == 2 && centroids.is_floating_point(),
-              caller, ": expected floating-point centroids [C, D], got ",
+  TORCH_CHECK(centroids.defined() && centroids.dim() == 2 && centroids.is_floating_point(), caller,
+              ": expected floating-point centroids [C, D], got ",
               centroids.defined() ? centroids.sizes() : torch::IntArrayRef{});
   TORCH_CHECK(centroids.size(1) == features.size(1), caller,
               ": expected centroids of feature dimension ", features.size(1), ", got ",
@@ -249,8 +251,8 @@ inline torch::Tensor nearest_centroid_predict(const torch::Tensor& features,
   torch::Tensor valid = valid_mask.defined()
                             ? valid_mask
                             : torch::ones({c}, torch::TensorOptions().dtype(torch::kBool));
-  TORCH_CHECK(valid.dim() == 1 && valid.size(0) == c && valid.scalar_type() == torch::kBool,
-              caller, ": expected a bool valid_mask [", c, "], got ", valid.scalar_type(), " ",
+  TORCH_CHECK(valid.dim() == 1 && valid.size(0) == c && valid.scalar_type() == torch::kBool, caller,
+              ": expected a bool valid_mask [", c, "], got ", valid.scalar_type(), " ",
               valid.sizes());
   valid = valid.to(features.device());
   TORCH_CHECK(valid.any().item<bool>(), caller, ": expected at least one valid centroid, got none");
@@ -266,7 +268,8 @@ inline torch::Tensor nearest_centroid_predict(const torch::Tensor& features,
   std::vector<torch::Tensor> parts;
   constexpr int64_t kChunk = 4096;  // bounds the [chunk, C] score matrix
   for (int64_t start = 0; start < features.size(0); start += kChunk) {
-    torch::Tensor z = features.narrow(0, start, std::min(kChunk, features.size(0) - start)).to(dtype);
+    torch::Tensor z =
+        features.narrow(0, start, std::min(kChunk, features.size(0) - start)).to(dtype);
     torch::Tensor score;
     if (similarity == Similarity::cosine) {
       z = z / z.norm(2, 1, true).clamp_min(1e-12);
@@ -290,8 +293,7 @@ inline double nearest_centroid_accuracy(const torch::Tensor& features, const tor
                                         Similarity similarity = Similarity::euclidean) {
   constexpr const char* caller = "drolt::metrics::nearest_centroid_accuracy";
   const torch::Tensor pred = nearest_centroid_predict(features, centroids, valid_mask, similarity);
-  const torch::Tensor t =
-      detail::check_targets(targets, centroids.size(0), caller);
+  const torch::Tensor t = detail::check_targets(targets, centroids.size(0), caller);
   TORCH_CHECK(t.size(0) == pred.size(0), caller, ": expected as many targets as features (",
               pred.size(0), "), got ", t.size(0));
   if (t.numel() == 0) return detail::nan();
@@ -331,8 +333,8 @@ struct Summary {
       << thresholds.few_below << "\n";
     s << "class mean " << pct(split.class_mean) << "\n";
     if (!split.classes_without_test_samples.empty()) {
-      s << "classes without test samples (excluded): "
-        << split.classes_without_test_samples.size() << " [";
+      s << "classes without test samples (excluded): " << split.classes_without_test_samples.size()
+        << " [";
       for (size_t i = 0; i < split.classes_without_test_samples.size(); ++i) {
         s << (i ? ", " : "") << split.classes_without_test_samples[i];
       }

@@ -27,9 +27,12 @@ enum class CifarVariant {
 
 inline int64_t cifar_num_classes(CifarVariant variant) {
   switch (variant) {
-    case CifarVariant::cifar10: return 10;
-    case CifarVariant::cifar100_fine: return 100;
-    case CifarVariant::cifar100_coarse: return 20;
+    case CifarVariant::cifar10:
+      return 10;
+    case CifarVariant::cifar100_fine:
+      return 100;
+    case CifarVariant::cifar100_coarse:
+      return 20;
   }
   TORCH_CHECK(false, "drolt::data::cifar_num_classes: unknown CifarVariant");
   return 0;
@@ -56,10 +59,11 @@ inline CifarBatch read_cifar_file(const std::string& path, CifarVariant variant)
   const std::vector<uint8_t> bytes = file.read_rest();
   TORCH_CHECK(!bytes.empty(), caller, ": '", path, "' is empty: expected at least one ", record,
               "-byte record");
-  TORCH_CHECK(bytes.size() % record == 0, caller, ": '", path, "' is truncated or corrupt: expected a multiple of ",
-              record, " bytes (", is100 ? "CIFAR-100" : "CIFAR-10", " records), got ",
-              bytes.size(), " bytes (", bytes.size() / record, " whole records and ",
-              bytes.size() % record, " bytes left over)");
+  TORCH_CHECK(bytes.size() % record == 0, caller, ": '", path,
+              "' is truncated or corrupt: expected a multiple of ", record, " bytes (",
+              is100 ? "CIFAR-100" : "CIFAR-10", " records), got ", bytes.size(), " bytes (",
+              bytes.size() / record, " whole records and ", bytes.size() % record,
+              " bytes left over)");
   const int64_t n = static_cast<int64_t>(bytes.size() / record);
 
   CifarBatch out;
@@ -102,14 +106,15 @@ class CifarDataset : public torch::data::datasets::Dataset<CifarDataset> {
     } else {
       names.push_back(split == Split::train ? "train.bin" : "test.bin");
     }
-    const std::string sub = variant == CifarVariant::cifar10 ? "cifar-10-batches-bin" : "cifar-100-binary";
+    const std::string sub =
+        variant == CifarVariant::cifar10 ? "cifar-10-batches-bin" : "cifar-100-binary";
     std::vector<torch::Tensor> images, labels;
     for (const auto& name : names) {
       const std::string a = detail::join_path(root, name);
       const std::string b = detail::join_path(detail::join_path(root, sub), name);
-      const std::string path = detail::find_first_existing({a, a + ".gz", b, b + ".gz"},
-                                                           "drolt::data::CifarDataset",
-                                                           "'" + name + "' under '" + root + "'");
+      const std::string path =
+          detail::find_first_existing({a, a + ".gz", b, b + ".gz"}, "drolt::data::CifarDataset",
+                                      "'" + name + "' under '" + root + "'");
       CifarBatch batch = read_cifar_file(path, variant);
       images.push_back(std::move(batch.images));
       labels.push_back(std::move(batch.labels));

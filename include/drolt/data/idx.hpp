@@ -36,8 +36,8 @@ inline torch::Tensor read_idx_u8(const std::string& path, int expected_dims, con
     char buf[64];
     std::snprintf(buf, sizeof(buf), "0x%08X, got 0x%08X", expected_magic, got_magic);
     const char* why = (magic[0] != 0 || magic[1] != 0) ? " (not an IDX file)"
-                      : magic[2] != 0x08             ? " (element type is not unsigned byte)"
-                                                     : " (wrong number of dimensions)";
+                      : magic[2] != 0x08               ? " (element type is not unsigned byte)"
+                                                       : " (wrong number of dimensions)";
     TORCH_CHECK(false, caller, ": '", path, "' has a bad IDX header: expected magic ", buf, why);
   }
 
@@ -49,8 +49,8 @@ inline torch::Tensor read_idx_u8(const std::string& path, int expected_dims, con
     const uint32_t size =
         (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | uint32_t{b[3]};
     // An empty item (0 rows or columns) is never a real image; an empty file (0 items) may be.
-    TORCH_CHECK(d == 0 || size > 0, caller, ": '", path, "' has a bad IDX header: expected size > 0 for dimension ", d,
-                ", got 0");
+    TORCH_CHECK(d == 0 || size > 0, caller, ": '", path,
+                "' has a bad IDX header: expected size > 0 for dimension ", d, ", got 0");
     shape[static_cast<size_t>(d)] = static_cast<int64_t>(size);
     // Each factor is < 2^32, so the check below detects overflow before it happens.
     TORCH_CHECK(size == 0 || total <= (uint64_t{1} << 40) / size, caller, ": '", path,
@@ -93,9 +93,9 @@ class IdxDataset : public torch::data::datasets::Dataset<IdxDataset> {
     images_ = read_idx_images(images_path);
     targets_ = read_idx_labels(labels_path);
     TORCH_CHECK(images_.size(0) == targets_.size(0),
-                "drolt::data::IdxDataset: expected as many labels as images, got ",
-                images_.size(0), " images in '", images_path, "' and ", targets_.size(0),
-                " labels in '", labels_path, "'");
+                "drolt::data::IdxDataset: expected as many labels as images, got ", images_.size(0),
+                " images in '", images_path, "' and ", targets_.size(0), " labels in '",
+                labels_path, "'");
   }
 
   torch::data::Example<> get(size_t index) override {

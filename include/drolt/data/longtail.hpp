@@ -55,8 +55,8 @@ inline std::vector<int64_t> longtail_counts(int64_t n_max, int64_t num_classes,
     if (profile == Profile::exp) {
       // One class has no tail: its exponent would be 0/0.
       if (num_classes > 1) {
-        v = nmax * std::pow(imbalance_ratio, -static_cast<double>(c) /
-                                                 static_cast<double>(num_classes - 1));
+        v = nmax * std::pow(imbalance_ratio,
+                            -static_cast<double>(c) / static_cast<double>(num_classes - 1));
       }
     } else {
       TORCH_CHECK(profile == Profile::step, caller, ": unknown Profile");
@@ -80,11 +80,11 @@ namespace detail {
 
 /// Dataset indices of every class, ascending, after checking the labels.
 inline std::vector<std::vector<int64_t>> indices_by_class(const torch::Tensor& targets,
-                                                          int64_t num_classes,
-                                                          const char* caller) {
-  TORCH_CHECK(targets.defined() && targets.dim() == 1, caller,
-              ": expected targets to be a 1-D tensor, got ",
-              targets.defined() ? std::to_string(targets.dim()) + " dimensions" : "an undefined tensor");
+                                                          int64_t num_classes, const char* caller) {
+  TORCH_CHECK(
+      targets.defined() && targets.dim() == 1, caller,
+      ": expected targets to be a 1-D tensor, got ",
+      targets.defined() ? std::to_string(targets.dim()) + " dimensions" : "an undefined tensor");
   TORCH_CHECK(!targets.is_floating_point() && !targets.is_complex() &&
                   targets.scalar_type() != torch::kBool,
               caller, ": expected integer targets, got ", targets.scalar_type());
@@ -93,8 +93,8 @@ inline std::vector<std::vector<int64_t>> indices_by_class(const torch::Tensor& t
   const int64_t* y = t.data_ptr<int64_t>();
   std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(num_classes));
   for (int64_t i = 0; i < t.numel(); ++i) {
-    TORCH_CHECK(y[i] >= 0 && y[i] < num_classes, caller, ": expected labels in [0, ",
-                num_classes, "), got ", y[i], " at index ", i);
+    TORCH_CHECK(y[i] >= 0 && y[i] < num_classes, caller, ": expected labels in [0, ", num_classes,
+                "), got ", y[i], " at index ", i);
     by_class[static_cast<size_t>(y[i])].push_back(i);
   }
   return by_class;
@@ -116,9 +116,8 @@ inline LongTailSubset make_longtail(const torch::Tensor& targets, int64_t num_cl
   for (int64_t c = 0; c < num_classes; ++c) {
     auto& pool = by_class[static_cast<size_t>(c)];
     const int64_t k = out.counts[static_cast<size_t>(c)];
-    TORCH_CHECK(static_cast<int64_t>(pool.size()) >= k, caller, ": class ", c,
-                " must keep ", k, " samples, expected at least that many in targets, got ",
-                pool.size());
+    TORCH_CHECK(static_cast<int64_t>(pool.size()) >= k, caller, ": class ", c, " must keep ", k,
+                " samples, expected at least that many in targets, got ", pool.size());
     detail::partial_shuffle(pool, static_cast<size_t>(k), rng);
     std::sort(pool.begin(), pool.begin() + k);
     out.indices.insert(out.indices.end(), pool.begin(), pool.begin() + k);
@@ -154,8 +153,8 @@ inline std::vector<int64_t> balanced_validation_split(const torch::Tensor& targe
       if (!taken[static_cast<size_t>(i)]) pool.push_back(i);
     }
     TORCH_CHECK(static_cast<int64_t>(pool.size()) >= per_class, caller, ": class ", c,
-                " expected at least ", per_class,
-                " samples outside the long-tailed subset, got ", pool.size());
+                " expected at least ", per_class, " samples outside the long-tailed subset, got ",
+                pool.size());
     detail::partial_shuffle(pool, static_cast<size_t>(per_class), rng);
     std::sort(pool.begin(), pool.begin() + per_class);
     out.insert(out.end(), pool.begin(), pool.begin() + per_class);

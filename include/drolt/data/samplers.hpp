@@ -93,12 +93,11 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
     const auto n = static_cast<int64_t>(num_targets_);
     const int64_t* p = idx.data_ptr<int64_t>();
     for (int64_t i = 0; i < idx.numel(); ++i) {
-      TORCH_CHECK(p[i] >= 0 && p[i] < n, name_, "::load: expected indices in [0, ", n,
-                  "), got ", p[i], " (saved from a sampler over other targets?)");
+      TORCH_CHECK(p[i] >= 0 && p[i] < n, name_, "::load: expected indices in [0, ", n, "), got ",
+                  p[i], " (saved from a sampler over other targets?)");
     }
-    TORCH_CHECK(position.toInt() >= 0 && position.toInt() <= idx.numel(),
-                name_, "::load: expected position in [0, ", idx.numel(), "], got ",
-                position.toInt());
+    TORCH_CHECK(position.toInt() >= 0 && position.toInt() <= idx.numel(), name_,
+                "::load: expected position in [0, ", idx.numel(), "], got ", position.toInt());
     std::istringstream in(rng_state.toStringRef());
     in >> rng_;
     TORCH_CHECK(!in.fail(), name_, "::load: expected a std::mt19937_64 state, got a corrupt one");
@@ -147,8 +146,8 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
       pools_[static_cast<size_t>(y[i])].push_back(static_cast<size_t>(i));
     }
     num_targets_ = static_cast<size_t>(t.numel());
-    epoch_length_ = options.num_samples() > 0 ? static_cast<size_t>(options.num_samples())
-                                              : num_targets_;
+    epoch_length_ =
+        options.num_samples() > 0 ? static_cast<size_t>(options.num_samples()) : num_targets_;
   }
 
   /// Sets class probabilities from non-negative per-class weights (normalised
@@ -182,8 +181,8 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
       const double u = uniform_unit(rng_) * cumulative_.back();
       // First class whose cumulative probability exceeds u; a class with p = 0
       // has the same cumulative value as the one before it and is never chosen.
-      size_t c = static_cast<size_t>(
-          std::upper_bound(cumulative_.begin(), cumulative_.end(), u) - cumulative_.begin());
+      size_t c = static_cast<size_t>(std::upper_bound(cumulative_.begin(), cumulative_.end(), u) -
+                                     cumulative_.begin());
       c = std::min(c, cumulative_.size() - 1);
       // u < cumulative_.back(), so c is a class whose probability is positive;
       // the loop only guards against rounding in the cumulative sums.
@@ -248,8 +247,8 @@ class ProgressiveSampler : public detail::ClassSamplerBase {
                      ClassSamplerOptions options = {})
       : ClassSamplerBase(targets, options, "drolt::data::ProgressiveSampler"),
         total_epochs_(total_epochs) {
-    TORCH_CHECK(total_epochs > 0, "drolt::data::ProgressiveSampler: expected total_epochs > 0, got ",
-                total_epochs);
+    TORCH_CHECK(total_epochs > 0,
+                "drolt::data::ProgressiveSampler: expected total_epochs > 0, got ", total_epochs);
     prepare_epoch(0);
   }
 

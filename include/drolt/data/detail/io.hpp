@@ -70,8 +70,8 @@ class GzFile {
   /// Reads exactly n bytes or throws naming what was being read.
   void read_exact(void* buffer, size_t n, const char* what) {
     const size_t got = read_some(buffer, n);
-    TORCH_CHECK(got == n, caller_, ": '", path_, "' is truncated: expected ", n, " bytes of ",
-                what, ", got ", got);
+    TORCH_CHECK(got == n, caller_, ": '", path_, "' is truncated: expected ", n, " bytes of ", what,
+                ", got ", got);
   }
 
   /// Reads n bytes into a vector that grows as data arrives, so a corrupt header
@@ -124,8 +124,7 @@ class GzFile {
     int errnum = Z_OK;
     const char* msg = gzerror(file_, &errnum);
     TORCH_CHECK(false, caller_, ": '", path_, "' is corrupt or unreadable: zlib reports '",
-                msg != nullptr ? msg : "unknown error", "' after ", offset_,
-                " decompressed bytes");
+                msg != nullptr ? msg : "unknown error", "' after ", offset_, " decompressed bytes");
   }
 
   std::string path_;
