@@ -40,7 +40,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -67,7 +69,9 @@ using Opts = drolt::functional::RobustCentroidLossFuncOptions;
 #define DROLT_ALLOCATOR_HAS_COPY_DATA 0
 #endif
 
-/// Wraps LibTorch's CPU allocator and counts the bytes it hands out.
+/// Wraps LibTorch's CPU allocator and counts the bytes it hands out. The data
+/// pointer doubles as the deleter context (raw_allocate() requires that), and
+/// the wrapped allocation is kept in a map until it is freed.
 class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
@@ -75,13 +79,16 @@ class CountingCpuAllocator final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) DROLT_ALLOCATE_CONST override {
     c10::DataPtr inner = base_->allocate(n);
     void* data = inner.get();
-    auto* ctx = new Block{std::move(inner), static_cast<int64_t>(n)};
-    const int64_t now = current_.fetch_add(ctx->bytes) + ctx->bytes;
-    int64_t seen = peak_.load();
-    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
+    const auto bytes = static_cast<int64_t>(n);
+    if (data != nullptr) {
+      std::lock_guard<std::mutex> lock(mutex());
+      live().emplace(data, Block{std::move(inner), bytes});
+      current_ += bytes;
+      if (current_ > peak_) peak_ = current_;
     }
-    return {data, ctx, &CountingCpuAllocator::release, c10::Device(c10::kCPU)};
+    return {data, data, &CountingCpuAllocator::release, c10::Device(c10::kCPU)};
   }
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingCpuAllocator::release; }
 #if DROLT_ALLOCATOR_HAS_COPY_DATA
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     std::memcpy(dest, src, count);
@@ -89,10 +96,14 @@ class CountingCpuAllocator final : public c10::Allocator {
 #endif
 
   static void reset() {
+    std::lock_guard<std::mutex> lock(mutex());
     current_ = 0;
     peak_ = 0;
   }
-  static int64_t peak() { return peak_.load(); }
+  static int64_t peak() {
+    std::lock_guard<std::mutex> lock(mutex());
+    return peak_;
+  }
 
  private:
   struct Block {
@@ -100,16 +111,32 @@ class CountingCpuAllocator final : public c10::Allocator {
     int64_t bytes;
   };
   static void release(void* p) {
-    auto* b = static_cast<Block*>(p);
-    current_ -= b->bytes;
-    delete b;  // frees through the wrapped allocator's deleter
+    if (p == nullptr) return;
+    Block b;
+    {
+      std::lock_guard<std::mutex> lock(mutex());
+      auto it = live().find(p);
+      if (it == live().end()) return;
+      b = std::move(it->second);
+      live().erase(it);
+      current_ -= b.bytes;
+    }
+    // b.inner frees through the wrapped allocator's deleter, outside the lock.
+  }
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::unordered_map<void*, Block>& live() {
+    static std::unordered_map<void*, Block> m;
+    return m;
   }
   c10::Allocator* base_;
-  static std::atomic<int64_t> current_;
-  static std::atomic<int64_t> peak_;
+  static int64_t current_;
+  static int64_t peak_;
 };
-std::atomic<int64_t> CountingCpuAllocator::current_{0};
-std::atomic<int64_t> CountingCpuAllocator::peak_{0};
+int64_t CountingCpuAllocator::current_ = 0;
+int64_t CountingCpuAllocator::peak_ = 0;
 
 /// Peak bytes allocated while fn runs, on top of what was allocated before.
 int64_t peak_extra_bytes(const torch::Device& dev, const std::function<void()>& fn) {
