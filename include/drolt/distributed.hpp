@@ -14,7 +14,8 @@
 // Availability: c10d's C++ API differs between LibTorch releases (1.13 has one
 // ProcessGroup class, 2.x splits ProcessGroup and Backend) and the Gloo header
 // needs gloo's own headers, which the PyPI LibTorch does not ship. The code
-// below is therefore compiled only for LibTorch 1.13 with gloo headers
+// below is therefore compiled only for LibTorch 1.13 built with Gloo
+// (USE_C10D_GLOO, set by Torch's CMake targets) and with gloo's headers
 // (Debian: libtorch-dev + libgloo-dev), and DROLT_HAS_DISTRIBUTED says whether
 // it was. Define DROLT_HAS_DISTRIBUTED=0 to turn it off explicitly. Everything
 // else in drolt builds the same without it.
@@ -25,7 +26,9 @@
 #if defined(__has_include)
 #if __has_include(<gloo/algorithm.h>) && \
     __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
-#if TORCH_VERSION_MAJOR == 1 && TORCH_VERSION_MINOR == 13
+// USE_C10D_GLOO comes with Torch's CMake targets of a LibTorch built with Gloo
+// (ProcessGroupGloo.hpp is empty without it).
+#if TORCH_VERSION_MAJOR == 1 && TORCH_VERSION_MINOR == 13 && defined(USE_C10D_GLOO)
 #define DROLT_HAS_DISTRIBUTED 1
 #endif
 #endif
