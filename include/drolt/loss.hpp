@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <ATen/Dispatch.h>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -317,13 +318,63 @@ inline torch::Tensor reduce_loss_vector(const torch::Tensor& l, const CheckedInp
   return num / torch::where(den > 0, den, torch::ones_like(den));
 }
 
+/// Per-entry weights of the mean / sum reductions, so that the reduced loss is
+/// sum_k v[k] l[k] (v already divided by sum of weights for the mean). CPU:
+/// loops; other devices: plain ops without host synchronisation.
+inline torch::Tensor reduction_weights(const CheckedInputs& in, Normalization norm,
+                                       at::Reduction::Reduction red, int64_t num_classes,
+                                       const torch::TensorOptions& opts) {
+  const auto& y = in.labels;
+  const int64_t B = y.size(0);
+  if (!y.is_cpu()) {
+    torch::Tensor w, mask;
+    if (norm == Normalization::batch) {
+      auto n = torch::zeros({num_classes}, opts).index_add_(0, y, torch::ones({B}, opts));
+      mask = ((n > 0) & in.valid).to(opts.dtype());
+      w = in.weights.defined() ? in.weights * mask : mask;
+    } else {
+      mask = in.valid.index_select(0, y).to(opts.dtype());
+      w = in.weights.defined() ? in.weights.index_select(0, y) * mask : mask;
+    }
+    if (red == at::Reduction::Sum) return w;
+    auto den = w.sum();
+    return w / torch::where(den > 0, den, torch::ones_like(den));
+  }
+  auto yc = y.contiguous();
+  auto vc = in.valid.contiguous();
+  auto wc = in.weights.defined() ? in.weights.to(torch::kDouble).contiguous() : torch::Tensor();
+  const int64_t* yp = yc.data_ptr<int64_t>();
+  const bool* vp = vc.data_ptr<bool>();
+  const double* wp = wc.defined() ? wc.data_ptr<double>() : nullptr;
+  std::vector<double> v;
+  if (norm == Normalization::batch) {
+    v.assign(num_classes, 0.0);
+    std::vector<char> present(num_classes, 0);
+    for (int64_t i = 0; i < B; ++i) present[yp[i]] = 1;
+    for (int64_t c = 0; c < num_classes; ++c)
+      if (present[c] && vp[c]) v[c] = wp ? wp[c] : 1.0;
+  } else {
+    v.assign(B, 0.0);
+    for (int64_t i = 0; i < B; ++i)
+      if (vp[yp[i]]) v[i] = wp ? wp[yp[i]] : 1.0;
+  }
+  if (red == at::Reduction::Mean) {
+    double den = 0;
+    for (double x : v) den += x;
+    if (den > 0)
+      for (double& x : v) x /= den;
+  }
+  return torch::from_blob(v.data(), {static_cast<int64_t>(v.size())}, torch::kDouble)
+      .to(opts.dtype(), /*non_blocking=*/false, /*copy=*/true);
+}
+
 /// The fused paths as one autograd function: forward and the analytic backward
 /// of spec section 4, computed by the CPU path or the registered CUDA kernels.
 struct FusedFunction : public torch::autograd::Function<FusedFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& features,
                                const torch::Tensor& centroids, const torch::Tensor& radii,
                                const torch::Tensor& labels, const torch::Tensor& valid,
-                               FusedParams params) {
+                               const torch::Tensor& reduce_weights, FusedParams params) {
     const FusedBackend& be = pick(features);
     auto z = features.contiguous();
     auto mu = centroids.contiguous();
@@ -331,7 +382,8 @@ struct FusedFunction : public torch::autograd::Function<FusedFunction> {
     auto y = labels.contiguous();
     auto v = valid.contiguous();
     auto res = be.forward(z, y, mu, eps, v, params);
-    std::vector<torch::Tensor> to_save{z, mu, eps, y, v};
+    // Entry 5: the reduction weights (empty for reduction none).
+    std::vector<torch::Tensor> to_save{z, mu, eps, y, v, reduce_weights};
     for (auto& t : res.saved) to_save.push_back(t);
     ctx->save_for_backward(to_save);
     ctx->saved_data["norm"] = static_cast<int64_t>(params.norm);
@@ -340,7 +392,22 @@ struct FusedFunction : public torch::autograd::Function<FusedFunction> {
     ctx->saved_data["tau"] = params.temperature;
     ctx->saved_data["tau_b"] = params.base_temperature;
     ctx->saved_data["centroid_grad"] = params.centroid_grad;
-    return res.loss;
+    if (reduce_weights.numel() == 0) return res.loss;
+    if (res.loss.is_cpu()) return reduce_cpu(reduce_weights, res.loss);
+    return (reduce_weights * res.loss).sum();
+  }
+
+  /// sum_k v[k] l[k] as a plain loop (CPU).
+  static torch::Tensor reduce_cpu(const torch::Tensor& v, const torch::Tensor& l) {
+    auto out = torch::empty({}, l.options());
+    AT_DISPATCH_FLOATING_TYPES(l.scalar_type(), "drolt_reduce", [&] {
+      const scalar_t* vp = v.data_ptr<scalar_t>();
+      const scalar_t* lp = l.data_ptr<scalar_t>();
+      scalar_t acc = 0;
+      for (int64_t k = 0; k < l.numel(); ++k) acc += vp[k] * lp[k];
+      *out.data_ptr<scalar_t>() = acc;
+    });
+    return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -353,12 +420,13 @@ struct FusedFunction : public torch::autograd::Function<FusedFunction> {
     p.temperature = ctx->saved_data["tau"].toDouble();
     p.base_temperature = ctx->saved_data["tau_b"].toDouble();
     p.centroid_grad = ctx->saved_data["centroid_grad"].toBool();
-    std::vector<torch::Tensor> extra(saved.begin() + 5, saved.end());
+    std::vector<torch::Tensor> extra(saved.begin() + 6, saved.end());
     const FusedBackend& be = pick(saved[0]);
-    auto g = grad_outputs[0].contiguous();
+    const auto& rw = saved[5];
+    auto g = rw.numel() > 0 ? (rw * grad_outputs[0]).contiguous() : grad_outputs[0].contiguous();
     auto r = be.backward(g, saved[0], saved[3], saved[1], saved[2], saved[4], extra, p);
     return {r.grad_features, p.centroid_grad ? r.grad_centroids : torch::Tensor(), r.grad_radii,
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 
   static const FusedBackend& pick(const torch::Tensor& t) {
@@ -436,7 +504,14 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features, const t
     }
     p.centroid_grad = mu.requires_grad() && torch::GradMode::is_enabled();
     auto eps = radii.to(in.compute_dtype);
-    l = detail::FusedFunction::apply(z, mu, eps, in.labels, in.valid, p);
+    const auto red = torch::enumtype::reduction_get_enum(options.reduction());
+    // Empty for reduction none (an undefined tensor cannot be a Function input in LibTorch 1.13).
+    torch::Tensor rw = torch::empty({0}, eps.options());
+    if (red != at::Reduction::None)
+      rw = detail::reduction_weights(in, options.normalization(), red, C,
+                                     eps.options());
+    // Class weights and the reduction happen inside the fused function.
+    return detail::FusedFunction::apply(z, mu, eps, in.labels, in.valid, rw, p);
   }
   return detail::reduce_loss_vector(l, in, options.normalization(), options.reduction(), C);
 }

@@ -25,13 +25,40 @@ DROLT_HD T tm_neg_inf() {
   return -static_cast<T>(INFINITY);
 }
 
+// exp / log / sqrt in the argument's precision: on the host an unqualified
+// exp(float) would call the double ::exp; in device code CUDA's overloads apply.
+template <typename T>
+DROLT_HD T tm_exp(T x) {
+#if defined(__CUDA_ARCH__)
+  return exp(x);
+#else
+  return std::exp(x);
+#endif
+}
+template <typename T>
+DROLT_HD T tm_log(T x) {
+#if defined(__CUDA_ARCH__)
+  return log(x);
+#else
+  return std::log(x);
+#endif
+}
+template <typename T>
+DROLT_HD T tm_sqrt(T x) {
+#if defined(__CUDA_ARCH__)
+  return sqrt(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+
 /// Distance from a squared Euclidean distance. A slightly negative d2 (rounding
 /// in |z|^2 + |mu|^2 - 2 z.mu) is clamped to 0; NaN passes through, so a
 /// non-finite feature gives a NaN loss rather than a silently wrong one.
 template <typename T>
 DROLT_HD T tm_distance(T d2, DistKind kind, T scale) {
   d2 = d2 < T(0) ? T(0) : d2;
-  return kind == DistKind::euclidean ? scale * sqrt(d2) : scale * d2;
+  return kind == DistKind::euclidean ? scale * tm_sqrt(d2) : scale * d2;
 }
 
 /// Coefficient k such that d(dist)/dz = k * (z - mu). Zero where the Euclidean
@@ -67,10 +94,10 @@ struct OnlineLse {
   DROLT_HD OnlineLse() : m(tm_neg_inf<T>()), s(T(0)) {}
   DROLT_HD void add(T x) {
     if (x > m) {
-      s = s * exp(m - x) + T(1);
+      s = s * tm_exp(m - x) + T(1);
       m = x;
     } else {
-      s += exp(x - m);
+      s += tm_exp(x - m);
     }
   }
   /// Merge another partial state (used for parallel reductions).
@@ -82,27 +109,27 @@ struct OnlineLse {
       return;
     }
     if (o.m > m) {
-      s = s * exp(m - o.m) + o.s;
+      s = s * tm_exp(m - o.m) + o.s;
       m = o.m;
     } else {
-      s += o.s * exp(o.m - m);
+      s += o.s * tm_exp(o.m - m);
     }
   }
-  DROLT_HD T value() const { return m == tm_neg_inf<T>() ? m : m + log(s); }
+  DROLT_HD T value() const { return m == tm_neg_inf<T>() ? m : m + tm_log(s); }
 };
 
 /// dL/ds for one entry of the "batch" normalization:
 /// a_c * (p - [positive] / n_c), p = exp(s - lse).
 template <typename T>
 DROLT_HD T tm_dscore_batch(T score, T lse, bool positive, T a_c, T inv_n_c) {
-  const T p = exp(score - lse);
+  const T p = tm_exp(score - lse);
   return a_c * (p - (positive ? inv_n_c : T(0)));
 }
 
 /// dL/ds for one entry of the "classes" normalization: b_i * (p - [positive]).
 template <typename T>
 DROLT_HD T tm_dscore_classes(T score, T lse, bool positive, T b_i) {
-  const T p = exp(score - lse);
+  const T p = tm_exp(score - lse);
   return b_i * (p - (positive ? T(1) : T(0)));
 }
 
