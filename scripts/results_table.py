@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Aggregates drolt_train runs into docs/results.md (used by scripts/reproduce.sh).
+
+Layout read: RUNS/<config>/seed<k>/{summary.json,metrics.jsonl}; every config is
+one drolt_train invocation per seed. Standard library only.
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+
+def mean_std(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not xs:
+        return None, None
+    m = statistics.fmean(xs)
+    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def fmt(ms):
+    m, s = ms
+    if m is None:
+        return "-"
+    return f"{m:.1f} ± {s:.1f}"
+
+
+def load_config(root, config):
+    """{result name: [per-seed result dict]}, [per-seed metrics lines], seeds."""
+    results, metrics, seeds = {}, [], []
+    for d in sorted(glob.glob(os.path.join(root, config, "seed*"))):
+        p = os.path.join(d, "summary.json")
+        if not os.path.exists(p):
+            continue
+        with open(p) as f:
+            summ = json.load(f)
+        seeds.append(summ["seed"])
+        for r in summ["results"]:
+            results.setdefault(r["name"], []).append(r)
+        lines = []
+        mp = os.path.join(d, "metrics.jsonl")
+        if os.path.exists(mp):
+            with open(mp) as f:
+                lines = [json.loads(x) for x in f if x.strip()]
+        metrics.append(lines)
+    return results, metrics, seeds
+
+
+def split_stats(rs, key="test"):
+    out = {}
+    for k in ("many", "medium", "few", "all"):
+        out[k] = mean_std([r[key][k] for r in rs])
+    return out
+
+
+def row(label, rs, extra=""):
+    t = split_stats(rs)
+    nc = mean_std([r["nearest_centroid"]["all"] for r in rs])
+    val = mean_std([r["val"]["all"] for r in rs])
+    return (f"| {label} | {fmt(t['many'])} | {fmt(t['medium'])} | {fmt(t['few'])} | **{fmt(t['all'])}** | "
+            f"{fmt(nc)} | {fmt(val)} | {len(rs)}{extra} |")
+
+
+def phase_time(metrics, phase):
+    """Mean seconds of an epoch of `phase` over all runs/seeds, and mean centroid seconds."""
+    secs, cent = [], []
+    for lines in metrics:
+        for j in lines:
+            if j.get("phase") == phase:
+                secs.append(j["seconds"])
+                cent.append(j.get("centroid_seconds", 0.0))
+    if not secs:
+        return None, None
+    return statistics.fmean(secs), statistics.fmean(cent)
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def final_val(summary):
+    name = "drolt-" + summary["policy"]
+    r = [x for x in summary["results"] if x["name"] == name][0]
+    return r["val"]
+
+
+def best_lambda_tau(tune):
+    best = None
+    for p in sorted(glob.glob(os.path.join(tune, "learned-l*-t*", "summary.json"))):
+        with open(p) as f:
+            s = json.load(f)
+        v = final_val(s)["all"]
+        if best is None or v > best[0]:
+            best = (v, s["lambda"], s["temperature"])
+    print(best[1], best[2])
+
+
+def finish_tuning(tune, lam, tau):
+    rows, best = [], {}
+    for p in sorted(glob.glob(os.path.join(tune, "*", "summary.json"))):
+        with open(p) as f:
+            s = json.load(f)
+        v = final_val(s)
+        rows.append((s["policy"], s["lambda"], s["temperature"], s["eps0"], v))
+        k = s["policy"]
+        if k in ("shared", "sqrtn") and (k not in best or v["all"] > best[k][1]):
+            best[k] = (s["eps0"], v["all"])
+    f = lambda x: "-" if x is None else f"{x:.1f}"
+    with open(os.path.join(tune, "tuning.md"), "w") as out:
+        out.write("| policy | lambda | temperature | eps0 | val Many | val Medium | val Few | val All |\n")
+        out.write("|---|---|---|---|---|---|---|---|\n")
+        for pol, l, t, e, v in rows:
+            chosen = (pol == "learned" and str(l) == str(float(lam)) and str(t) == str(float(tau))) or \
+                     (pol in best and best[pol][0] == e)
+            mark = " **(chosen)**" if chosen else ""
+            out.write(f"| {pol}{mark} | {l} | {t} | {e} | {f(v['many'])} | {f(v['medium'])} | "
+                      f"{f(v['few'])} | {f(v['all'])} |\n")
+    with open(os.path.join(tune, "chosen.env"), "w") as out:
+        out.write(f"LAMBDA={lam}\nTAU={tau}\n")
+        out.write(f"EPS_SHARED={best['shared'][0]}\nEPS_SQRTN={best['sqrtn'][0]}\n")
+    with open(os.path.join(tune, "tuning.md")) as f:
+        print(f.read())
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--best-lambda-tau":
+        return best_lambda_tau(sys.argv[2])
+    if len(sys.argv) > 1 and sys.argv[1] == "--finish-tuning":
+        return finish_tuning(sys.argv[2], sys.argv[3], sys.argv[4])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--commands", required=True, help="file with the commands that were run")
+    ap.add_argument("--wall", type=float, default=0.0, help="wall seconds of the whole reproduction")
+    ap.add_argument("--settings", default="", help="file with the shared settings (markdown)")
+    ap.add_argument("--tuning", default="", help="validation-split tuning table (step 2 of scripts/reproduce.sh)")
+    ap.add_argument("--tuning-commands", default="")
+    a = ap.parse_args()
+
+    main_rows = [
+        ("CE", "ce", "ce"),
+        ("cRT (CE features + class-balanced classifier re-training)", "ce", "crt"),
+        ("DRO-LT, eps = 0 (ERM) + cRT", "drolt-erm", "drolt-erm"),
+        ("DRO-LT, shared eps + cRT", "drolt-shared", "drolt-shared"),
+        ("DRO-LT, eps0 / sqrt(n) + cRT", "drolt-sqrtn", "drolt-sqrtn"),
+        ("DRO-LT, learned eps + cRT", "drolt-learned", "drolt-learned"),
+    ]
+    nocrt_rows = [
+        ("DRO-LT, eps = 0, no cRT", "drolt-erm", "drolt-erm/nocrt"),
+        ("DRO-LT, shared eps, no cRT", "drolt-shared", "drolt-shared/nocrt"),
+        ("DRO-LT, eps0 / sqrt(n), no cRT", "drolt-sqrtn", "drolt-sqrtn/nocrt"),
+        ("DRO-LT, learned eps, no cRT", "drolt-learned", "drolt-learned/nocrt"),
+    ]
+    cache = {}
+
+    def get(config, name):
+        if config not in cache:
+            cache[config] = load_config(a.runs, config)
+        return cache[config][0].get(name, [])
+
+    hdr = ("| method | Many | Medium | Few | All | NC All | val All | seeds |\n"
+           "|---|---|---|---|---|---|---|---|")
+    lines = []
+    lines.append("# DRO-LT on Fashion-MNIST-LT: reproduction of the paper's Table 1 / 2 protocol\n")
+    lines.append("Generated by `scripts/reproduce.sh` (aggregation: `scripts/results_table.py`); "
+                 "do not edit by hand, re-run the script.\n")
+    if a.settings and os.path.exists(a.settings):
+        with open(a.settings) as f:
+            lines.append(f.read())
+    lines.append("## Main table (test top-1 %, mean ± std over seeds)\n")
+    lines.append("Many: classes with > 100 training images, Medium: 20-100, Few: < 20 "
+                 "(spec section 8). NC All: nearest training centroid on the penultimate features. "
+                 "val All: balanced validation split (the only split used for choices).\n")
+    lines.append(hdr)
+    for label, cfg, name in main_rows:
+        rs = get(cfg, name)
+        if rs:
+            lines.append(row(label, rs))
+    lines.append("")
+    lines.append("Feature learning without the final classifier re-training (same runs, evaluated "
+                 "before the cRT stage):\n")
+    lines.append(hdr)
+    for label, cfg, name in nocrt_rows:
+        rs = get(cfg, name)
+        if rs:
+            lines.append(row(label, rs))
+    lines.append("")
+
+    # Paired differences (same seed) against cRT and CE.
+    def paired(a_cfg, a_name, b_cfg, b_name, key):
+        ra = {r_seed: r for r_seed, r in zip(cache_seeds(a_cfg), get(a_cfg, a_name))}
+        rb = {r_seed: r for r_seed, r in zip(cache_seeds(b_cfg), get(b_cfg, b_name))}
+        common = sorted(set(ra) & set(rb))
+        ds = [ra[s]["test"][key] - rb[s]["test"][key] for s in common
+              if ra[s]["test"][key] is not None and rb[s]["test"][key] is not None]
+        return mean_std(ds), len(ds)
+
+    def cache_seeds(config):
+        get(config, "")
+        return cache[config][2]
+
+    lines.append("## DRO-LT (learned) + cRT against the baselines, paired by seed\n")
+    lines.append("| comparison | Δ Many | Δ Medium | Δ Few | Δ All |\n|---|---|---|---|---|")
+    for label, b_cfg, b_name in [("vs CE", "ce", "ce"), ("vs cRT", "ce", "crt")]:
+        for a_label, a_cfg, a_name in [("learned", "drolt-learned", "drolt-learned"),
+                                       ("sqrt-n", "drolt-sqrtn", "drolt-sqrtn"),
+                                       ("shared", "drolt-shared", "drolt-shared"),
+                                       ("eps = 0", "drolt-erm", "drolt-erm")]:
+            cells = []
+            n = 0
+            for key in ("many", "medium", "few", "all"):
+                (m, s), n = paired(a_cfg, a_name, b_cfg, b_name, key)
+                cells.append("-" if m is None else f"{m:+.1f} ± {s:.1f}")
+            if n:
+                lines.append(f"| DRO-LT {a_label} + cRT {label} ({n} seeds) | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    # Learned radii.
+    rs = get("drolt-learned", "drolt-learned")
+    if rs:
+        summ_counts = None
+        p = sorted(glob.glob(os.path.join(a.runs, "drolt-learned", "seed*", "summary.json")))
+        if p:
+            with open(p[0]) as f:
+                summ_counts = json.load(f)["counts"]
+        lines.append("## Learned radii (mean over seeds; initial value eps0)\n")
+        lines.append("| class | training images | radius |\n|---|---|---|")
+        C = len(rs[0]["radii"])
+        for c in range(C):
+            m, s = mean_std([r["radii"][c] for r in rs])
+            n = summ_counts[c] if summ_counts else "?"
+            lines.append(f"| {c} | {n} | {m:.3f} ± {s:.3f} |")
+        lines.append("")
+
+    # Centroid modes.
+    modes = [("full refresh pass (paper)", "drolt-learned", "drolt-learned"),
+             ("previous epoch's training passes", "drolt-learned-previous", "drolt-learned"),
+             ("EMA (momentum 0.9)", "drolt-learned-ema", "drolt-learned")]
+    if any(get(c, n) for _, c, n in modes):
+        lines.append("## Centroid modes (DRO-LT learned + cRT)\n")
+        lines.append("Epoch time: mean wall seconds of a DRO-LT epoch (training pass plus, for the "
+                     "full mode, the refresh pass), measured on the machine below.\n")
+        lines.append("| centroid mode | Many | Medium | Few | All | DRO epoch (s) | of which centroids (s) | seeds |\n"
+                     "|---|---|---|---|---|---|---|---|")
+        for label, cfg, name in modes:
+            rs = get(cfg, name)
+            if not rs:
+                continue
+            t = split_stats(rs)
+            ep, cent = phase_time(cache[cfg][1], "dro")
+            ep_s = "-" if ep is None else f"{ep:.2f}"
+            cent_s = "-" if cent is None else f"{cent:.2f}"
+            lines.append(f"| {label} | {fmt(t['many'])} | {fmt(t['medium'])} | {fmt(t['few'])} | "
+                         f"**{fmt(t['all'])}** | {ep_s} | {cent_s} | {len(rs)} |")
+        lines.append("")
+
+    if a.tuning and os.path.exists(a.tuning):
+        lines.append("## Hyper-parameter selection (validation split only, seed 0)\n")
+        lines.append("Step 2 of `scripts/reproduce.sh`: lambda x temperature with learned radii, then eps0 of the "
+                     "shared and sqrt-n policies at the chosen lambda / temperature; the best validation "
+                     "All (after cRT) was kept. The test set played no part.\n")
+        with open(a.tuning) as f:
+            lines.append(f.read())
+    # Hardware / commands.
+    lines.append("## Hardware, software, wall time\n")
+    try:
+        nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        nproc = "?"
+    lines.append(f"- CPU: {cpu_name()}, {nproc} cores available to the runs; no GPU.")
+    lines.append(f"- OS: {platform.platform()}; LibTorch: Debian libtorch 1.13 (CPU, OpenBLAS).")
+    if a.wall > 0:
+        lines.append(f"- Wall time of the whole reproduction: {a.wall / 60:.1f} min.")
+    lines.append("")
+    lines.append("## Exact commands\n")
+    lines.append("```sh")
+    with open(a.commands) as f:
+        lines.append(f.read().rstrip())
+    lines.append("```\n")
+    if a.tuning_commands and os.path.exists(a.tuning_commands):
+        lines.append("Tuning runs (step 2 of `scripts/reproduce.sh`, seed 0, validation split):\n")
+        lines.append("```sh")
+        with open(a.tuning_commands) as f:
+            lines.append(f.read().rstrip())
+        lines.append("```\n")
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
