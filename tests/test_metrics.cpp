@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <locale>
 #include <string>
 #include <vector>
 
@@ -290,4 +291,22 @@ TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spe
   CHECK(w[3].item<float>() > w[0].item<float>());
   CHECK(weighted.item<double>() !=
         Approx(per_class.index_select(0, present).mean().item<double>()).epsilon(1e-4));
+}
+
+namespace {
+// A C++ locale that groups thousands, as a program's global locale may.
+struct Grouping : std::numpunct<char> {
+  char do_thousands_sep() const override { return ','; }
+  std::string do_grouping() const override { return "\3"; }
+};
+}  // namespace
+
+TEST_CASE("JSON summary does not follow a global locale that groups digits", "[metrics]") {
+  const std::locale previous =
+      std::locale::global(std::locale(std::locale::classic(), new Grouping));
+  const auto t = torch::zeros({1500}, torch::kInt64);
+  const std::string json = drolt::metrics::summarize(t, t, {2000, 5}).to_json();
+  std::locale::global(previous);
+  CHECK_THAT(json, Contains("\"num_samples\":1500,"));
+  CHECK_THAT(json, Contains("\"train_counts\":[2000,5]"));
 }

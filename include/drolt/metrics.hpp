@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <locale>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -345,12 +346,20 @@ struct Summary {
 
   /// JSON object (NaN written as null), accuracies as fractions in [0, 1].
   std::string to_json() const {
+    // JSON must not depend on the global locale (decimal commas, digit grouping).
     std::ostringstream s;
+    s.imbue(std::locale::classic());
     const auto num = [](double v) {
       if (!std::isfinite(v)) return std::string("null");
       char buf[32];
       std::snprintf(buf, sizeof(buf), "%.10g", v);
-      return std::string(buf);
+      // printf follows the C locale's decimal point; JSON needs '.'. (Floating
+      // std::to_chars would avoid this but needs GCC 11.)
+      std::string out(buf);
+      for (char& ch : out) {
+        if (!(ch >= '0' && ch <= '9') && ch != '-' && ch != '+' && ch != 'e') ch = '.';
+      }
+      return out;
     };
     const auto ints = [](const std::vector<int64_t>& v) {
       std::string r = "[";

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <locale>
 #include <random>
 #include <sstream>
 #include <string>
@@ -64,6 +65,7 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
 
   void save(torch::serialize::OutputArchive& archive) const override {
     std::ostringstream rng_state;
+    rng_state.imbue(std::locale::classic());  // digit grouping would corrupt the state
     rng_state << rng_;
     archive.write("drolt_sampler/rng", c10::IValue(rng_state.str()));
     archive.write("drolt_sampler/position", c10::IValue(static_cast<int64_t>(position_)));
@@ -99,6 +101,7 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
     TORCH_CHECK(position.toInt() >= 0 && position.toInt() <= idx.numel(), name_,
                 "::load: expected position in [0, ", idx.numel(), "], got ", position.toInt());
     std::istringstream in(rng_state.toStringRef());
+    in.imbue(std::locale::classic());
     in >> rng_;
     TORCH_CHECK(!in.fail(), name_, "::load: expected a std::mt19937_64 state, got a corrupt one");
     indices_.assign(p, p + idx.numel());
