@@ -128,6 +128,22 @@ for seed in $SEEDS; do
   for cfg in "${SCRATCH[@]}"; do job "$cfg" "$seed"; done
 done
 run_jobs
+
+# ------------------------------------------------------------- step 4: centroid-mode timing
+# Epoch time of each centroid mode, measured one run at a time with all cores
+# (the accuracy runs above share the CPU between $JOBS jobs): 4 CE + 4 DRO-LT epochs.
+for mode in full previous ema; do
+  out="$RUNS/timing/$mode"
+  cmd="$BIN --method drolt --policy learned --eps0 $EPS_LEARNED --lambda $LAMBDA --temperature $TAU \
+--centroids $mode --data $DATA --depth $DEPTH --epochs 8 --dro-start 4 --crt-epochs 1 --val-every 100 \
+--test-limit 1000 --no-plots -q --seed 0 --threads $(nproc) --out $out"
+  echo "$cmd" >> "$CMDS"
+  if [[ ! -f "$out/summary.json" ]]; then
+    rm -rf "$out" && mkdir -p "$out"
+    eval "$cmd" > "$out.log" 2>&1
+    echo "done timing $mode"
+  fi
+done
 wall=$(( $(date +%s) - start ))
 
 SETTINGS="$RUNS/settings.md"
@@ -157,7 +173,8 @@ cat > "$SETTINGS" <<EOF
   The CE warm-up is taken from the CE run of the same seed (\`--warm-start\`, bit-identical to
   retraining it; checked by tests/test_trainer.cpp).
 - The reported model is the one at the end of training (no early stopping on the test set).
-- Seeds: $SEEDS. Runs: $JOBS in parallel, $THREADS thread(s) each.
+- Seeds: $SEEDS. Runs: $JOBS in parallel, $THREADS thread(s) each; the centroid-mode epoch
+  times come from separate short runs, one at a time on all $(nproc) cores.
 EOF
 
 python3 scripts/results_table.py --runs "$RUNS" --out "$OUT_MD" --commands "$CMDS" --wall "$wall" \

@@ -251,8 +251,9 @@ def main():
              ("EMA (momentum 0.9)", "drolt-learned-ema", "drolt-learned")]
     if any(get(c, n) for _, c, n in modes):
         lines.append("## Centroid modes (DRO-LT learned + cRT)\n")
-        lines.append("Epoch time: mean wall seconds of a DRO-LT epoch (training pass plus, for the "
-                     "full mode, the refresh pass), measured on the machine below.\n")
+        lines.append("Accuracy: the multi-seed runs. Epoch time: mean wall seconds of a DRO-LT epoch "
+                     "(training pass plus, for the full mode, the refresh pass), from the timing runs "
+                     "(4 DRO-LT epochs each, one run at a time on all cores) when present.\n")
         lines.append("| centroid mode | Many | Medium | Few | All | DRO epoch (s) | of which centroids (s) | seeds |\n"
                      "|---|---|---|---|---|---|---|---|")
         for label, cfg, name in modes:
@@ -260,7 +261,14 @@ def main():
             if not rs:
                 continue
             t = split_stats(rs)
-            ep, cent = phase_time(cache[cfg][1], "dro")
+            mode = {"drolt-learned": "full", "drolt-learned-previous": "previous",
+                    "drolt-learned-ema": "ema"}[cfg]
+            tp = os.path.join(a.runs, "timing", mode, "metrics.jsonl")
+            if os.path.exists(tp):
+                with open(tp) as f:
+                    ep, cent = phase_time([[json.loads(x) for x in f if x.strip()]], "dro")
+            else:
+                ep, cent = phase_time(cache[cfg][1], "dro")
             ep_s = "-" if ep is None else f"{ep:.2f}"
             cent_s = "-" if cent is None else f"{cent:.2f}"
             lines.append(f"| {label} | {fmt(t['many'])} | {fmt(t['medium'])} | {fmt(t['few'])} | "
