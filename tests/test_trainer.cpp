@@ -234,7 +234,8 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
           CHECK(ra[i].per_class == rb[i].per_class);
           CHECK(ra[i].radii == rb[i].radii);
         }
-        // The resumed run's history covers every epoch once.
+        // The resumed run's history and metrics.jsonl cover every epoch once.
+        CHECK(count_lines(cb.out_dir + "/metrics.jsonl") == whole.history().size());
         REQUIRE(second.history().size() == whole.history().size());
         for (size_t i = 0; i < whole.history().size(); ++i) {
           CHECK(second.history()[i].loss == whole.history()[i].loss);

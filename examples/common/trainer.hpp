@@ -211,6 +211,7 @@ class Run {
   std::vector<EvalResult> run(std::ostream& log) {
     if (cfg_.resume && file_exists(checkpoint_path())) {
       load_checkpoint(checkpoint_path());
+      rewrite_jsonl();  // drops lines of epochs after the checkpoint (they will run again)
       log << "[" << name_ << "] resumed from " << checkpoint_path() << " at epoch " << next_epoch_ << "/"
           << total_epochs_ << "\n";
     } else {
@@ -287,7 +288,7 @@ class Run {
     ar.write("epoch", torch::tensor(next_epoch_, torch::kLong));
     ar.write("elapsed", torch::tensor(elapsed_, torch::kDouble));
     ar.write("fingerprint", string_tensor(fingerprint()));
-    ar.write("history", string_tensor(history_json().dump()));
+    ar.write("history", string_tensor(json(lines_).dump()));
     torch::serialize::OutputArchive m, o, b;
     model_->save(m);
     ar.write("model", m);
@@ -418,8 +419,9 @@ class Run {
     for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
     ar.read("rng", t);
     set_cpu_rng_state(t);
-    // Replay the warm-up's log lines so metrics.jsonl covers the whole run.
-    for (const auto& h : history_) append_jsonl(h);
+    // The warm-up's log lines, relabelled, so metrics.jsonl covers the whole run.
+    for (auto& l : lines_) l["run"] = name_;
+    rewrite_jsonl();
   }
 
  private:
@@ -466,14 +468,12 @@ class Run {
     return j.dump();
   }
 
-  json history_json() const {
-    json a = json::array();
-    for (const auto& r : history_) a.push_back(record_json(r));
-    return a;
-  }
+  /// Restores the history (and the log lines) saved in a checkpoint.
   void history_from_json(const json& a) {
     history_.clear();
+    lines_.clear();
     for (const auto& j : a) {
+      lines_.push_back(j);
       EpochRecord r;
       r.run = j.at("run");
       r.phase = j.at("phase");
@@ -516,8 +516,28 @@ class Run {
       j["radius_min"] = radii.min().item<double>();
       j["radius_max"] = radii.max().item<double>();
     }
+    lines_.push_back(j);
     std::ofstream f(cfg_.out_dir + "/metrics.jsonl", std::ios::app);
     f << j.dump() << "\n";
+  }
+
+  /// metrics.jsonl = the other runs' lines + this run's lines as of the
+  /// restored checkpoint.
+  void rewrite_jsonl() {
+    const std::string path = cfg_.out_dir + "/metrics.jsonl";
+    std::vector<std::string> keep;
+    {
+      std::ifstream f(path);
+      std::string line;
+      while (std::getline(f, line)) {
+        if (line.empty()) continue;
+        json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_discarded() || j.value("run", std::string()) != name_) keep.push_back(line);
+      }
+    }
+    std::ofstream f(path, std::ios::trunc);
+    for (const auto& l : keep) f << l << "\n";
+    for (const auto& j : lines_) f << j.dump() << "\n";
   }
 
   void print_progress(std::ostream& log, const EpochRecord& r) {
@@ -813,6 +833,7 @@ class Run {
   double elapsed_ = 0;
   Clock::time_point rec_start_ = Clock::now();
   std::vector<EpochRecord> history_;
+  std::vector<json> lines_;  // this run's metrics.jsonl lines, checkpointed with it
   bool interrupted_ = false;
 };
 
