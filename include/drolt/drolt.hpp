@@ -1,5 +1,13 @@
 #pragma once
 // Umbrella header: every public drolt header.
 #include "drolt/centroid_bank.hpp"
+#include "drolt/class_weights.hpp"
+#include "drolt/data/cifar.hpp"
+#include "drolt/data/idx.hpp"
+#include "drolt/data/longtail.hpp"
+#include "drolt/data/samplers.hpp"
+#include "drolt/data/split.hpp"
+#include "drolt/distributed.hpp"  // empty where c10d + Gloo are not available
 #include "drolt/loss.hpp"
+#include "drolt/metrics.hpp"
 #include "drolt/radius.hpp"
