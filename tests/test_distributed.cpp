@@ -368,8 +368,9 @@ struct BenchNet : torch::nn::Module {
   torch::nn::Linear head{nullptr};
 };
 
-/// Runs `epochs` epochs on this rank; returns the seconds of each (rank 0's view).
-std::vector<double> bench_epochs(drolt::dist::GlooGroup& g, int epochs) {
+/// Runs `epochs` epochs on this rank; returns the seconds of each (rank 0's
+/// view) and, in `comm`, the seconds spent in collectives per epoch.
+std::vector<double> bench_epochs(drolt::dist::GlooGroup& g, int epochs, std::vector<double>* comm = nullptr) {
   const int rank = g.rank(), world = g.world_size();
   const int64_t N = 12000, C = 10, global_batch = 128;
   auto gen = at::detail::createCPUGenerator(7);
@@ -401,7 +402,10 @@ std::vector<double> bench_epochs(drolt::dist::GlooGroup& g, int epochs) {
       for (int64_t s = 0; s < x.size(0); s += 256)
         bank->accumulate(net->body->forward(x.slice(0, s, s + 256)), y.slice(0, s, s + 256));
     }
+    double in_comm = 0;
+    auto tc = Clock::now();
     drolt::dist::finalize(bank, g.pg());
+    in_comm += seconds_since(tc);
     const int64_t steps = N / global_batch;  // equal on every rank
     for (int64_t k = 0; k < steps; ++k) {
       auto xb = x.slice(0, k * local_batch, (k + 1) * local_batch);
@@ -410,12 +414,15 @@ std::vector<double> bench_epochs(drolt::dist::GlooGroup& g, int epochs) {
       auto z = net->body->forward(xb);
       auto l = torch::nn::functional::cross_entropy(net->head->forward(z), yb) + loss(z, yb, bank);
       l.backward();
+      tc = Clock::now();
       drolt::dist::allreduce_gradients(params, g.pg());
+      in_comm += seconds_since(tc);
       opt.step();
       loss->project_();
     }
     drolt::dist::barrier(g.pg());
     times.push_back(seconds_since(t0));
+    if (comm != nullptr) comm->push_back(in_comm);
   }
   CHECK(drolt::dist::max_divergence(params, g.pg()) == 0.0);
   return times;
@@ -542,13 +549,15 @@ TEST_CASE("distributed: time per epoch with 1 and 2 processes", "[.dist-bench]")
     for (int r = 1; r < world; ++r)
       children.push_back(std::make_unique<Child>("bench", r, world, store->getPort()));
     auto g = drolt::dist::make_gloo_group(o, store);
-    auto t = bench_epochs(g, 3);
+    std::vector<double> comm;
+    auto t = bench_epochs(g, 3, &comm);
     for (auto& c : children) CHECK(exited_ok(c->wait(std::chrono::seconds(120))));
     std::sort(t.begin(), t.end());
     std::ostringstream msg;
     msg << "processes=" << world << " threads/process=" << threads << " epoch seconds (sorted):";
     for (double v : t) msg << " " << v;
-    msg << "  median " << t[t.size() / 2];
+    msg << "  median " << t[t.size() / 2] << "; in collectives (rank 0, per epoch):";
+    for (double v : comm) msg << " " << v;
     WARN(msg.str());
   }
 }

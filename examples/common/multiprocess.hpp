@@ -46,6 +46,17 @@ class DistContext {
 #endif
   }
 
+#if DROLT_HAS_DISTRIBUTED
+  /// Around a group built elsewhere (tests: rank 0 picks a free port first).
+  explicit DistContext(std::shared_ptr<drolt::dist::GlooGroup> group)
+      : rank_(group->rank()), world_(group->world_size()), group_(std::move(group)) {}
+  /// The process group (only when active()).
+  drolt::dist::ProcessGroup& pg() const {
+    if (!group_) throw std::logic_error("DistContext::pg(): a single process has no process group");
+    return group_->pg();
+  }
+#endif
+
   int rank() const { return rank_; }
   int world() const { return world_; }
   bool active() const { return world_ > 1; }
