@@ -9,7 +9,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
+#include <sys/stat.h>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -23,11 +23,11 @@ namespace detail {
 class GzFile {
  public:
   GzFile(std::string path, const char* caller) : path_(std::move(path)), caller_(caller) {
-    std::error_code ec;
-    const bool exists = std::filesystem::exists(path_, ec);
+    struct stat st;
+    const bool exists = ::stat(path_.c_str(), &st) == 0;
     TORCH_CHECK(exists, caller_, ": cannot open '", path_, "': file not found");
     // gzopen() happily opens a directory and only fails on the first read.
-    TORCH_CHECK(std::filesystem::is_regular_file(path_, ec), caller_, ": cannot open '", path_,
+    TORCH_CHECK(S_ISREG(st.st_mode), caller_, ": cannot open '", path_,
                 "': expected a regular file, got a directory or special file");
     file_ = gzopen(path_.c_str(), "rb");
     TORCH_CHECK(file_ != nullptr, caller_, ": cannot open '", path_, "' for reading");
@@ -133,13 +133,20 @@ class GzFile {
   size_t offset_ = 0;
 };
 
+// POSIX stat() rather than std::filesystem: the LibTorch in PyPI's torch wheel
+// exports its own copies of std::filesystem functions, which then interpose the
+// C++ runtime's and crash (seen with torch 2.11: remove_all calls through null).
+inline bool is_regular_file(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 /// Returns the first of the candidates that exists, or throws listing all of them.
 inline std::string find_first_existing(const std::vector<std::string>& candidates,
                                        const char* caller, const std::string& what) {
-  std::error_code ec;
   std::string tried;
   for (const auto& c : candidates) {
-    if (std::filesystem::is_regular_file(c, ec)) return c;
+    if (is_regular_file(c)) return c;
     tried += (tried.empty() ? "'" : ", '") + c + "'";
   }
   TORCH_CHECK(false, caller, ": cannot find ", what, ": tried ", tried);
@@ -147,7 +154,8 @@ inline std::string find_first_existing(const std::vector<std::string>& candidate
 }
 
 inline std::string join_path(const std::string& dir, const std::string& name) {
-  return (std::filesystem::path(dir) / name).string();
+  if (dir.empty() || dir.back() == '/') return dir + name;
+  return dir + "/" + name;
 }
 
 }  // namespace detail
