@@ -18,6 +18,9 @@
 ///         train.map(torch::data::transforms::Stack<>()), std::move(sampler), 128);
 #include <torch/torch.h>
 
+#include <cstring>
+#include <type_traits>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -64,10 +67,14 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
   }
 
   void save(torch::serialize::OutputArchive& archive) const override {
-    std::ostringstream rng_state;
-    rng_state.imbue(std::locale::classic());  // digit grouping would corrupt the state
-    rng_state << rng_;
-    archive.write("drolt_sampler/rng", c10::IValue(rng_state.str()));
+    // The engine's bytes, not its text form: parsing the text back with
+    // operator>> failed in builds against PyPI's LibTorch, whose libtorch.so
+    // exports copies of libstdc++ internals.
+    static_assert(std::is_trivially_copyable<std::mt19937_64>::value,
+                  "the sampler saves its engine as raw bytes");
+    auto rng_state = torch::empty({static_cast<int64_t>(sizeof(rng_))}, torch::kUInt8);
+    std::memcpy(rng_state.data_ptr<uint8_t>(), &rng_, sizeof(rng_));
+    archive.write("drolt_sampler/rng", rng_state, /*is_buffer=*/true);
     archive.write("drolt_sampler/position", c10::IValue(static_cast<int64_t>(position_)));
     archive.write("drolt_sampler/epoch_length", c10::IValue(static_cast<int64_t>(epoch_length_)));
     archive.write("drolt_sampler/num_targets", c10::IValue(static_cast<int64_t>(num_targets_)));
@@ -79,12 +86,13 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
   }
 
   void load(torch::serialize::InputArchive& archive) override {
-    c10::IValue num_targets, rng_state, position, epoch_length, current_epoch, next_epoch;
+    c10::IValue num_targets, position, epoch_length, current_epoch, next_epoch;
+    torch::Tensor rng_state;
     archive.read("drolt_sampler/num_targets", num_targets);
     TORCH_CHECK(num_targets.toInt() == static_cast<int64_t>(num_targets_), name_,
                 "::load: expected an archive from a sampler over ", num_targets_,
                 " targets, got one over ", num_targets.toInt());
-    archive.read("drolt_sampler/rng", rng_state);
+    archive.read("drolt_sampler/rng", rng_state, /*is_buffer=*/true);
     archive.read("drolt_sampler/position", position);
     archive.read("drolt_sampler/epoch_length", epoch_length);
     archive.read("drolt_sampler/current_epoch", current_epoch);
@@ -100,10 +108,22 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
     }
     TORCH_CHECK(position.toInt() >= 0 && position.toInt() <= idx.numel(), name_,
                 "::load: expected position in [0, ", idx.numel(), "], got ", position.toInt());
-    std::istringstream in(rng_state.toStringRef());
-    in.imbue(std::locale::classic());
-    in >> rng_;
-    TORCH_CHECK(!in.fail(), name_, "::load: expected a std::mt19937_64 state, got a corrupt one");
+    TORCH_CHECK(rng_state.scalar_type() == torch::kUInt8 &&
+                    rng_state.numel() == static_cast<int64_t>(sizeof(rng_)),
+                name_, "::load: expected a std::mt19937_64 state of ", sizeof(rng_),
+                " bytes, got ", rng_state.numel(), " values of ", rng_state.scalar_type());
+    std::mt19937_64 restored;
+    std::memcpy(&restored, rng_state.contiguous().data_ptr<uint8_t>(), sizeof(restored));
+#if defined(__GLIBCXX__)
+    // libstdc++ keeps the word array then its position; a position past the
+    // array would read out of bounds on the next draw.
+    size_t word = 0;
+    std::memcpy(&word, rng_state.contiguous().data_ptr<uint8_t>() + sizeof(restored) - sizeof(size_t),
+                sizeof(size_t));
+    TORCH_CHECK(sizeof(restored) == 312 * sizeof(uint64_t) + sizeof(size_t) && word <= 312, name_,
+                "::load: expected a std::mt19937_64 state, got a corrupt one");
+#endif
+    rng_ = restored;
     indices_.assign(p, p + idx.numel());
     position_ = static_cast<size_t>(position.toInt());
     epoch_length_ = static_cast<size_t>(epoch_length.toInt());
