@@ -189,6 +189,11 @@ void scenario_centroids(drolt::dist::GlooGroup& g) {
   CHECK(bank->pending_counts().sum().item<int64_t>() == 0);
   CHECK(drolt::dist::max_divergence(*bank, g.pg()) == 0.0);
 
+  // Banks of different shapes: a named error on every rank, not a hang.
+  drolt::CentroidBank odd(kC, kD + rank);
+  CHECK_THROWS_WITH(drolt::dist::finalize(odd, g.pg()),
+                    Contains("expected the same bank shape [num_classes, dim] on every rank"));
+
   // EMA: each step's global batch is the union of the ranks' batches.
   drolt::CentroidBank ema(drolt::CentroidBankOptions(kC, kD).momentum(0.8));
   drolt::CentroidBank ema_single(drolt::CentroidBankOptions(kC, kD).momentum(0.8));

@@ -47,7 +47,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -112,11 +111,13 @@ inline void check_same_on_all_ranks(const std::vector<int64_t>& values, ProcessG
   auto local = torch::tensor(values, torch::kLong);
   auto both = torch::cat({local, -local});  // max of v and of -v: the max and the min
   allreduce_(both, pg, c10d::ReduceOp::MAX, what);
-  auto hi = both.slice(0, 0, n), lo = -both.slice(0, n, 2 * n);
-  TORCH_CHECK(torch::equal(hi, local) && torch::equal(lo, local), "drolt::dist::", what,
-              ": expected the same ", description, " on every rank, got ", local.sizes(),
-              " values ", local, " on rank ", pg.getRank(), " but per-element max ", hi,
-              " and min ", lo, " across ranks");
+  const int64_t* r = both.data_ptr<int64_t>();
+  std::vector<int64_t> hi(r, r + n), lo(n);
+  for (int64_t i = 0; i < n; ++i) lo[i] = -r[n + i];
+  TORCH_CHECK(hi == values && lo == values, "drolt::dist::", what, ": expected the same ",
+              description, " on every rank, got ", c10::IntArrayRef(values), " on rank ",
+              pg.getRank(), " but per-element max ", c10::IntArrayRef(hi), " and min ",
+              c10::IntArrayRef(lo), " across ranks");
 }
 
 inline torch::Tensor buffer(CentroidBank& bank, const char* name) {
