@@ -180,8 +180,27 @@ int main(int argc, char** argv) {
     std::cerr << "drolt_train: --device cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return 2;
   }
-  const int threads = cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Several processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as PyTorch's
+  // launchers and scripts/launch-local.sh set them): meet the other ranks first;
+  // a rank that never comes makes this fail after DROLT_DIST_TIMEOUT seconds.
+  struct DistTeardown {  // the process group goes before static destruction
+    ~DistTeardown() { de::process_dist() = de::DistContext(); }
+  } dist_teardown;
+  try {
+    de::process_dist() = de::DistContext::from_env();
+  } catch (const std::exception& e) {
+    std::cerr << "drolt_train: " << e.what() << "\n";
+    return 1;
+  }
+  const auto world = static_cast<unsigned>(de::process_dist().world());
+  // By default the cores are shared out between the processes of this machine.
+  const int threads = cfg.threads > 0 ? cfg.threads
+                                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / world));
   torch::set_num_threads(threads);
+  if (de::process_dist().active()) {
+    std::cout << "rank " << de::process_dist().rank() << " of " << world << " (global batch " << cfg.batch_size
+              << ", " << cfg.batch_size / static_cast<int64_t>(world) << " per process)\n";
+  }
 
   try {
     const auto t0 = std::chrono::steady_clock::now();
@@ -198,6 +217,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::cout << "wall time " << de::format_duration(s) << "\n";
+  } catch (const c10::Error& e) {
+    // E.g. a rank that died or hung (drolt::dist): the message, not the C++ backtrace.
+    std::cerr << "drolt_train: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "drolt_train: " << e.what() << "\n";
     return 1;

@@ -156,7 +156,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   validate(cfg);
   make_dirs(cfg.out_dir);
   const auto t0 = std::chrono::steady_clock::now();
-  if (!cfg.resume) {
+  if (!cfg.resume && process_dist().is_main()) {
     std::remove((cfg.out_dir + "/metrics.jsonl").c_str());
   }
   Report rep;
@@ -196,6 +196,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (rep.interrupted) return rep;
   rep.results = all;
+  if (!process_dist().is_main()) return rep;  // rank 0 reports and writes the files
 
   const std::string table = format_table(all, data.counts);
   log << "\n" << data.description << ", ResNet-" << cfg.depth << ", " << cfg.epochs << " epochs"

@@ -37,6 +37,7 @@
 #include "augment.hpp"
 #include "config.hpp"
 #include "data.hpp"
+#include "multiprocess.hpp"
 #include "resnet.hpp"
 
 namespace drolt_examples {
@@ -185,6 +186,10 @@ class Run {
                                                        .weight_decay(cfg.radius_weight_decay)));
     }
     opt_ = std::make_unique<torch::optim::SGD>(std::move(groups), torch::optim::SGDOptions(cfg.lr));
+    // Several processes: rank 0's initial weights everywhere (the same seed gives
+    // the same ones already; this does not rely on it).
+    dist_.broadcast(*model_);
+    if (dro_) dist_.broadcast(*loss_);
   }
 
   const std::string& name() const { return name_; }
@@ -252,6 +257,8 @@ class Run {
         save_checkpoint(checkpoint_path());
       }
       if (cfg_.save_at > 0 && next_epoch_ == cfg_.save_at) save_checkpoint(epoch_checkpoint_path(cfg_.save_at));
+      // Several processes: rank 0 writes results and checkpoints that the others read.
+      dist_.barrier();
       if (cfg_.stop_after >= 0 && next_epoch_ >= cfg_.stop_after && next_epoch_ < total_epochs_) {
         log << "[" << name_ << "] stopping after epoch " << next_epoch_ << " (--stop-after)\n";
         interrupted_ = true;
@@ -284,6 +291,7 @@ class Run {
 
   // ---------------------------------------------------------------- checkpoints
   void save_checkpoint(const std::string& path) {
+    if (!dist_.is_main()) return;  // every rank holds the same state
     torch::serialize::OutputArchive ar;
     ar.write("epoch", torch::tensor(next_epoch_, torch::kLong));
     ar.write("elapsed", torch::tensor(elapsed_, torch::kDouble));
@@ -465,6 +473,7 @@ class Run {
       j["dro_start"] = cfg_.dro_start_epoch();
       j["centroids"] = cfg_.centroid_mode;
     }
+    if (dist_.active()) j["world_size"] = dist_.world();  // the data order depends on it
     return j.dump();
   }
 
@@ -517,6 +526,7 @@ class Run {
       j["radius_max"] = radii.max().item<double>();
     }
     lines_.push_back(j);
+    if (!dist_.is_main()) return;  // rank 0 writes the log
     std::ofstream f(cfg_.out_dir + "/metrics.jsonl", std::ios::app);
     f << j.dump() << "\n";
   }
@@ -524,6 +534,7 @@ class Run {
   /// metrics.jsonl = the other runs' lines + this run's lines as of the
   /// restored checkpoint.
   void rewrite_jsonl() {
+    if (!dist_.is_main()) return;
     const std::string path = cfg_.out_dir + "/metrics.jsonl";
     std::vector<std::string> keep;
     {
@@ -541,7 +552,7 @@ class Run {
   }
 
   void print_progress(std::ostream& log, const EpochRecord& r) {
-    if (!cfg_.verbose) return;
+    if (!cfg_.verbose || !dist_.is_main()) return;
     // Time left: mean epoch time of this phase kind so far (classifier epochs are
     // estimated at a third of a backbone epoch until one has run).
     double bb = 0, cl = 0;
@@ -611,6 +622,18 @@ class Run {
     model_->eval();
     bank_->reset();
     const int64_t N = data_.train_x.size(0), B = 512;
+    if (dist_.active()) {
+      // Each rank its rows; finalize() adds up every rank's sums and counts.
+      auto rows = dist_.rows(N);
+      for (int64_t s = 0; s < rows.size(0); s += B) {
+        auto idx = rows.narrow(0, s, std::min(B, rows.size(0) - s));
+        bank_->accumulate(model_->features(data_.train_x.index_select(0, idx).to(device_)),
+                          data_.train_y.index_select(0, idx).to(device_));
+      }
+      dist_.finalize(bank_);
+      model_->train();
+      return;
+    }
     for (int64_t s = 0; s < N; s += B) {
       const int64_t n = std::min(B, N - s);
       auto x = data_.train_x.narrow(0, s, n).to(device_);
@@ -646,13 +669,18 @@ class Run {
 
     model_->train();
     const int64_t N = data_.train_x.size(0);
-    auto perm = torch::randperm(N, torch::kLong);
+    // Several processes: this rank's share of an order drawn from (seed, epoch),
+    // the same on every rank, and batch / WORLD_SIZE samples per step.
+    DistContext::Shard shard;
+    if (dist_.active()) shard = dist_.epoch_shard(N, cfg_.seed, e);
+    auto perm = dist_.active() ? shard.idx : torch::randperm(N, torch::kLong);
+    const int64_t NL = perm.size(0), BL = dist_.local_batch(cfg_.batch_size);
     double sum_loss = 0, sum_ce = 0, sum_dro = 0;
     int64_t correct = 0, seen = 0;
     const double lambda = dro_phase ? cfg_.lambda : 0.0;
     const auto t_train = Clock::now();
-    for (int64_t s = 0; s < N; s += cfg_.batch_size) {
-      const int64_t n = std::min(cfg_.batch_size, N - s);
+    for (int64_t s = 0; s < NL; s += BL) {
+      const int64_t n = std::min(BL, NL - s);
       auto idx = perm.narrow(0, s, n);
       auto x = batch_x(idx, true);
       auto y = data_.train_y.index_select(0, idx).to(device_);
@@ -666,13 +694,20 @@ class Run {
       }
       opt_->zero_grad();
       loss.backward();
+      if (dist_.active()) dist_.allreduce_gradients(trained_parameters());
       opt_->step();
       if (dro_) loss_->project_();
       if (feed_bank) {
+        auto fz = out.features, fy = y;
+        if (dist_.active()) {  // not the rows that only pad the shard
+          auto keep = shard.real.narrow(0, s, n).nonzero().view(-1).to(device_);
+          fz = fz.index_select(0, keep);
+          fy = fy.index_select(0, keep);
+        }
         if (cfg_.centroid_mode == "previous") {
-          bank_->accumulate(out.features, y);
+          bank_->accumulate(fz, fy);
         } else {
-          bank_->ema_update(out.features, y);
+          dist_.ema_update(bank_, fz, fy);
         }
       }
       sum_loss += loss.item<double>() * static_cast<double>(n);
@@ -681,7 +716,18 @@ class Run {
       correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
       seen += n;
     }
-    if (feed_bank && cfg_.centroid_mode == "previous") bank_->finalize();
+    if (feed_bank && cfg_.centroid_mode == "previous") dist_.finalize(bank_);
+    if (dist_.active()) {
+      // The epoch's statistics over every rank's samples, and one set of
+      // batch-norm statistics for evaluation, refreshes and checkpoints.
+      auto t = dist_.sum({sum_loss, sum_ce, sum_dro, static_cast<double>(correct), static_cast<double>(seen)});
+      sum_loss = t[0];
+      sum_ce = t[1];
+      sum_dro = t[2];
+      correct = static_cast<int64_t>(t[3]);
+      seen = static_cast<int64_t>(t[4]);
+      dist_.average_buffers(*model_);
+    }
     const double train_s = seconds_since(t_train);
     rec.loss = sum_loss / static_cast<double>(seen);
     rec.ce = sum_ce / static_cast<double>(seen);
@@ -731,6 +777,15 @@ class Run {
     const auto t_train = Clock::now();
     while (auto batch = sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
       std::vector<int64_t> ids(batch->begin(), batch->end());
+      if (dist_.active()) {
+        // Every rank draws the same batch and takes its share (at least one image).
+        std::vector<int64_t> mine;
+        const size_t m = std::max(ids.size(), static_cast<size_t>(dist_.world()));
+        for (size_t i = static_cast<size_t>(dist_.rank()); i < m; i += static_cast<size_t>(dist_.world())) {
+          mine.push_back(ids[i % ids.size()]);
+        }
+        ids.swap(mine);
+      }
       const auto n = static_cast<int64_t>(ids.size());
       auto idx = torch::tensor(ids, torch::kLong);
       auto x = batch_x(idx, true);
@@ -744,12 +799,19 @@ class Run {
       auto loss = torch::nn::functional::cross_entropy(logits, y);
       crt_opt_->zero_grad();
       loss.backward();
+      if (dist_.active()) dist_.allreduce_gradients(model_->classifier()->parameters());
       crt_opt_->step();
       sum_loss += loss.item<double>() * static_cast<double>(n);
       correct += logits.argmax(1).eq(y).sum().item<int64_t>();
       seen += n;
     }
     model_->train();
+    if (dist_.active()) {
+      auto t = dist_.sum({sum_loss, static_cast<double>(correct), static_cast<double>(seen)});
+      sum_loss = t[0];
+      correct = static_cast<int64_t>(t[1]);
+      seen = static_cast<int64_t>(t[2]);
+    }
     rec.loss = sum_loss / static_cast<double>(seen);
     rec.ce = rec.loss;
     rec.train_acc = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
@@ -813,8 +875,16 @@ class Run {
   }
 
   void write_result(const EvalResult& r) {
+    if (!dist_.is_main()) return;
     std::ofstream f(result_path(r.name));
     f << to_json(r).dump(2) << "\n";
+  }
+
+  /// Everything the optimizer updates (the network and, for DRO-LT, learned radii).
+  std::vector<torch::Tensor> trained_parameters() const {
+    std::vector<torch::Tensor> p;
+    for (auto& g : opt_->param_groups()) p.insert(p.end(), g.params().begin(), g.params().end());
+    return p;
   }
 
   TrainConfig cfg_;
@@ -835,6 +905,7 @@ class Run {
   std::vector<EpochRecord> history_;
   std::vector<json> lines_;  // this run's metrics.jsonl lines, checkpointed with it
   bool interrupted_ = false;
+  const DistContext& dist_ = process_dist();
 };
 
 }  // namespace drolt_examples
