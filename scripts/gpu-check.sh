@@ -7,15 +7,16 @@
 #   scripts/gpu-check.sh OUTDIR
 #
 # Steps, each with its own time limit, all within DROLT_GPU_CHECK_BUDGET seconds
-# (default 470, under 8 minutes):
-#   1. configure + build drolt_tests and drolt_bench against that torch
+# (default 470, under 8 minutes), most important first:
+#   1. configure + build drolt_tests, drolt_bench and drolt_train against that torch
 #      (TORCH_CUDA_ARCH_LIST = the GPU's compute capability)
 #   2. the CUDA tests: drolt_tests "[cuda]" (fused vs reference on fresh random
 #      inputs, all dtypes, odd shapes, a feature equal to a centroid, ...)
-#   3. compute-sanitizer memcheck and racecheck on the small CUDA tests, if present
-#   4. the CUDA benchmarks (3 repetitions, medians in the JSON)
-# OUTDIR receives summary.txt, env.txt, build.txt, tests-cuda.txt,
-# sanitizer.txt, bench-cuda.txt and bench-cuda.json (7 files). Exit status 0
+#   3. the CUDA benchmarks (3 repetitions, medians in the JSON)
+#   4. the demo trainer with --device cuda on Fashion-MNIST-LT, if .gpu-deps has it
+#   5. compute-sanitizer memcheck and racecheck on the small CUDA tests, if present
+# OUTDIR receives summary.txt, env.txt, build.txt, tests-cuda.txt, bench-cuda.txt,
+# bench-cuda.json, train-cuda.txt and sanitizer.txt (8 files). Exit status 0
 # only when every step passed and the CUDA tests really ran on a GPU.
 #
 # Environment: PYTHON (default python3), CUDACXX (default nvcc on PATH, else
@@ -100,8 +101,8 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 run_step "configure" 120 "$out/build.txt" cmake -S . -B "$build" "${generator[@]}" \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" -DDROLT_WITH_CUDA=ON \
   -DCMAKE_CUDA_COMPILER="$nvcc" -DTORCH_CUDA_ARCH_LIST="$arch_list" \
-  -DDROLT_BUILD_TESTS=ON -DDROLT_BUILD_EXAMPLES=OFF -DDROLT_BUILD_BENCH=ON &&
-  run_step "build" "${DROLT_GPU_CHECK_BUILD_LIMIT:-300}" "$out/build.txt" cmake --build "$build" -j "$jobs" --target drolt_tests drolt_bench
+  -DDROLT_BUILD_TESTS=ON -DDROLT_BUILD_EXAMPLES=ON -DDROLT_BUILD_BENCH=ON &&
+  run_step "build" "${DROLT_GPU_CHECK_BUILD_LIMIT:-300}" "$out/build.txt" cmake --build "$build" -j "$jobs" --target drolt_tests drolt_bench drolt_train
 built=$?
 tests=$build/tests/drolt_tests
 bench=$build/bench/drolt_bench
@@ -117,7 +118,23 @@ if grep -q "CUDA test skipped" "$out/tests-cuda.txt"; then
   status=1
 fi
 
-# ------------------------------------------------------------------ 3. compute-sanitizer
+# ------------------------------------------------------------------ 3. benchmarks
+if [ -x "$bench" ]; then
+  run_step "CUDA benchmarks" 150 "$out/bench-cuda.txt" "$bench" --benchmark_filter=/cuda \
+    --benchmark_min_time=0.2 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+    --benchmark_out="$out/bench-cuda.json" --benchmark_out_format=json
+fi
+
+# ------------------------------------------------------------------ 4. trainer on the GPU
+train=$build/examples/drolt_train
+if [ -x "$train" ] && [ -e "$deps/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
+  run_step "demo trainer --device cuda" 120 "$out/train-cuda.txt" "$train" --preset demo \
+    --device cuda --data "$deps/fashion-mnist" --no-plots --out "$build/demo-cuda"
+else
+  say "demo trainer --device cuda: skipped (no drolt_train or no $deps/fashion-mnist)"
+fi
+
+# ------------------------------------------------------------------ 5. compute-sanitizer
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
 if [ -n "$san" ]; then
   for tool in memcheck racecheck; do
@@ -126,13 +143,6 @@ if [ -n "$san" ]; then
   done
 else
   say "compute-sanitizer: not found, skipped"
-fi
-
-# ------------------------------------------------------------------ 4. benchmarks
-if [ -x "$bench" ]; then
-  run_step "CUDA benchmarks" 150 "$out/bench-cuda.txt" "$bench" --benchmark_filter=/cuda \
-    --benchmark_min_time=0.2 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    --benchmark_out="$out/bench-cuda.json" --benchmark_out_format=json
 fi
 
 say "done in $((SECONDS - t0))s: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"

@@ -48,9 +48,19 @@ cp -L "$arch_lib/libbenchmark_main.a" "$dest/lib/x86_64-linux-gnu/"
 cp /usr/include/zlib.h /usr/include/zconf.h "$dest/zlib/include/"
 cp -L "$arch_lib/libz.so" "$dest/zlib/lib/libz.so"
 
+# Fashion-MNIST (Debian's dataset-fashion-mnist), if installed: gpu-check.sh runs the
+# demo trainer on the GPU with it.
+fmnist=/usr/share/datasets/fashion-mnist
+if [ -e "$fmnist/train-images-idx3-ubyte.gz" ]; then
+  mkdir -p "$dest/fashion-mnist"
+  cp "$fmnist"/*-ubyte.gz "$dest/fashion-mnist/"
+else
+  echo "gpu-deps: no $fmnist (Debian package dataset-fashion-mnist): the GPU trainer run will be skipped" >&2
+fi
+
 {
   echo "Filled by scripts/gpu-deps.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ) from:"
-  dpkg-query -W -f='  ${Package} ${Version}\n' catch2 libbenchmark-dev libbenchmark1debian zlib1g-dev \
+  dpkg-query -W -f='  ${Package} ${Version}\n' catch2 libbenchmark-dev libbenchmark1debian zlib1g-dev dataset-fashion-mnist \
     2>/dev/null || true
 } >"$dest/SOURCES.txt"
 echo "gpu-deps: $(du -sh "$dest" | cut -f1) in $dest"
