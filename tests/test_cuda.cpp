@@ -482,22 +482,25 @@ TEST_CASE("fused CUDA path: features equal to centroids give finite values and g
   CHECK(torch::isfinite(eps.grad()).all().item<bool>());
 }
 
-TEST_CASE("fused CUDA path with class weights and mean reduction matches the reference",
+TEST_CASE("fused CUDA path with class weights and mean or sum reduction matches the reference",
           "[cuda]") {
   DROLT_SKIP_WITHOUT_CUDA();
   const Normalization norm = GENERATE(Normalization::batch, Normalization::classes);
+  const bool weighted = GENERATE(true, false);
+  const bool mean = GENERATE(true, false);
   const uint64_t seed = test_seed();
-  INFO(drolt::to_string(norm) << ", seed " << seed);
+  INFO(drolt::to_string(norm) << (weighted ? ", class weights" : "") << (mean ? ", mean" : ", sum")
+                              << ", seed " << seed);
   const auto dev = torch::Device(torch::kCUDA);
   const auto p = make_problem({50, 30, 20}, seed);
-  auto w = (torch::rand({30}, torch::kDouble) + 0.5).to(dev);
+  auto w = weighted ? (torch::rand({30}, torch::kDouble) + 0.5).to(dev) : torch::Tensor();
   auto run = [&](Backend be) {
     auto z = p.z.to(dev).requires_grad_();
     auto mu = p.mu.to(dev).requires_grad_();
     auto eps = p.eps.to(dev).requires_grad_();
-    auto l = robust_centroid_loss(
-        z, p.y.to(dev), mu, eps,
-        Opts().temperature(0.2).class_weights(w).valid(p.valid.to(dev)).normalization(norm).backend(be));
+    auto opts = Opts().temperature(0.2).class_weights(w).valid(p.valid.to(dev)).normalization(norm).backend(be);
+    if (!mean) opts.reduction(torch::kSum);
+    auto l = robust_centroid_loss(z, p.y.to(dev), mu, eps, opts);
     l.backward();
     return std::vector<torch::Tensor>{l.detach().cpu(), z.grad().cpu(), mu.grad().cpu(),
                                       eps.grad().cpu()};
@@ -506,6 +509,46 @@ TEST_CASE("fused CUDA path with class weights and mean reduction matches the ref
   const auto got = run(Backend::fused);
   const char* names[] = {"loss", "grad features", "grad centroids", "grad radii"};
   for (int k = 0; k < 4; ++k) check_close(got[k], want[k], 1e-10, names[k]);
+}
+
+TEST_CASE("CUDA reduction weights equal the CPU loops", "[cuda][small]") {
+  DROLT_SKIP_WITHOUT_CUDA();
+  const auto* be = drolt::detail::cuda_backend_slot();
+  REQUIRE(be->reduction_weights != nullptr);
+  const Normalization norm = GENERATE(Normalization::batch, Normalization::classes);
+  const bool mean = GENERATE(true, false);
+  const bool weighted = GENERATE(true, false);
+  const torch::Dtype dt = GENERATE(torch::kFloat, torch::kDouble);
+  // C = 9000: presence flags over many shared-memory words; "none valid": all weights 0.
+  const int64_t C = GENERATE(as<int64_t>{}, 1, 37, 9000);
+  const bool none_valid = GENERATE(false, true);
+  const uint64_t seed = test_seed();
+  INFO(drolt::to_string(norm) << (mean ? " mean" : " sum") << (weighted ? " weighted " : " ")
+                              << dtype_name(dt) << " C=" << C << (none_valid ? " none valid" : "")
+                              << ", seed " << seed);
+  torch::manual_seed(seed);
+  const int64_t B = 300;
+  auto y = torch::randint(0, C, {B}, torch::kLong);
+  auto valid = none_valid ? torch::zeros({C}, torch::kBool) : torch::rand({C}) > 0.3;
+  auto w = weighted ? torch::rand({C}, torch::TensorOptions().dtype(dt)) + 0.5 : torch::Tensor();
+  drolt::detail::CheckedInputs in;
+  in.labels = y;
+  in.valid = valid;
+  in.weights = w;
+  in.compute_dtype = dt;
+  in.base_temperature = 1.0;
+  const auto red = mean ? at::Reduction::Mean : at::Reduction::Sum;
+  const auto want = drolt::detail::reduction_weights(in, norm, red, C, torch::TensorOptions().dtype(dt));
+  const auto dev = torch::Device(torch::kCUDA);
+  const auto got = be->reduction_weights(
+      y.to(dev), valid.to(dev), weighted ? w.to(dev) : torch::Tensor(),
+      norm == Normalization::batch ? drolt::detail::NormKind::batch
+                                   : drolt::detail::NormKind::classes,
+      mean, C, dt);
+  REQUIRE(got.defined());
+  CHECK(got.scalar_type() == dt);
+  check_close(got.to(torch::kDouble).cpu(), want.to(torch::kDouble), dt == torch::kDouble ? 1e-14 : 1e-6,
+              "reduction weights");
 }
 
 TEST_CASE("fused CUDA path at the iNaturalist shape matches the reference in float32", "[cuda]") {

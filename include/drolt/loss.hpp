@@ -327,6 +327,18 @@ inline torch::Tensor reduction_weights(const CheckedInputs& in, Normalization no
   const auto& y = in.labels;
   const int64_t B = y.size(0);
   if (!y.is_cpu()) {
+    if (y.is_cuda()) {
+      // One kernel instead of a dozen small ops (their launch cost dominates at small sizes).
+      const FusedBackend* be = cuda_backend_slot();
+      if (be != nullptr && be->reduction_weights != nullptr) {
+        auto v = be->reduction_weights(y, in.valid, in.weights,
+                                       norm == Normalization::batch ? NormKind::batch
+                                                                    : NormKind::classes,
+                                       red == at::Reduction::Mean, num_classes,
+                                       opts.dtype().toScalarType());
+        if (v.defined()) return v;
+      }
+    }
     torch::Tensor w, mask;
     if (norm == Normalization::batch) {
       auto n = torch::zeros({num_classes}, opts).index_add_(0, y, torch::ones({B}, opts));

@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 /// One block per class row: dL/deps_c (always) and dL/dmu_c (when grad_mu is set;
-/// grad_mu is a zero-initialised [C, D] accumulator this block alone writes row c of).
+/// grad_mu is a [C, D] buffer whose row c this block alone writes, all of it).
 template <typename T, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     batch_backward_rows_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
@@ -203,6 +203,8 @@ __global__ void __launch_bounds__(kThreads)
   const int n_c = count[c];
   if (n_c == 0) {  // no row: the loss does not depend on eps_c or mu_c
     if (tid == 0) grad_eps[c] = acc_t(0);
+    if (grad_mu != nullptr)
+      for (int64_t d = tid; d < p.D; d += kThreads) grad_mu[c * p.D + d] = acc_t(0);
     return;
   }
   const T* mu_c = mu + c * p.D;
@@ -236,7 +238,8 @@ __global__ void __launch_bounds__(kThreads)
           const acc_t q = s_q[j];
           if (q != acc_t(0)) acc += q * (static_cast<acc_t>(z[(base + j) * p.D + d]) - m);
         }
-        grad_mu[c * p.D + d] += acc;
+        // The first chunk writes the row (no zero-filled buffer), later ones add.
+        grad_mu[c * p.D + d] = base == 0 ? acc : grad_mu[c * p.D + d] + acc;
       }
     }
     __syncthreads();  // s_q is refilled by the next chunk
@@ -252,7 +255,7 @@ __global__ void __launch_bounds__(kThreads)
 
 /// One block per sample i: dL/dz_i = -sum_rows q[c, i] (z_i - mu_c). The rows are
 /// the classes of the batch; class c is visited at its first sample, so each row
-/// once, in batch order. grad_z is a zero-initialised [B, D] accumulator.
+/// once, in batch order. Block i writes all of row i of grad_z [B, D].
 template <typename T, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     batch_backward_features_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
@@ -299,7 +302,7 @@ __global__ void __launch_bounds__(kThreads)
         const acc_t q = s_q[j];
         if (q != acc_t(0)) acc += q * (zd - static_cast<acc_t>(mu[s_row[j] * p.D + d]));
       }
-      grad_z[i * p.D + d] -= acc;
+      grad_z[i * p.D + d] = base == 0 ? -acc : grad_z[i * p.D + d] - acc;
     }
     __syncthreads();
   }
@@ -370,7 +373,10 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ acc_t s_q[kThreads];
 
   const int64_t y_i = y[i];
-  if (!valid[y_i]) return;  // no loss term for this sample: grad_z row stays 0
+  if (!valid[y_i]) {  // no loss term for this sample: a zero row
+    for (int64_t d = tid; d < p.D; d += kThreads) grad_z[i * p.D + d] = acc_t(0);
+    return;
+  }
   const T* z_i = z + i * p.D;
   const acc_t lse_i = lse[i];
   const acc_t b_i = grad_loss[i] * p.loss_scale;
@@ -397,7 +403,7 @@ __global__ void __launch_bounds__(kThreads)
         const acc_t q = s_q[j];
         if (q != acc_t(0)) acc += q * (zd - static_cast<acc_t>(mu[(base + j) * p.D + d]));
       }
-      grad_z[i * p.D + d] -= acc;
+      grad_z[i * p.D + d] = base == 0 ? -acc : grad_z[i * p.D + d] - acc;
     }
     __syncthreads();
   }
@@ -422,6 +428,8 @@ __global__ void __launch_bounds__(kThreads)
 
   if (!valid[c]) {  // not a column of any softmax
     if (tid == 0) grad_eps[c] = acc_t(0);
+    if (grad_mu != nullptr)
+      for (int64_t d = tid; d < p.D; d += kThreads) grad_mu[c * p.D + d] = acc_t(0);
     return;
   }
   const T* mu_c = mu + c * p.D;
@@ -453,7 +461,7 @@ __global__ void __launch_bounds__(kThreads)
           const acc_t q = s_q[j];
           if (q != acc_t(0)) acc += q * (static_cast<acc_t>(z[(base + j) * p.D + d]) - m);
         }
-        grad_mu[c * p.D + d] += acc;
+        grad_mu[c * p.D + d] = base == 0 ? acc : grad_mu[c * p.D + d] + acc;
       }
     }
     __syncthreads();
@@ -465,6 +473,59 @@ __global__ void __launch_bounds__(kThreads)
     for (int w = 0; w < kWarps; ++w) total += s_rad[w];
     grad_eps[c] = p.inv_tau * total;
   }
+}
+
+// ------------------------------------------------------------------ reduction weights
+
+constexpr int kWeightThreads = 1024;
+/// Classes whose presence flags fit in shared memory (one bit each, 40 KiB of
+/// the 48 KiB a launch may take without opting in).
+constexpr int64_t kMaxWeightClasses = int64_t(40) * 1024 * 8;
+
+/// One block: the weights v of the mean / sum reduction (loss = sum_k v[k] l[k]).
+/// batch: v[c] = w_c if class c is in the batch and has a centroid, else 0;
+/// classes: v[i] = w_{y_i} if y_i has a centroid, else 0; w = class weights or 1.
+/// For the mean, v is divided by its sum when that is positive. The sum runs in
+/// a fixed order (per-thread strided partial sums, then warps in index order).
+template <typename acc_t>
+__global__ void __launch_bounds__(kWeightThreads)
+    reduction_weights_kernel(const int64_t* __restrict__ y, const bool* __restrict__ valid,
+                             const acc_t* __restrict__ w, int64_t B, int64_t C, bool batch,
+                             bool mean, acc_t* __restrict__ out) {
+  extern __shared__ unsigned int s_present[];  // batch: ceil(C / 32) words
+  __shared__ acc_t s_sum[kWeightThreads / 32];
+  const int tid = threadIdx.x;
+  const int64_t K = batch ? C : B;
+  if (batch) {
+    const int64_t words = (C + 31) / 32;
+    for (int64_t k = tid; k < words; k += kWeightThreads) s_present[k] = 0u;
+    __syncthreads();
+    for (int64_t i = tid; i < B; i += kWeightThreads) {
+      const int64_t c = y[i];
+      atomicOr(&s_present[c >> 5], 1u << (c & 31));
+    }
+    __syncthreads();
+  }
+  acc_t part = acc_t(0);
+  for (int64_t k = tid; k < K; k += kWeightThreads) {
+    acc_t v = acc_t(0);
+    if (batch) {
+      if (((s_present[k >> 5] >> (k & 31)) & 1u) && valid[k]) v = w != nullptr ? w[k] : acc_t(1);
+    } else {
+      const int64_t c = y[k];
+      if (valid[c]) v = w != nullptr ? w[c] : acc_t(1);
+    }
+    out[k] = v;
+    part += v;
+  }
+  if (!mean) return;
+  part = warp_sum(part);
+  if ((tid & 31) == 0) s_sum[tid >> 5] = part;
+  __syncthreads();
+  acc_t den = acc_t(0);
+  for (int k = 0; k < kWeightThreads / 32; ++k) den += s_sum[k];
+  if (den > acc_t(0))
+    for (int64_t k = tid; k < K; k += kWeightThreads) out[k] = out[k] / den;
 }
 
 // ------------------------------------------------------------------ host side
@@ -593,11 +654,12 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
         const bool* v = valid.data_ptr<bool>();
         const acc_t* gl = grad_loss.data_ptr<acc_t>();
         const acc_t* lse = saved[0].data_ptr<acc_t>();
-        // Accumulators in the accumulation type; each row is owned by one block.
-        auto grad_z = torch::zeros({B, D}, acc_opts);
+        // Accumulators in the accumulation type; each row is owned by one block,
+        // which writes all of it (no zero fill).
+        auto grad_z = torch::empty({B, D}, acc_opts);
         auto grad_eps = torch::empty({C}, acc_opts);
         torch::Tensor grad_mu;
-        if (params.centroid_grad) grad_mu = torch::zeros({C, D}, acc_opts);
+        if (params.centroid_grad) grad_mu = torch::empty({C, D}, acc_opts);
         acc_t* grad_mu_ptr = params.centroid_grad ? grad_mu.data_ptr<acc_t>() : nullptr;
         if (batch) {
           const int* count = saved[1].data_ptr<int>();
@@ -635,7 +697,39 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
   return out;
 }
 
-const FusedBackend kCudaBackend{&cuda_forward, &cuda_backward};
+torch::Tensor cuda_reduction_weights(const torch::Tensor& labels, const torch::Tensor& valid,
+                                     const torch::Tensor& class_weights, NormKind norm, bool mean,
+                                     int64_t num_classes, c10::ScalarType dtype) {
+  const bool batch = norm == NormKind::batch;
+  // Outside these limits the caller composes LibTorch ops.
+  if ((batch && num_classes > kMaxWeightClasses) ||
+      (dtype != torch::kFloat && dtype != torch::kDouble) ||
+      (class_weights.defined() && class_weights.scalar_type() != dtype))
+    return {};
+  TORCH_CHECK(labels.is_cuda() && labels.scalar_type() == torch::kInt64 &&
+                  valid.scalar_type() == torch::kBool && valid.numel() == num_classes,
+              "drolt CUDA backend: reduction weights need int64 labels and a bool mask of ",
+              num_classes, " classes");
+  const c10::cuda::CUDAGuard guard(labels.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  auto y = labels.contiguous();
+  auto v = valid.contiguous();
+  auto w = class_weights.defined() ? class_weights.contiguous() : torch::Tensor();
+  const int64_t B = y.size(0);
+  const int64_t K = batch ? num_classes : B;
+  auto out = torch::empty({K}, labels.options().dtype(dtype));
+  if (K == 0) return out;
+  const size_t shared = batch ? static_cast<size_t>((num_classes + 31) / 32) * sizeof(unsigned) : 0;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "drolt_reduction_weights_cuda", [&] {
+    reduction_weights_kernel<scalar_t><<<1, kWeightThreads, shared, stream>>>(
+        y.data_ptr<int64_t>(), v.data_ptr<bool>(), w.defined() ? w.data_ptr<scalar_t>() : nullptr,
+        B, num_classes, batch, mean, out.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+const FusedBackend kCudaBackend{&cuda_forward, &cuda_backward, &cuda_reduction_weights};
 const CudaRegistrar kCudaRegistrar{&kCudaBackend};
 
 }  // namespace

@@ -53,6 +53,14 @@ struct FusedBackend {
                                   const torch::Tensor& radii, const torch::Tensor& valid,
                                   const std::vector<torch::Tensor>& saved,
                                   const FusedParams& params);
+  /// Optional (may be null): the weights v of the mean / sum reduction, so that
+  /// the reduced loss is sum_k v[k] l[k] ([C] for batch normalization, [B] for
+  /// classes normalization; divided by their sum for the mean). class_weights is
+  /// [C] in radii's dtype or undefined. Returns an undefined tensor when it cannot
+  /// take the inputs (the caller then composes LibTorch ops).
+  torch::Tensor (*reduction_weights)(const torch::Tensor& labels, const torch::Tensor& valid,
+                                     const torch::Tensor& class_weights, NormKind norm, bool mean,
+                                     int64_t num_classes, c10::ScalarType dtype);
 };
 
 /// Slot filled by cuda/fused_kernels.cu at static-initialisation time when a

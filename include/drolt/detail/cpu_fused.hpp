@@ -395,7 +395,7 @@ inline FusedBackwardResult backward(const torch::Tensor& grad_loss, const torch:
 }
 
 inline const FusedBackend& backend() {
-  static const FusedBackend b{&forward, &backward};
+  static const FusedBackend b{&forward, &backward, /*reduction_weights=*/nullptr};
   return b;
 }
 
