@@ -170,7 +170,10 @@ class Run {
       loss_ = drolt::RobustCentroidLoss(drolt::RobustCentroidLossOptions(data.num_classes)
                                             .temperature(cfg.temperature)
                                             .radius(drolt::RadiusPolicy::parse(cfg.radius_policy, cfg.eps0))
-                                            .class_counts(counts));
+                                            .class_counts(counts)
+                                            // Labels were checked when the data was read; on
+                                            // CUDA the per-call checks would cost a host sync.
+                                            .validate_values(!device_.is_cuda()));
       loss_->to(device_);
     }
     std::vector<torch::optim::OptimizerParamGroup> groups;
