@@ -69,7 +69,8 @@ __device__ __forceinline__ T warp_sum(T v) {
 }
 
 __device__ __forceinline__ int warp_min(int v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = min(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
 }
 
@@ -86,6 +87,32 @@ __device__ __forceinline__ acc_t warp_squared_distance(const T* __restrict__ a,
     s += t * t;
   }
   return warp_sum(s);
+}
+
+/// One chunk of a backward kernel's row update, for the row this block owns:
+///   out[d] = (first ? 0 : out[d]) - sum_{j < n} q[j] * (self[d] - partner(j)[d])
+/// summed in index order; each thread owns columns tid, tid + kThreads, ...
+/// Feature rows: self = z_i, partners = centroids. Centroid rows: self = mu_c,
+/// partners = features, which gives + sum_j q[j] (z_j - mu_c).
+template <typename T, typename acc_t, typename PartnerRow>
+__device__ __forceinline__ void update_row(acc_t* __restrict__ out, const T* __restrict__ self,
+                                           const acc_t* s_q, int n, int64_t D, bool first,
+                                           PartnerRow partner) {
+  for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+    const acc_t sd = static_cast<acc_t>(self[d]);
+    acc_t acc = acc_t(0);
+    for (int j = 0; j < n; ++j) {
+      const acc_t q = s_q[j];
+      if (q != acc_t(0)) acc += q * (sd - static_cast<acc_t>(partner(j)[d]));
+    }
+    out[d] = first ? -acc : out[d] - acc;
+  }
+}
+
+/// A row whose entries do not depend on the loss (no zero-filled buffers).
+template <typename acc_t>
+__device__ __forceinline__ void zero_row(acc_t* __restrict__ out, int64_t D) {
+  for (int64_t d = threadIdx.x; d < D; d += kThreads) out[d] = acc_t(0);
 }
 
 /// Merges the per-warp LSE states kept in shared memory, in warp order.
@@ -160,8 +187,7 @@ __global__ void __launch_bounds__(kThreads)
     const acc_t d2 = warp_squared_distance<T, acc_t>(z + i * p.D, mu_c, p.D, lane);
     if (lane == 0) {
       const bool positive = y[i] == c;
-      const acc_t s =
-          tm_score_batch(tm_distance(d2, p.dist, p.scale), eps_c, positive, p.inv_tau);
+      const acc_t s = tm_score_batch(tm_distance(d2, p.dist, p.scale), eps_c, positive, p.inv_tau);
       state.add(s);
       if (positive) pos_sum += s;
     }
@@ -189,10 +215,9 @@ template <typename T, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     batch_backward_rows_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
                                const T* __restrict__ mu, const acc_t* __restrict__ eps,
-                               const acc_t* __restrict__ grad_loss,
-                               const acc_t* __restrict__ lse, const int* __restrict__ count,
-                               KernelParams<acc_t> p, acc_t* __restrict__ grad_eps,
-                               acc_t* __restrict__ grad_mu) {
+                               const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ lse,
+                               const int* __restrict__ count, KernelParams<acc_t> p,
+                               acc_t* __restrict__ grad_eps, acc_t* __restrict__ grad_mu) {
   const int64_t c = blockIdx.x;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -203,8 +228,7 @@ __global__ void __launch_bounds__(kThreads)
   const int n_c = count[c];
   if (n_c == 0) {  // no row: the loss does not depend on eps_c or mu_c
     if (tid == 0) grad_eps[c] = acc_t(0);
-    if (grad_mu != nullptr)
-      for (int64_t d = tid; d < p.D; d += kThreads) grad_mu[c * p.D + d] = acc_t(0);
+    if (grad_mu != nullptr) zero_row(grad_mu + c * p.D, p.D);
     return;
   }
   const T* mu_c = mu + c * p.D;
@@ -230,18 +254,9 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     __syncthreads();
-    if (grad_mu != nullptr) {
-      for (int64_t d = tid; d < p.D; d += kThreads) {
-        const acc_t m = static_cast<acc_t>(mu_c[d]);
-        acc_t acc = acc_t(0);
-        for (int j = 0; j < n_chunk; ++j) {
-          const acc_t q = s_q[j];
-          if (q != acc_t(0)) acc += q * (static_cast<acc_t>(z[(base + j) * p.D + d]) - m);
-        }
-        // The first chunk writes the row (no zero-filled buffer), later ones add.
-        grad_mu[c * p.D + d] = base == 0 ? acc : grad_mu[c * p.D + d] + acc;
-      }
-    }
+    if (grad_mu != nullptr)  // the first chunk writes the row, later ones add
+      update_row(grad_mu + c * p.D, mu_c, s_q, n_chunk, p.D, base == 0,
+                 [&](int j) { return z + (base + j) * p.D; });
     __syncthreads();  // s_q is refilled by the next chunk
   }
   if (lane == 0) s_rad[warp] = rad;
@@ -295,15 +310,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     __syncthreads();
-    for (int64_t d = tid; d < p.D; d += kThreads) {
-      const acc_t zd = static_cast<acc_t>(z_i[d]);
-      acc_t acc = acc_t(0);
-      for (int j = 0; j < n_chunk; ++j) {
-        const acc_t q = s_q[j];
-        if (q != acc_t(0)) acc += q * (zd - static_cast<acc_t>(mu[s_row[j] * p.D + d]));
-      }
-      grad_z[i * p.D + d] = base == 0 ? -acc : grad_z[i * p.D + d] - acc;
-    }
+    update_row(grad_z + i * p.D, z_i, s_q, n_chunk, p.D, base == 0,
+               [&](int j) { return mu + s_row[j] * p.D; });
     __syncthreads();
   }
 }
@@ -374,7 +382,7 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t y_i = y[i];
   if (!valid[y_i]) {  // no loss term for this sample: a zero row
-    for (int64_t d = tid; d < p.D; d += kThreads) grad_z[i * p.D + d] = acc_t(0);
+    zero_row(grad_z + i * p.D, p.D);
     return;
   }
   const T* z_i = z + i * p.D;
@@ -396,15 +404,8 @@ __global__ void __launch_bounds__(kThreads)
       if (lane == 0) s_q[j] = q;
     }
     __syncthreads();
-    for (int64_t d = tid; d < p.D; d += kThreads) {
-      const acc_t zd = static_cast<acc_t>(z_i[d]);
-      acc_t acc = acc_t(0);
-      for (int j = 0; j < n_chunk; ++j) {
-        const acc_t q = s_q[j];
-        if (q != acc_t(0)) acc += q * (zd - static_cast<acc_t>(mu[(base + j) * p.D + d]));
-      }
-      grad_z[i * p.D + d] = base == 0 ? -acc : grad_z[i * p.D + d] - acc;
-    }
+    update_row(grad_z + i * p.D, z_i, s_q, n_chunk, p.D, base == 0,
+               [&](int j) { return mu + (base + j) * p.D; });
     __syncthreads();
   }
 }
@@ -428,8 +429,7 @@ __global__ void __launch_bounds__(kThreads)
 
   if (!valid[c]) {  // not a column of any softmax
     if (tid == 0) grad_eps[c] = acc_t(0);
-    if (grad_mu != nullptr)
-      for (int64_t d = tid; d < p.D; d += kThreads) grad_mu[c * p.D + d] = acc_t(0);
+    if (grad_mu != nullptr) zero_row(grad_mu + c * p.D, p.D);
     return;
   }
   const T* mu_c = mu + c * p.D;
@@ -453,17 +453,9 @@ __global__ void __launch_bounds__(kThreads)
       if (lane == 0) s_q[j] = q;
     }
     __syncthreads();
-    if (grad_mu != nullptr) {
-      for (int64_t d = tid; d < p.D; d += kThreads) {
-        const acc_t m = static_cast<acc_t>(mu_c[d]);
-        acc_t acc = acc_t(0);
-        for (int j = 0; j < n_chunk; ++j) {
-          const acc_t q = s_q[j];
-          if (q != acc_t(0)) acc += q * (static_cast<acc_t>(z[(base + j) * p.D + d]) - m);
-        }
-        grad_mu[c * p.D + d] = base == 0 ? acc : grad_mu[c * p.D + d] + acc;
-      }
-    }
+    if (grad_mu != nullptr)  // the first chunk writes the row, later ones add
+      update_row(grad_mu + c * p.D, mu_c, s_q, n_chunk, p.D, base == 0,
+                 [&](int j) { return z + (base + j) * p.D; });
     __syncthreads();
   }
   if (lane == 0) s_rad[warp] = rad;
@@ -548,12 +540,11 @@ void check_inputs(const torch::Tensor& features, const torch::Tensor& labels,
                   const torch::Tensor& valid) {
   TORCH_CHECK(features.is_cuda(), "drolt CUDA backend: features must be a CUDA tensor, got ",
               features.device());
-  TORCH_CHECK(features.dim() == 2 && centroids.dim() == 2 &&
-                  features.size(1) == centroids.size(1),
+  TORCH_CHECK(features.dim() == 2 && centroids.dim() == 2 && features.size(1) == centroids.size(1),
               "drolt CUDA backend: expected features [B, D] and centroids [C, D], got ",
               features.sizes(), " and ", centroids.sizes());
-  TORCH_CHECK(features.size(0) < INT_MAX, "drolt CUDA backend: batch too large (",
-              features.size(0), ")");
+  TORCH_CHECK(features.size(0) < INT_MAX, "drolt CUDA backend: batch too large (", features.size(0),
+              ")");
   TORCH_CHECK(labels.scalar_type() == torch::kInt64 && valid.scalar_type() == torch::kBool,
               "drolt CUDA backend: expected int64 labels and a bool valid mask");
   TORCH_CHECK(centroids.scalar_type() == features.scalar_type(),
@@ -571,6 +562,36 @@ void check_acc_dtype(const torch::Tensor& t, const char* what) {
               " for these features, got ", t.scalar_type());
 }
 
+/// Raw pointers and kernel scalars of one call, for the dispatched dtype.
+template <typename scalar_t, typename acc_t>
+struct DeviceInputs {
+  const scalar_t* z;
+  const scalar_t* mu;
+  const int64_t* y;
+  const acc_t* eps;
+  const bool* v;
+  KernelParams<acc_t> p;
+  torch::TensorOptions acc_opts;  // accumulation-type tensors on the features' device
+};
+
+template <typename scalar_t, typename acc_t>
+DeviceInputs<scalar_t, acc_t> device_inputs(const torch::Tensor& features,
+                                            const torch::Tensor& labels,
+                                            const torch::Tensor& centroids,
+                                            const torch::Tensor& radii, const torch::Tensor& valid,
+                                            const FusedParams& params) {
+  check_acc_dtype<acc_t>(radii, "radii");
+  DeviceInputs<scalar_t, acc_t> in;
+  in.z = features.data_ptr<scalar_t>();
+  in.mu = centroids.data_ptr<scalar_t>();
+  in.y = labels.data_ptr<int64_t>();
+  in.eps = radii.data_ptr<acc_t>();
+  in.v = valid.data_ptr<bool>();
+  in.p = make_params<acc_t>(features.size(0), centroids.size(0), features.size(1), params);
+  in.acc_opts = features.options().dtype(radii.scalar_type());
+  return in;
+}
+
 FusedForwardResult cuda_forward(const torch::Tensor& features, const torch::Tensor& labels,
                                 const torch::Tensor& centroids, const torch::Tensor& radii,
                                 const torch::Tensor& valid, const FusedParams& params) {
@@ -578,40 +599,36 @@ FusedForwardResult cuda_forward(const torch::Tensor& features, const torch::Tens
   const c10::cuda::CUDAGuard guard(features.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t B = features.size(0);
-  const int64_t D = features.size(1);
   const int64_t C = centroids.size(0);
   const auto int_opts = features.options().dtype(torch::kInt32);
   FusedForwardResult out;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "drolt_fused_forward_cuda", [&] {
         using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
-        check_acc_dtype<acc_t>(radii, "radii");
-        const auto acc_opts = features.options().dtype(radii.scalar_type());
-        const auto p = make_params<acc_t>(B, C, D, params);
-        const scalar_t* z = features.data_ptr<scalar_t>();
-        const scalar_t* mu = centroids.data_ptr<scalar_t>();
-        const int64_t* y = labels.data_ptr<int64_t>();
-        const acc_t* eps = radii.data_ptr<acc_t>();
-        const bool* v = valid.data_ptr<bool>();
+        const auto in =
+            device_inputs<scalar_t, acc_t>(features, labels, centroids, radii, valid, params);
         if (params.norm == NormKind::batch) {
-          auto loss = torch::empty({C}, acc_opts);
-          auto lse = torch::empty({C}, acc_opts);
+          auto loss = torch::empty({C}, in.acc_opts);
+          auto lse = torch::empty({C}, in.acc_opts);
           auto count = torch::empty({C}, int_opts);
           auto first = torch::empty({C}, int_opts);
           if (C > 0) {
-            batch_forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
-                z, y, mu, eps, v, p, loss.data_ptr<acc_t>(), lse.data_ptr<acc_t>(),
-                count.data_ptr<int>(), first.data_ptr<int>());
+            batch_forward_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
+                    in.z, in.y, in.mu, in.eps, in.v, in.p, loss.data_ptr<acc_t>(),
+                    lse.data_ptr<acc_t>(), count.data_ptr<int>(), first.data_ptr<int>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
           out.loss = loss;
           out.saved = {lse, count, first};
         } else {
-          auto loss = torch::empty({B}, acc_opts);
-          auto lse = torch::empty({B}, acc_opts);
+          auto loss = torch::empty({B}, in.acc_opts);
+          auto lse = torch::empty({B}, in.acc_opts);
           if (B > 0) {
-            classes_forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
-                z, y, mu, eps, v, p, loss.data_ptr<acc_t>(), lse.data_ptr<acc_t>());
+            classes_forward_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(in.z, in.y, in.mu, in.eps, in.v,
+                                                                    in.p, loss.data_ptr<acc_t>(),
+                                                                    lse.data_ptr<acc_t>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
           out.loss = loss;
@@ -644,22 +661,16 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "drolt_fused_backward_cuda", [&] {
         using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
-        check_acc_dtype<acc_t>(radii, "radii");
-        const auto acc_opts = features.options().dtype(radii.scalar_type());
-        const auto p = make_params<acc_t>(B, C, D, params);
-        const scalar_t* z = features.data_ptr<scalar_t>();
-        const scalar_t* mu = centroids.data_ptr<scalar_t>();
-        const int64_t* y = labels.data_ptr<int64_t>();
-        const acc_t* eps = radii.data_ptr<acc_t>();
-        const bool* v = valid.data_ptr<bool>();
+        const auto in =
+            device_inputs<scalar_t, acc_t>(features, labels, centroids, radii, valid, params);
         const acc_t* gl = grad_loss.data_ptr<acc_t>();
         const acc_t* lse = saved[0].data_ptr<acc_t>();
         // Accumulators in the accumulation type; each row is owned by one block,
         // which writes all of it (no zero fill).
-        auto grad_z = torch::empty({B, D}, acc_opts);
-        auto grad_eps = torch::empty({C}, acc_opts);
+        auto grad_z = torch::empty({B, D}, in.acc_opts);
+        auto grad_eps = torch::empty({C}, in.acc_opts);
         torch::Tensor grad_mu;
-        if (params.centroid_grad) grad_mu = torch::empty({C, D}, acc_opts);
+        if (params.centroid_grad) grad_mu = torch::empty({C, D}, in.acc_opts);
         acc_t* grad_mu_ptr = params.centroid_grad ? grad_mu.data_ptr<acc_t>() : nullptr;
         if (batch) {
           const int* count = saved[1].data_ptr<int>();
@@ -667,26 +678,29 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
           if (C > 0) {
             batch_backward_rows_kernel<scalar_t, acc_t>
                 <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
-                    z, y, mu, eps, gl, lse, count, p, grad_eps.data_ptr<acc_t>(), grad_mu_ptr);
+                    in.z, in.y, in.mu, in.eps, gl, lse, count, in.p, grad_eps.data_ptr<acc_t>(),
+                    grad_mu_ptr);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
           if (B > 0) {
             batch_backward_features_kernel<scalar_t, acc_t>
-                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
-                    z, y, mu, eps, gl, lse, count, first, p, grad_z.data_ptr<acc_t>());
+                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(in.z, in.y, in.mu, in.eps, gl,
+                                                                    lse, count, first, in.p,
+                                                                    grad_z.data_ptr<acc_t>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
         } else {
           if (B > 0) {
             classes_backward_features_kernel<scalar_t, acc_t>
-                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(z, y, mu, eps, v, gl, lse, p,
-                                                                    grad_z.data_ptr<acc_t>());
+                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+                    in.z, in.y, in.mu, in.eps, in.v, gl, lse, in.p, grad_z.data_ptr<acc_t>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
           if (C > 0) {
             classes_backward_classes_kernel<scalar_t, acc_t>
                 <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
-                    z, y, mu, eps, v, gl, lse, p, grad_eps.data_ptr<acc_t>(), grad_mu_ptr);
+                    in.z, in.y, in.mu, in.eps, in.v, gl, lse, in.p, grad_eps.data_ptr<acc_t>(),
+                    grad_mu_ptr);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
         }
