@@ -334,7 +334,22 @@ def main():
     lines.append(f"- CPU: {cpu_name()}, {nproc} cores available to the runs; no GPU.")
     lines.append(f"- OS: {platform.platform()}; LibTorch: Debian libtorch 1.13 (CPU, OpenBLAS).")
     if a.wall > 0:
-        lines.append(f"- Wall time of the whole reproduction: {a.wall / 60:.1f} min.")
+        lines.append(f"- Wall time of the last invocation of `scripts/reproduce.sh`: {a.wall / 60:.1f} min "
+                     "(the script resumes: runs that already have a summary are skipped, so after an "
+                     "interruption this covers only what was left).")
+    epoch_s, n_runs = 0.0, 0
+    for mp in glob.glob(os.path.join(a.runs, "**", "metrics.jsonl"), recursive=True):
+        if os.sep + "timing" + os.sep in mp:  # the centroid-mode timing runs use all cores
+            continue
+        with open(mp) as f:
+            secs = [json.loads(x).get("seconds", 0.0) for x in f if x.strip()]
+        epoch_s += sum(secs)
+        n_runs += 1
+    if n_runs:
+        lines.append(f"- Sum of the epoch times of all {n_runs} runs (tuning included; training passes "
+                     f"and centroid refreshes, evaluation excluded): {epoch_s / 3600:.1f} h of one "
+                     "thread each, 2 runs at a time. Runs made while other work shared the 2 cores "
+                     "count their slower epochs, so this overstates an idle machine's time.")
     lines.append("")
     lines.append("## Exact commands\n")
     lines.append("```sh")
