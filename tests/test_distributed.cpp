@@ -45,6 +45,7 @@ TEST_CASE("distributed: not compiled in this build", "[dist]") {
 #include "../examples/common/data.hpp"
 #include "../examples/common/multiprocess.hpp"
 #include "../examples/common/trainer.hpp"
+#include "tiny_config.hpp"
 
 extern char** environ;
 
@@ -325,26 +326,8 @@ void scenario_trainer(drolt::dist::GlooGroup& g) {
   struct Reset {
     ~Reset() { drolt_examples::process_dist() = drolt_examples::DistContext(); }
   } reset;
-  de::TrainConfig c;
-  c.dataset = "synthetic";
-  c.synthetic_classes = 4;
-  c.synthetic_size = 12;
-  c.n_max = 60;
-  c.rho = 10;
-  c.val_per_class = 10;
-  c.depth = 8;
-  c.epochs = 4;
-  c.dro_start = 2;
-  c.crt_epochs = 2;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.warmup_epochs = 1;
+  de::TrainConfig c = tiny_trainer_config(trainer_out_dir());
   c.methods = {"drolt"};
-  c.radius_policy = "learned";
-  c.eps0 = 0.5;
-  c.seed = 3;
-  c.out_dir = trainer_out_dir();
-  c.verbose = false;
   c.checkpoint_every = 1;
   auto data = de::load_data(c);
   de::make_dirs(c.out_dir);

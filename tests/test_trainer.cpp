@@ -13,6 +13,7 @@
 #include "../examples/common/report.hpp"
 #include "../examples/common/resnet.hpp"
 #include "../examples/common/trainer.hpp"
+#include "tiny_config.hpp"
 
 namespace de = drolt_examples;
 
@@ -24,30 +25,7 @@ std::string tmpdir(const std::string& name) {
   return d;
 }
 
-/// 4 classes of 12x12 images, counts 60/27/12/6 (exp, rho 10), ResNet-8.
-de::TrainConfig tiny_config(const std::string& out) {
-  de::TrainConfig c;
-  c.dataset = "synthetic";
-  c.synthetic_classes = 4;
-  c.synthetic_size = 12;
-  c.n_max = 60;
-  c.rho = 10;
-  c.val_per_class = 10;
-  c.depth = 8;
-  c.epochs = 4;
-  c.dro_start = 2;
-  c.crt_epochs = 2;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.warmup_epochs = 1;
-  c.methods = {"ce", "crt", "drolt"};
-  c.radius_policy = "learned";
-  c.eps0 = 0.5;
-  c.seed = 3;
-  c.out_dir = out;
-  c.verbose = false;
-  return c;
-}
+de::TrainConfig tiny_config(const std::string& out) { return tiny_trainer_config(out); }
 
 size_t count_lines(const std::string& path) {
   std::ifstream f(path);

@@ -1,0 +1,31 @@
+#pragma once
+// The tiny trainer configuration shared by tests/test_trainer.cpp and
+// tests/test_distributed.cpp: 4 synthetic classes of 12x12 images, counts
+// 60/27/12/6 (exp, rho 10), ResNet-8, 4 epochs (DRO-LT from epoch 2) + 2 cRT epochs.
+#include <string>
+
+#include "../examples/common/config.hpp"
+
+inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
+  drolt_examples::TrainConfig c;
+  c.dataset = "synthetic";
+  c.synthetic_classes = 4;
+  c.synthetic_size = 12;
+  c.n_max = 60;
+  c.rho = 10;
+  c.val_per_class = 10;
+  c.depth = 8;
+  c.epochs = 4;
+  c.dro_start = 2;
+  c.crt_epochs = 2;
+  c.batch_size = 32;
+  c.lr = 0.05;
+  c.warmup_epochs = 1;
+  c.methods = {"ce", "crt", "drolt"};
+  c.radius_policy = "learned";
+  c.eps0 = 0.5;
+  c.seed = 3;
+  c.out_dir = out;
+  c.verbose = false;
+  return c;
+}
