@@ -223,6 +223,33 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
   }
 }
 
+TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message naming it", "[trainer]") {
+  auto cfg = tiny_config(tmpdir("resume-bad"));
+  de::make_dirs(cfg.out_dir);
+  cfg.methods = {"drolt"};
+  cfg.stop_after = 1;
+  const auto data = de::load_data(cfg);
+  std::ostringstream log;
+  de::Run first(cfg, data, /*dro=*/true, /*with_crt=*/true);
+  first.run(log);
+  REQUIRE(first.interrupted());
+  const std::string path = first.checkpoint_path();
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);  // a truncated, foreign file
+    f << "PK\x03\x04 not a checkpoint";
+  }
+  cfg.stop_after = -1;
+  cfg.resume = true;
+  de::Run second(cfg, data, true, true);
+  try {
+    second.run(log);
+    FAIL("resuming from a damaged checkpoint did not throw");
+  } catch (const std::runtime_error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("cannot resume from '" + path + "'"));
+    CHECK_THAT(e.what(), Catch::Contains("remove it"));
+  }
+}
+
 TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from scratch", "[trainer]") {
   auto cfg = tiny_config(tmpdir("warm-a"));
   de::make_dirs(cfg.out_dir);

@@ -218,7 +218,13 @@ class Run {
   /// written to <out>/result-<name>.json; empty when stopped by cfg.stop_after.
   std::vector<EvalResult> run(std::ostream& log) {
     if (cfg_.resume && file_exists(checkpoint_path())) {
-      load_checkpoint(checkpoint_path());
+      try {
+        load_checkpoint(checkpoint_path());
+      } catch (const c10::Error& e) {
+        throw std::runtime_error("cannot resume from '" + checkpoint_path() + "': " + e.what_without_backtrace() +
+                                 "\n  (a checkpoint of another drolt_train version, or a damaged file? remove it "
+                                 "to start this run over)");
+      }
       rewrite_jsonl();  // drops lines of epochs after the checkpoint (they will run again)
       log << "[" << name_ << "] resumed from " << checkpoint_path() << " at epoch " << next_epoch_ << "/"
           << total_epochs_ << "\n";
