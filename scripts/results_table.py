@@ -239,8 +239,14 @@ def main():
         v_few = verdict(a_cfg, a_name, b_cfg, b_name, "few")
         v_many = verdict(a_cfg, a_name, b_cfg, b_name, "many")
         if v_all:
+            held = []
+            for key in ("all", "few"):
+                (m, sd), n = paired(a_cfg, a_name, b_cfg, b_name, key, exclude=(0,))
+                if m is not None and n:
+                    held.append(f"{key.capitalize()} {m:+.1f} ± {sd:.1f}")
+            tail = (f" Seeds not used for tuning only ({n}): " + ", ".join(held) + ".") if held else ""
             summary.append(f"- {a_label} against {b_label}, paired by seed: All {v_all}; "
-                           f"Few {v_few}; Many {v_many}.")
+                           f"Few {v_few}; Many {v_many}.{tail}")
     if summary:
         lines.append("## Summary\n")
         lines.append("Computed by the script from the tables below. \"Higher\" / \"lower\" means "
