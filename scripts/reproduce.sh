@@ -65,7 +65,16 @@ job() {  # config seed extra-args -> appends to $JOBFILE and $CMDS
 }
 run_jobs() {
   echo "running $(wc -l < "$JOBFILE") runs, $JOBS at a time, $THREADS thread(s) each (logs: $RUNS/*/seed*.log)"
-  xargs -P "$JOBS" -I{} -d '\n' bash -c '{}' < "$JOBFILE"
+  if ! xargs -P "$JOBS" -I{} -d '\n' bash -c '{}' < "$JOBFILE"; then
+    # Every job ends with "> DIR.log 2>&1 && echo done ...": name the ones without a summary.
+    echo "reproduce.sh: some runs failed; their last log lines:" >&2
+    grep -o 'mkdir -p [^ ]*' "$JOBFILE" | cut -d' ' -f3 | while read -r d; do
+      [[ -f "$d/summary.json" ]] || { echo "--- $d.log" >&2; tail -3 "$d.log" >&2 || true; }
+    done
+    echo "reproduce.sh: fix the cause (or remove the run's folder) and start the script again;" \
+      "finished runs are kept" >&2
+    exit 1
+  fi
 }
 
 # ------------------------------------------------------------- step 1: CE (+ cRT)
