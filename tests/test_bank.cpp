@@ -80,6 +80,45 @@ TEST_CASE("bank state round-trips through torch::save and clone", "[bank]") {
   CHECK(bank->pending_counts().sum().item<int64_t>() == 0);  // deep copy
 }
 
+TEST_CASE("bank finalize_from and ema_update_from_sums equal the batch forms", "[bank]") {
+  torch::manual_seed(11);
+  const int64_t C = 6, D = 5;
+  auto x = torch::randn({40, D});
+  auto y = torch::randint(0, C - 1, {40}, torch::kLong);  // class C-1 never appears
+  drolt::CentroidBank a(C, D), b(C, D);
+  a->accumulate(x, y);
+  // The sums and counts another process (or a file) would provide.
+  auto sums = a->pending_sums().clone();
+  auto counts = a->pending_counts().to(torch::kDouble);  // counts may travel as float64
+  a->finalize();
+  b->accumulate(torch::randn({3, D}), torch::zeros({3}, torch::kLong));  // replaced, not added
+  b->finalize_from(sums, counts);
+  CHECK(torch::equal(a->centroids(), b->centroids()));
+  CHECK(torch::equal(a->valid(), b->valid()));
+  CHECK(torch::equal(a->counts(), b->counts()));
+  CHECK(b->pending_counts().sum().item<int64_t>() == 0);
+
+  // Two EMA steps, the second with a class not seen before.
+  for (int step = 0; step < 2; ++step) {
+    auto xs = torch::randn({12, D});
+    auto ys = torch::randint(0, C, {12}, torch::kLong);
+    auto s = torch::zeros({C, D}, torch::kDouble).index_add_(0, ys, xs.to(torch::kDouble));
+    auto n = torch::zeros({C}, torch::kLong).index_add_(0, ys, torch::ones({12}, torch::kLong));
+    a->ema_update(xs, ys);
+    b->ema_update_from_sums(s, n);
+    CHECK(torch::equal(a->centroids(), b->centroids()));
+    CHECK(torch::equal(a->valid(), b->valid()));
+    CHECK(torch::equal(a->counts(), b->counts()));
+  }
+
+  CHECK_THROWS_WITH(b->finalize_from(torch::zeros({C, D + 1}, torch::kDouble), counts),
+                    Contains("finalize_from: expected sums of shape [6, 5], got [6, 6]"));
+  CHECK_THROWS_WITH(b->ema_update_from_sums(sums, -torch::ones({C})),
+                    Contains("ema_update_from_sums: expected counts >= 0"));
+  CHECK_THROWS_WITH(b->finalize_from(sums, torch::ones({C}, torch::kBool)),
+                    Contains("expected integer or floating-point counts"));
+}
+
 TEST_CASE("bank rejects bad batches", "[bank]") {
   drolt::CentroidBank bank(3, 2);
   CHECK_THROWS_WITH(bank->accumulate(torch::zeros({4, 3}), torch::zeros({4}, torch::kLong)),

@@ -86,6 +86,18 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
     pending_.zero_();
   }
 
+  /// finalize() from per-class sums and counts gathered elsewhere (e.g. summed
+  /// over processes, drolt::dist::finalize): replaces what was accumulated since
+  /// reset() by `sums` ([C, D], converted to float64) and `counts` ([C], integer
+  /// or integral-valued float), then publishes their means.
+  void finalize_from(const torch::Tensor& sums, const torch::Tensor& counts) {
+    torch::NoGradGuard no_grad;
+    check_sums(sums, counts, "finalize_from");
+    sums_.copy_(sums.detach());
+    pending_.copy_(c10::isFloatingType(counts.scalar_type()) ? counts.detach().round() : counts.detach());
+    finalize();
+  }
+
   /// EMA mode: for every class in the batch, mu <- m * mu + (1 - m) * mean of
   /// the class's features in this batch (a class seen for the first time takes
   /// its batch mean). The state is kept in float64.
@@ -97,14 +109,17 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
     s.index_add_(0, y, features.detach().to(ema_.device(), torch::kFloat64));
     auto n = torch::zeros({C}, torch::TensorOptions().dtype(torch::kLong).device(ema_.device()));
     n.index_add_(0, y, torch::ones_like(y));
-    auto present = (n > 0).unsqueeze(1);
-    auto mean = s / n.clamp_min(1).to(torch::kFloat64).unsqueeze(1);
-    const double m = options.momentum();
-    auto blended = torch::where(valid_.unsqueeze(1), m * ema_ + (1 - m) * mean, mean);
-    ema_.copy_(torch::where(present, blended, ema_));
-    counts_.add_(n);
-    valid_.logical_or_(n > 0);
-    centroids_.copy_(ema_.to(centroids_.scalar_type()));
+    ema_step(s, n);
+  }
+
+  /// ema_update() from a batch's per-class sums ([C, D]) and counts ([C]) gathered
+  /// elsewhere (e.g. summed over processes, drolt::dist::ema_update); classes with
+  /// count 0 keep their centroid.
+  void ema_update_from_sums(const torch::Tensor& sums, const torch::Tensor& counts) {
+    torch::NoGradGuard no_grad;
+    check_sums(sums, counts, "ema_update_from_sums");
+    auto n = c10::isFloatingType(counts.scalar_type()) ? counts.detach().round() : counts.detach();
+    ema_step(sums.detach().to(ema_.device(), torch::kFloat64), n.to(ema_.device(), torch::kLong));
   }
 
   /// Directly sets centroids (e.g. computed elsewhere); rows with valid == false are ignored.
@@ -130,6 +145,8 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
   const torch::Tensor& counts() const { return counts_; }
   /// [C] int64: samples accumulated since the last reset().
   const torch::Tensor& pending_counts() const { return pending_; }
+  /// [C, D] float64: per-class feature sums accumulated since the last reset().
+  const torch::Tensor& pending_sums() const { return sums_; }
   int64_t num_classes() const { return options.num_classes(); }
   int64_t dim() const { return options.dim(); }
 
@@ -160,6 +177,33 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
                   "), got values in [", lo, ", ", hi, "]");
     }
     return y;
+  }
+
+  void check_sums(const torch::Tensor& sums, const torch::Tensor& counts, const char* fn) const {
+    const int64_t C = options.num_classes(), D = options.dim();
+    TORCH_CHECK(sums.dim() == 2 && sums.size(0) == C && sums.size(1) == D, "drolt::CentroidBank::",
+                fn, ": expected sums of shape [", C, ", ", D, "], got ", sums.sizes());
+    TORCH_CHECK(c10::isFloatingType(sums.scalar_type()), "drolt::CentroidBank::", fn,
+                ": expected floating-point sums, got ", sums.scalar_type());
+    TORCH_CHECK(counts.dim() == 1 && counts.size(0) == C, "drolt::CentroidBank::", fn,
+                ": expected counts of shape [", C, "], got ", counts.sizes());
+    TORCH_CHECK(counts.scalar_type() != torch::kBool, "drolt::CentroidBank::", fn,
+                ": expected integer or floating-point counts, got ", counts.scalar_type());
+    TORCH_CHECK(counts.numel() == 0 || counts.min().item<double>() >= 0, "drolt::CentroidBank::",
+                fn, ": expected counts >= 0");
+  }
+
+  /// The EMA rule for one batch given its per-class float64 sums s [C, D] and
+  /// int64 counts n [C] on the bank's device.
+  void ema_step(const torch::Tensor& s, const torch::Tensor& n) {
+    auto present = (n > 0).unsqueeze(1);
+    auto mean = s / n.clamp_min(1).to(torch::kFloat64).unsqueeze(1);
+    const double m = options.momentum();
+    auto blended = torch::where(valid_.unsqueeze(1), m * ema_ + (1 - m) * mean, mean);
+    ema_.copy_(torch::where(present, blended, ema_));
+    counts_.add_(n);
+    valid_.logical_or_(n > 0);
+    centroids_.copy_(ema_.to(centroids_.scalar_type()));
   }
 
   torch::Tensor sums_, pending_, centroids_, counts_, valid_, ema_;

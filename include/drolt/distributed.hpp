@@ -120,13 +120,6 @@ inline void check_same_on_all_ranks(const std::vector<int64_t>& values, ProcessG
               c10::IntArrayRef(lo), " across ranks");
 }
 
-inline torch::Tensor buffer(CentroidBank& bank, const char* name) {
-  auto buffers = bank->named_buffers(/*recurse=*/false);
-  auto* t = buffers.find(name);
-  TORCH_CHECK(t != nullptr, "drolt::dist: CentroidBank has no buffer '", name, "'");
-  return *t;
-}
-
 /// Groups tensors by (dtype, device), keeping first-seen order, so each group
 /// travels as one flat buffer: one collective per group instead of per tensor.
 inline std::vector<std::vector<torch::Tensor>> group_by_type(const std::vector<torch::Tensor>& ts) {
@@ -209,13 +202,12 @@ inline void finalize(CentroidBank& bank, ProcessGroup& pg) {
   if (pg.getSize() > 1) {
     const int64_t C = bank->num_classes(), D = bank->dim();
     detail::check_same_on_all_ranks({C, D}, pg, "finalize", "bank shape [num_classes, dim]");
-    auto sums = detail::buffer(bank, "sums");
-    auto pending = detail::buffer(bank, "pending_counts");
     // One collective for both: counts travel as float64, exact up to 2^53 samples.
-    auto flat = torch::cat({sums.reshape({-1}), pending.to(torch::kFloat64)});
+    auto flat = torch::cat(
+        {bank->pending_sums().reshape({-1}), bank->pending_counts().to(torch::kFloat64)});
     detail::allreduce_(flat, pg, c10d::ReduceOp::SUM, "finalize");
-    sums.copy_(flat.slice(0, 0, C * D).view({C, D}));
-    pending.copy_(flat.slice(0, C * D, C * D + C).round().to(torch::kLong));
+    bank->finalize_from(flat.slice(0, 0, C * D).view({C, D}), flat.slice(0, C * D, C * D + C));
+    return;
   }
   bank->finalize();
 }
@@ -254,14 +246,7 @@ inline void ema_update(CentroidBank& bank, const torch::Tensor& features,
   s.index_add_(0, y, features.detach().to(device, torch::kFloat64));
   n.index_add_(0, y, torch::ones({y.size(0)}, flat.options()));
   if (pg.getSize() > 1) detail::allreduce_(flat, pg, c10d::ReduceOp::SUM, "ema_update");
-  auto present = n.gt(0).nonzero().reshape({-1});
-  if (present.numel() == 0) return;
-  // The bank's own EMA rule, fed one row per present class: its global batch
-  // mean. The bank then counts one sample per class; the rest is added below.
-  auto means = s.index_select(0, present) / n.index_select(0, present).unsqueeze(1);
-  bank->ema_update(means, present);
-  auto extra = n.index_select(0, present).round().to(torch::kLong) - 1;
-  detail::buffer(bank, "counts").index_add_(0, present, extra);
+  bank->ema_update_from_sums(s, n);  // the bank's own EMA rule on the global batch
 }
 
 /// Averages the gradients of `parameters` over all processes (sum, then divide
