@@ -184,20 +184,18 @@ def main():
     lines.append("Many: classes with > 100 training images, Medium: 20-100, Few: < 20 "
                  "(spec section 8). NC All: nearest training centroid on the penultimate features. "
                  "val All: balanced validation split (the only split used for choices).\n")
-    lines.append(hdr)
-    for label, cfg, name in main_rows:
-        rs = get(cfg, name)
-        if rs:
-            lines.append(row(label, rs))
-    lines.append("")
+    def table(rows):
+        lines.append(hdr)
+        for label, cfg, name in rows:
+            rs = get(cfg, name)
+            if rs:
+                lines.append(row(label, rs))
+        lines.append("")
+
+    table(main_rows)
     lines.append("Feature learning without the final classifier re-training (same runs, evaluated "
                  "before the cRT stage):\n")
-    lines.append(hdr)
-    for label, cfg, name in nocrt_rows:
-        rs = get(cfg, name)
-        if rs:
-            lines.append(row(label, rs))
-    lines.append("")
+    table(nocrt_rows)
 
     # Paired differences (same seed) against cRT and CE.
     def deltas(a_cfg, a_name, b_cfg, b_name, key, exclude=()):

@@ -630,25 +630,16 @@ class Run {
     torch::NoGradGuard g;
     model_->eval();
     bank_->reset();
-    const int64_t N = data_.train_x.size(0), B = 512;
-    if (dist_.active()) {
-      // Each rank its rows; finalize() adds up every rank's sums and counts.
-      auto rows = dist_.rows(N);
-      for (int64_t s = 0; s < rows.size(0); s += B) {
-        auto idx = rows.narrow(0, s, std::min(B, rows.size(0) - s));
-        bank_->accumulate(model_->features(data_.train_x.index_select(0, idx).to(device_)),
-                          data_.train_y.index_select(0, idx).to(device_));
-      }
-      dist_.finalize(bank_);
-      model_->train();
-      return;
+    const int64_t B = 512;
+    // This process's rows (all of them with one process); with several,
+    // finalize() adds up every rank's sums and counts.
+    auto rows = dist_.rows(data_.train_x.size(0));
+    for (int64_t s = 0; s < rows.size(0); s += B) {
+      auto idx = rows.narrow(0, s, std::min(B, rows.size(0) - s));
+      bank_->accumulate(model_->features(data_.train_x.index_select(0, idx).to(device_)),
+                        data_.train_y.index_select(0, idx).to(device_));
     }
-    for (int64_t s = 0; s < N; s += B) {
-      const int64_t n = std::min(B, N - s);
-      auto x = data_.train_x.narrow(0, s, n).to(device_);
-      bank_->accumulate(model_->features(x), data_.train_y.narrow(0, s, n).to(device_));
-    }
-    bank_->finalize();
+    dist_.finalize(bank_);
     model_->train();
   }
 

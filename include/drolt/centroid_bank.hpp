@@ -189,8 +189,8 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
                 ": expected counts of shape [", C, "], got ", counts.sizes());
     TORCH_CHECK(counts.scalar_type() != torch::kBool, "drolt::CentroidBank::", fn,
                 ": expected integer or floating-point counts, got ", counts.scalar_type());
-    TORCH_CHECK(counts.numel() == 0 || counts.min().item<double>() >= 0, "drolt::CentroidBank::",
-                fn, ": expected counts >= 0");
+    TORCH_CHECK(counts.min().item<double>() >= 0, "drolt::CentroidBank::", fn,
+                ": expected counts >= 0");
   }
 
   /// The EMA rule for one batch given its per-class float64 sums s [C, D] and
