@@ -40,7 +40,7 @@ includes=(-isystem "$prefix/include/torch/csrc/api/include")
 launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(ccache)
 
-targets=(idx cifar)
+targets=(idx cifar checkpoint)
 
 build() {
   local name="$1"

@@ -159,6 +159,11 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
                 name_, ": expected integer targets, got ", targets.scalar_type());
     TORCH_CHECK(options.num_samples() >= 0, name_, ": expected num_samples >= 0, got ",
                 options.num_samples());
+    // An epoch is materialised as indices: refuse sizes that cannot be allocated
+    // (2^31 draws are 16 GiB of indices) with an error instead of std::bad_alloc.
+    TORCH_CHECK(options.num_samples() <= (int64_t{1} << 31), name_,
+                ": expected num_samples <= 2^31 (an epoch's indices are held in memory), got ",
+                options.num_samples());
     const torch::Tensor t = targets.to(torch::kCPU, torch::kInt64).contiguous();
     const int64_t* y = t.data_ptr<int64_t>();
     for (int64_t i = 0; i < t.numel(); ++i) {
