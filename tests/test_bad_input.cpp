@@ -345,3 +345,23 @@ TEST_CASE("samplers refuse an epoch too large to hold instead of failing to allo
   drolt::data::ClassBalancedSampler ok(targets, drolt::data::ClassSamplerOptions().num_samples(10));
   CHECK(ok.epoch_length() == 10u);
 }
+
+TEST_CASE("module->to(dtype) converts only floating state: banks and losses keep working", "[bank][loss][bad-input]") {
+  drolt::CentroidBank bank(3, 2);
+  bank->to(torch::kDouble);
+  CHECK(bank->centroids().scalar_type() == torch::kDouble);
+  CHECK(bank->counts().scalar_type() == torch::kLong);
+  CHECK(bank->valid().scalar_type() == torch::kBool);
+  CHECK(bank->pending_sums().scalar_type() == torch::kDouble);
+  bank->accumulate(torch::ones({2, 2}), torch::tensor({0, 2}));  // failed with index_add_ dtype errors before
+  bank->finalize();
+  CHECK(bank->valid().equal(torch::tensor({true, false, true})));
+  drolt::RobustCentroidLoss loss(drolt::RobustCentroidLossOptions(3).radius(drolt::RadiusPolicy::sqrt_n(1.0)));
+  loss->to(torch::kDouble);
+  loss->set_class_counts(torch::tensor({4, 1, 9}));
+  CHECK(loss->radii().scalar_type() == torch::kDouble);
+  CHECK(loss->radii()[0].item<double>() == Approx(0.5));
+  auto l = loss(torch::randn({2, 2}, torch::kDouble), torch::tensor({0, 2}), bank);
+  CHECK(std::isfinite(l.item<double>()));
+  CHECK_THROWS_WITH(bank->to(torch::kLong), Contains("expected a floating-point dtype"));
+}

@@ -1,5 +1,5 @@
 #pragma once
-// CentroidBank: per-class centroids kept fixed for an epoch (spec section 6).
+// CentroidBank: per-class centroids kept fixed for an epoch (docs/math.md, "The centroid bank").
 //
 // The paper refreshes centroids once per epoch from the features of every
 // training sample; per-batch centroids are rejected because tail classes rarely
@@ -46,7 +46,15 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
 
   /// Starts a new accumulation: clears the running sums and counts, keeps the
   /// published centroids (they stay in use until the next finalize()).
-  /// (Also the Cloneable hook that registers the buffers on construction/clone.)
+  void clear_sums() {
+    torch::NoGradGuard no_grad;
+    sums_.zero_();
+    pending_.zero_();
+  }
+
+  /// LibTorch's Cloneable hook: registers the buffers on construction and
+  /// clone(). Called on a bank that has them, it clears the running sums like
+  /// clear_sums() (what earlier versions documented for the per-epoch clear).
   void reset() override {
     const int64_t C = options.num_classes(), D = options.dim();
     if (!sums_.defined() || named_buffers(/*recurse=*/false).size() == 0) {
@@ -59,9 +67,7 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
       ema_ = register_buffer("ema", torch::zeros({C, D}, f64));
       return;
     }
-    torch::NoGradGuard no_grad;
-    sums_.zero_();
-    pending_.zero_();
+    clear_sums();
   }
 
   /// Adds a batch of features to the running per-class sums. Features are
@@ -73,7 +79,7 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
     pending_.index_add_(0, y, torch::ones_like(y));
   }
 
-  /// Publishes the means of everything accumulated since reset() as the current
+  /// Publishes the means of everything accumulated since clear_sums() as the current
   /// centroids (classes seen at least once become valid, the others invalid),
   /// then clears the accumulators.
   void finalize() {
@@ -90,7 +96,7 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
 
   /// finalize() from per-class sums and counts gathered elsewhere (e.g. summed
   /// over processes, drolt::dist::finalize): replaces what was accumulated since
-  /// reset() by `sums` ([C, D], converted to float64) and `counts` ([C], integer
+  /// clear_sums() by `sums` ([C, D], converted to float64) and `counts` ([C], integer
   /// or integral-valued float), then publishes their means.
   void finalize_from(const torch::Tensor& sums, const torch::Tensor& counts) {
     torch::NoGradGuard no_grad;
@@ -145,12 +151,29 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
   const torch::Tensor& valid() const { return valid_; }
   /// [C] int64: samples behind each published centroid (EMA: samples seen so far).
   const torch::Tensor& counts() const { return counts_; }
-  /// [C] int64: samples accumulated since the last reset().
+  /// [C] int64: samples accumulated since the last clear_sums().
   const torch::Tensor& pending_counts() const { return pending_; }
-  /// [C, D] float64: per-class feature sums accumulated since the last reset().
+  /// [C, D] float64: per-class feature sums accumulated since the last clear_sums().
   const torch::Tensor& pending_sums() const { return sums_; }
   int64_t num_classes() const { return options.num_classes(); }
   int64_t dim() const { return options.dim(); }
+
+  /// Module::to(dtype) would convert every buffer, integer counts and the bool
+  /// mask included (and break the next accumulate): only the published
+  /// centroids change dtype; sums stay float64, counts int64, the mask bool.
+  void to(torch::Dtype dtype, bool non_blocking = false) override {
+    TORCH_CHECK(c10::isFloatingType(dtype), "drolt::CentroidBank::to: expected a floating-point dtype, got ", dtype);
+    torch::NoGradGuard no_grad;
+    centroids_.set_data(centroids_.to(dtype, non_blocking));
+    options.dtype(dtype);
+  }
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override {
+    to(device, non_blocking);
+    to(dtype, non_blocking);
+  }
+  void to(torch::Device device, bool non_blocking = false) override {
+    torch::nn::Module::to(device, non_blocking);
+  }
 
   /// Module::load that refuses an archive of another number of classes or
   /// dimension (the bank is left as it was). torch::load calls it.

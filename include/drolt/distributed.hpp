@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "drolt/centroid_bank.hpp"
+#include "drolt/multi_layer.hpp"
 
 namespace drolt {
 namespace dist {
@@ -210,6 +211,37 @@ inline void finalize(CentroidBank& bank, ProcessGroup& pg) {
     return;
   }
   bank->finalize();
+}
+
+/// Distributed MultiLayerRobustCentroidLoss::finalize(): every layer's bank as
+/// finalize(bank, pg) does, all layers' sums and counts in one collective.
+inline void finalize(MultiLayerRobustCentroidLoss& loss, ProcessGroup& pg) {
+  torch::NoGradGuard no_grad;
+  if (pg.getSize() <= 1) {
+    loss->finalize();
+    return;
+  }
+  std::vector<int64_t> shape;
+  std::vector<torch::Tensor> parts;
+  for (size_t l = 0; l < loss->num_layers(); ++l) {
+    auto& b = loss->bank(l);
+    shape.push_back(b->num_classes());
+    shape.push_back(b->dim());
+    parts.push_back(b->pending_sums().reshape({-1}));
+    parts.push_back(b->pending_counts().to(torch::kFloat64));
+  }
+  detail::check_same_on_all_ranks(shape, pg, "finalize", "layer bank shapes [num_classes, dim] per layer");
+  auto flat = torch::cat(parts);
+  detail::allreduce_(flat, pg, c10d::ReduceOp::SUM, "finalize");
+  int64_t at = 0;
+  for (size_t l = 0; l < loss->num_layers(); ++l) {
+    auto& b = loss->bank(l);
+    const int64_t C = b->num_classes(), D = b->dim();
+    auto sums = flat.slice(0, at, at + C * D).view({C, D});
+    auto counts = flat.slice(0, at + C * D, at + C * D + C);
+    b->finalize_from(sums, counts);
+    at += C * D + C;
+  }
 }
 
 /// Distributed CentroidBank::ema_update(): the per-class sums and counts of this

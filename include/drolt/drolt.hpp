@@ -1,5 +1,6 @@
 #pragma once
 // Umbrella header: every public drolt header.
+#include "drolt/bound.hpp"
 #include "drolt/centroid_bank.hpp"
 #include "drolt/class_weights.hpp"
 #include "drolt/data/cifar.hpp"
@@ -10,5 +11,6 @@
 #include "drolt/distributed.hpp"  // empty where c10d + Gloo are not available
 #include "drolt/loss.hpp"
 #include "drolt/metrics.hpp"
+#include "drolt/multi_layer.hpp"
 #include "drolt/radius.hpp"
 #include "drolt/serialize.hpp"

@@ -775,6 +775,22 @@ class RobustCentroidLossImpl : public torch::nn::Cloneable<RobustCentroidLossImp
         .check_finite(options.check_finite());
   }
 
+  /// Module::to(dtype) would also convert the int64 class counts: only the
+  /// radii change dtype.
+  void to(torch::Dtype dtype, bool non_blocking = false) override {
+    TORCH_CHECK(c10::isFloatingType(dtype), "drolt::RobustCentroidLoss::to: expected a floating-point dtype, got ",
+                dtype);
+    torch::NoGradGuard no_grad;
+    raw_radii_.set_data(raw_radii_.to(dtype, non_blocking));
+  }
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override {
+    to(device, non_blocking);
+    to(dtype, non_blocking);
+  }
+  void to(torch::Device device, bool non_blocking = false) override {
+    torch::nn::Module::to(device, non_blocking);
+  }
+
   /// Module::load that refuses an archive of another number of classes (the
   /// module is left as it was). torch::load calls it.
   void load(torch::serialize::InputArchive& archive) override {
