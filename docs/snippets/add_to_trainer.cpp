@@ -33,7 +33,7 @@ int main() {
     // 3. Once per epoch: centroids from a full pass over the training set.
     {
       torch::NoGradGuard no_grad;
-      bank->reset();
+      bank->clear_sums();
       for (int64_t s = 0; s < N; s += 128)
         bank->accumulate(torch::relu(net->body(x.slice(0, s, s + 128))), y.slice(0, s, s + 128));
       bank->finalize();

@@ -7,7 +7,7 @@
 //
 //   auto group = drolt::dist::make_gloo_group(drolt::dist::GlooGroupOptions::from_env());
 //   drolt::dist::broadcast_parameters(*model, group.pg());      // same start everywhere
-//   ...each epoch: bank->reset(); bank->accumulate(z, y) over this rank's shard;
+//   ...each epoch: bank->clear_sums(); bank->accumulate(z, y) over this rank's shard;
 //   drolt::dist::finalize(bank, group.pg());                    // global centroids
 //   ...each step: loss.backward(); drolt::dist::allreduce_gradients(params, group.pg());
 //
