@@ -15,7 +15,7 @@
 // Counters
 //   GFLOP/s         nominal 6*K*B*D floating-point operations per forward+backward
 //                   (one [K,B,D] distance product forward, two backward; K = rows
-//                   of spec section 2) over the wall time; the same nominal count
+//                   of docs/math.md's loss) over the wall time; the same nominal count
 //                   for every path, so it compares paths, not algorithms.
 //   bytes           nominal minimum traffic per forward+backward: features and the
 //                   K used centroids read twice, feature gradients written once.

@@ -1,4 +1,4 @@
-// Tests of the centroid bank (spec section 6) and the radius policies.
+// Tests of the centroid bank (docs/math.md, "The centroid bank") and the radius policies.
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -132,7 +132,7 @@ TEST_CASE("bank rejects bad batches", "[bank]") {
   CHECK_THROWS_WITH(drolt::CentroidBank(0, 2), Contains("expected num_classes > 0, got 0"));
 }
 
-TEST_CASE("radius policies give the spec's radii", "[radius]") {
+TEST_CASE("radius policies give the documented radii", "[radius]") {
   auto counts = torch::tensor({400, 100, 16, 0});
   auto o = torch::TensorOptions().dtype(torch::kDouble);
   CHECK(drolt::RadiusPolicy::shared(0.7).fixed_radii(4, {}, o).equal(torch::full({4}, 0.7, o)));

@@ -60,7 +60,7 @@ double lse_of(const std::vector<double>& v) {
   return m + std::log(s);
 }
 
-/// Spec sections 2 and 3 written out with loops, in float64. Returns the
+/// docs/math.md's loss (both normalizations) written out with loops, in float64. Returns the
 /// unreduced vector; `reduced` receives the mean / sum.
 std::vector<double> direct(const Problem& p, double tau, double tau_b, Normalization norm,
                            Distance dist, bool weighted, double* mean_out, double* sum_out) {
@@ -407,7 +407,7 @@ TEST_CASE("module: learned radii are parameters and stay non-negative under SGD"
     opt.step();
     REQUIRE((loss->radii() >= 0).all().item<bool>());
   }
-  // The gradient is never negative (spec section 4), so every radius has shrunk.
+  // The gradient is never negative (docs/math.md, "Gradients"), so every radius has shrunk.
   CHECK((loss->radii() < 0.5).all().item<bool>());
   CHECK(loss->radii().min().item<double>() == 0.0);
 }

@@ -23,7 +23,7 @@ int main() {
       drolt::RadiusPolicy::learned(0.5)));
   drolt::CentroidBank bank(C, D);
 
-  // 2. Learned radii train with the feature extractor (spec section 5).
+  // 2. Learned radii train with the feature extractor (docs/math.md, "Radius policies").
   auto params = net->parameters();
   for (auto& p : dro->parameters()) params.push_back(p);
   torch::optim::SGD opt(params, torch::optim::SGDOptions(0.05).momentum(0.9));

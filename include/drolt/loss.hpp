@@ -1,6 +1,6 @@
 #pragma once
 // RobustCentroidLoss: the DRO-LT loss (Samuel & Chechik, ICCV 2021), exactly as
-// ../docs/math.md and the project spec define it.
+// docs/math.md defines it.
 //
 //   functional::robust_centroid_loss(features, labels, centroids, radii, options)
 //   RobustCentroidLoss loss(RobustCentroidLossOptions(C).temperature(0.1));
@@ -30,7 +30,7 @@
 namespace drolt {
 
 /// Axis of the softmax: over the batch (the paper's Eq. 18, default) or over
-/// the class centroids (spec section 3).
+/// the class centroids (docs/math.md, "Normalization::classes").
 enum class Normalization { batch, classes };
 /// Distance between a feature and a centroid. Cosine is 1 - cos(z, mu).
 enum class Distance { euclidean, squared_euclidean, cosine };

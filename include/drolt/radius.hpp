@@ -1,6 +1,6 @@
 #pragma once
 // Radius policies: how the robustness radius eps_c of each class is chosen
-// (spec section 5).
+// (docs/math.md, "Radius policies").
 //
 // A policy is a small value type rather than a template parameter: trainers pick
 // the policy from a command line or a config file at run time, and a value type

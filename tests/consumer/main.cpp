@@ -1,5 +1,5 @@
 // An outside program: includes <drolt/loss.hpp> through find_package(drolt),
-// calls the functional form and checks the spec's value and gradient.
+// calls the functional form and checks docs/math.md's value and gradient.
 #include <drolt/loss.hpp>
 
 #include <cmath>
@@ -17,7 +17,7 @@ int main() {
       z, y, mu, eps, drolt::functional::RobustCentroidLossFuncOptions().temperature(tau));
   loss.backward();
 
-  // Spec section 2, written out directly.
+  // docs/math.md's loss, written out directly.
   auto dist = torch::cdist(mu, z.detach());  // [C, B]
   auto pos = (torch::arange(C).unsqueeze(1) == y.unsqueeze(0)).to(torch::kDouble);
   auto s = (-dist - 2 * 0.25 * pos) / tau;

@@ -1,4 +1,4 @@
-// Fused CUDA forward and backward of the DRO-LT loss (spec sections 2-4).
+// Fused CUDA forward and backward of the DRO-LT loss (docs/math.md).
 //
 // This file is compiled in the consumer's build: linking the CMake target
 // drolt::cuda adds it to the consumer's target (docs/cuda.md). At static

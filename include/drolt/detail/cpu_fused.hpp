@@ -1,6 +1,6 @@
 #pragma once
 // The fast CPU path: one matrix product for all distances, then per-row
-// log-sum-exp and analytic gradients (spec section 4) with two more matrix
+// log-sum-exp and analytic gradients (docs/math.md, "Gradients") with two more matrix
 // products in backward.
 //
 // Precision: inputs are centred on the mean of the used centroids before
