@@ -8,6 +8,60 @@
 // (a separate include block, so sorting cannot move Catch first)
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <string>
+
+#include "../examples/common/resnet_imagenet.hpp"
+
+namespace {
+
+int64_t parameter_count(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("ImageNet ResNets: torchvision's parameter counts, names and output shapes",
+          "[resnet]") {
+  using drolt_examples::ImageNetResNet;
+  using drolt_examples::ImageNetResNetOptions;
+  // torchvision.models.resnet{18,34,50}(num_classes=1000); ResNet-10 by the same formula
+  // (ResNet-18 less one basic block per stage).
+  const std::map<int64_t, int64_t> expected = {
+      {10, 5418792}, {18, 11689512}, {34, 21797672}, {50, 25557032}};
+  for (const auto& kv : expected) {
+    ImageNetResNet net(ImageNetResNetOptions(kv.first, 1000));
+    CHECK(parameter_count(*net) == kv.second);
+    CHECK(net->feature_dim() == (kv.first == 50 ? 2048 : 512));
+  }
+  ImageNetResNet r50(ImageNetResNetOptions(50, 37).zero_init_residual(true));
+  const auto params = r50->named_parameters();
+  REQUIRE(params.contains("layer3.5.conv3.weight"));
+  CHECK(params["layer3.5.conv3.weight"].sizes() == torch::IntArrayRef({1024, 256, 1, 1}));
+  CHECK(params["layer2.0.conv2.weight"].sizes() == torch::IntArrayRef({128, 128, 3, 3}));
+  CHECK(params["layer2.0.downsample.0.weight"].sizes() == torch::IntArrayRef({512, 256, 1, 1}));
+  CHECK(params["fc.weight"].sizes() == torch::IntArrayRef({37, 2048}));
+  CHECK(params["layer4.2.bn3.weight"].abs().sum().item<double>() == 0.0);
+  CHECK(params["layer4.2.bn2.weight"].eq(1).all().item<bool>());
+  CHECK(r50->named_buffers().contains("layer1.0.bn1.running_mean"));
+
+  torch::manual_seed(0);
+  r50->eval();
+  torch::NoGradGuard no_grad;
+  const auto out = r50->forward(torch::randn({2, 3, 64, 64}));
+  CHECK(out.features.sizes() == torch::IntArrayRef({2, 2048}));
+  CHECK(out.logits.sizes() == torch::IntArrayRef({2, 37}));
+  ImageNetResNet r10(ImageNetResNetOptions(10, 5).in_channels(1));
+  const auto small = r10->forward(torch::randn({3, 1, 224, 224}));
+  CHECK(small.features.sizes() == torch::IntArrayRef({3, 512}));
+  CHECK(small.logits.sizes() == torch::IntArrayRef({3, 5}));
+  CHECK_THROWS_WITH(ImageNetResNet(ImageNetResNetOptions(20, 5)),
+                    Catch::Matchers::Contains(
+                        "drolt_examples::ImageNetResNet: expected depth 10, 18, 34 or 50, got 20"));
+}
+
 #ifdef DROLT_HAS_IMAGES
 
 #include <zlib.h>
@@ -24,6 +78,7 @@
 #include "drolt/data/idx.hpp"
 #include "drolt/data/image_codec.hpp"
 #include "drolt/data/image_list.hpp"
+#include "drolt/data/image_loader.hpp"
 #include "drolt/data/images.hpp"
 #include "drolt/data/inaturalist.hpp"
 #include "drolt/data/longtail.hpp"
@@ -493,6 +548,156 @@ TEST_CASE("iNaturalist JSON: labels ranked by category id, images in file order"
   write_text(dir + "/fields.json", R"({"images": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 0}]})");
   CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/fields.json", dir),
                     Contains("expected iNaturalist fields"));
+}
+
+namespace {
+
+/// A list-file data set of n generated RGB images of varying sizes, written once per directory.
+dd::ImageDataset generated_set(const std::string& dir, int64_t n, bool with_bad = false) {
+  std::string list;
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string name = "g" + std::to_string(i) + (i % 2 ? ".jpg" : ".png");
+    const auto img = smooth_image(40 + 7 * (i % 5), 56 + 5 * (i % 3), 3, static_cast<int>(i));
+    dd::write_file_bytes(dir + "/" + name, i % 2 ? dd::encode_jpeg(img, 90) : dd::encode_png(img));
+    list += name + " " + std::to_string(i % 4) + "\n";
+  }
+  if (with_bad) {
+    dd::write_file_bytes(dir + "/bad.png", {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0});
+    list += "bad.png 1\n";
+  }
+  write_text(dir + "/list.txt", list);
+  return dd::ImageDataset(dd::read_image_list(dir + "/list.txt", dir),
+                          dd::ImageDatasetOptions().check_files(!with_bad));
+}
+
+std::vector<torch::data::Example<>> one_epoch(dd::ImageLoader& loader, std::vector<int64_t> order,
+                                              int64_t epoch) {
+  loader.start_epoch(std::move(order), epoch);
+  std::vector<torch::data::Example<>> out;
+  while (auto b = loader.next()) out.push_back(*b);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the loader's batches depend on seed and epoch, never on the worker count",
+          "[images][loader]") {
+  const std::string dir = fresh_dir("loader_det");
+  const dd::ImageDataset ds = generated_set(dir, 23);
+  const auto train = dd::ImageTransformOptions().train(true).size(32);
+  auto run = [&](int64_t workers, uint64_t seed, int64_t epoch, int64_t prefetch) {
+    dd::ImageLoader loader(ds, train,
+                           dd::ImageLoaderOptions().batch_size(5).workers(workers).seed(seed).prefetch(
+                               prefetch));
+    return one_epoch(loader, dd::shuffled_indices(23, 9, epoch), epoch);
+  };
+  const auto a = run(1, 4, 0, 1);
+  REQUIRE(a.size() == 5);
+  CHECK(a.back().data.sizes() == torch::IntArrayRef({3, 3, 32, 32}));
+  for (const int64_t workers : {2, 5}) {
+    const auto b = run(workers, 4, 0, 3);
+    REQUIRE(b.size() == a.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      CHECK(torch::equal(a[i].data, b[i].data));
+      CHECK(torch::equal(a[i].target, b[i].target));
+    }
+  }
+  const auto other_seed = run(3, 5, 0, 2);
+  CHECK_FALSE(torch::equal(a[0].data, other_seed[0].data));
+  CHECK(torch::equal(a[0].target, other_seed[0].target));  // the order is the caller's
+  const auto next_epoch = run(3, 4, 1, 2);
+  CHECK_FALSE(torch::equal(a[0].target, next_epoch[0].target));
+
+  // Targets follow the order given.
+  const auto order = dd::shuffled_indices(23, 9, 0);
+  for (size_t i = 0; i < 23; ++i) {
+    CHECK(a[i / 5].target[static_cast<int64_t>(i % 5)].item<int64_t>() ==
+          ds.labels()[static_cast<size_t>(order[i])]);
+  }
+  // A restarted epoch mid-way gives the same batches again; drop_last drops the rest.
+  dd::ImageLoader loader(ds, train, dd::ImageLoaderOptions().batch_size(5).workers(3).seed(4).drop_last(true));
+  loader.start_epoch(order, 0);
+  (void)loader.next();
+  const auto again = one_epoch(loader, order, 0);
+  REQUIRE(again.size() == 4);
+  for (size_t i = 0; i < again.size(); ++i) CHECK(torch::equal(again[i].data, a[i].data));
+}
+
+TEST_CASE("evaluation transform: resize + center crop + normalisation", "[images][loader]") {
+  std::mt19937_64 rng(0);
+  SECTION("an image already at the output size passes through, normalised") {
+    const auto img = torch::randint(0, 256, {16, 16, 3}, torch::kUInt8);
+    const auto t = dd::ImageTransformOptions().train(false).size(16).resize(16);
+    const auto out = dd::transform_image(img, t, rng);
+    const auto mean = torch::tensor({0.485, 0.456, 0.406}, torch::kFloat32).view({3, 1, 1});
+    const auto std = torch::tensor({0.229, 0.224, 0.225}, torch::kFloat32).view({3, 1, 1});
+    const auto expect = (img.permute({2, 0, 1}).to(torch::kFloat32) / 255.0 - mean) / std;
+    CHECK(torch::allclose(out, expect, 1e-5, 1e-5));
+  }
+  SECTION("a 2x downscale is the stretched triangle filter (weights 1, 3, 3, 1)") {
+    const auto img = torch::randint(0, 256, {12, 20, 1}, torch::kUInt8);
+    const auto t = dd::ImageTransformOptions().train(false).size(6).resize(6).mean({0.0}).std({1.0});
+    const auto out = dd::transform_image(img, t, rng);
+    REQUIRE(out.sizes() == torch::IntArrayRef({1, 6, 6}));
+    // Resize(6) of 12 x 20 gives 6 x 10; the center crop keeps columns 2..7.
+    const auto f = img.squeeze(2).to(torch::kFloat64);
+    for (int64_t y = 0; y < 6; ++y) {
+      for (int64_t x = 0; x < 6; ++x) {
+        double acc = 0, wsum = 0;
+        for (int64_t dy = -1; dy <= 2; ++dy) {
+          for (int64_t dx = -1; dx <= 2; ++dx) {
+            const int64_t sy = 2 * y + dy, sx = 2 * (x + 2) + dx;
+            if (sy < 0 || sy >= 12 || sx < 0 || sx >= 20) continue;
+            const double w = (dy == -1 || dy == 2 ? 1.0 : 3.0) * (dx == -1 || dx == 2 ? 1.0 : 3.0);
+            acc += w * f[sy][sx].item<double>();
+            wsum += w;
+          }
+        }
+        CHECK(std::abs(out[0][y][x].item<double>() * 255.0 - std::nearbyint(acc / wsum)) < 1.01);
+      }
+    }
+  }
+}
+
+TEST_CASE("random-resized crops stay inside the image with the requested area and ratio",
+          "[images][loader]") {
+  const auto t = dd::ImageTransformOptions().train(true).size(8);
+  std::mt19937_64 rng(3);
+  int flips = 0;
+  const int n = 2000;
+  for (int i = 0; i < n; ++i) {
+    const auto box = dd::choose_crop(120, 200, t, rng);
+    REQUIRE(box.x0 >= 0);
+    REQUIRE(box.y0 >= 0);
+    REQUIRE(box.x0 + box.width <= 200);
+    REQUIRE(box.y0 + box.height <= 120);
+    const double area = box.width * box.height / (120.0 * 200.0);
+    // Rounding the sides to pixels moves area and ratio a little.
+    CHECK(area >= 0.08 * 0.9);
+    CHECK(area <= 1.0);
+    CHECK(box.width / box.height >= 0.75 * 0.9);
+    CHECK(box.width / box.height <= 4.0 / 3.0 * 1.1);
+    flips += box.flip ? 1 : 0;
+  }
+  CHECK(std::abs(flips - n / 2) < 150);
+  // No crop fits a 1 x 50 strip at these ratios: the central fallback.
+  const auto strip = dd::choose_crop(1, 50, t, rng);
+  CHECK(strip.height == 1);
+  CHECK(strip.width == 1);
+  CHECK(strip.x0 == 24);
+}
+
+TEST_CASE("a bad image surfaces from the loader's next() naming the file", "[images][loader]") {
+  const std::string dir = fresh_dir("loader_bad");
+  const dd::ImageDataset ds = generated_set(dir, 6, /*with_bad=*/true);
+  dd::ImageLoader loader(ds, dd::ImageTransformOptions().train(false).size(16).resize(20),
+                         dd::ImageLoaderOptions().batch_size(4).workers(2));
+  loader.start_epoch({0, 1, 2, 3, 6, 4}, 0);
+  CHECK(loader.next()->data.sizes() == torch::IntArrayRef({4, 3, 16, 16}));
+  CHECK_THROWS_WITH(loader.next(), Contains("'" + dir + "/bad.png' is truncated"));
+  CHECK_FALSE(loader.next().has_value());
+  CHECK_THROWS_WITH(loader.start_epoch({7}, 0),
+                    Contains("drolt::data::ImageLoader::start_epoch: expected indices in [0, 7), got 7"));
 }
 
 #endif  // DROLT_HAS_IMAGES
