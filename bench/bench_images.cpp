@@ -71,9 +71,9 @@ void bench_loader(benchmark::State& state, bool train, bool dct) {
   if (dct) decode.min_size(train ? 224 : 256);
   dd::ImageDataset ds(dd::read_image_list(dir + "/list.txt", dir),
                       dd::ImageDatasetOptions().decode(decode));
-  dd::ImageLoader loader(ds, dd::ImageTransformOptions().train(train).size(224).resize(256),
-                         dd::ImageLoaderOptions().batch_size(kBatch).workers(workers).prefetch(
-                             2 * workers));
+  dd::ImageLoader loader(
+      ds, dd::ImageTransformOptions().train(train).size(224).resize(256),
+      dd::ImageLoaderOptions().batch_size(kBatch).workers(workers).prefetch(2 * workers));
   int64_t epoch = 0, images = 0;
   for (auto _ : state) {
     loader.start_epoch(dd::shuffled_indices(kImages, 1, epoch), epoch);
@@ -155,8 +155,8 @@ int threads_from(int* argc, char** argv) {
 void register_all() {
   for (const bool train : {true, false}) {
     for (const bool dct : {false, true}) {
-      const std::string name = std::string("loader/") + (train ? "train" : "eval") + "/" +
-                               (dct ? "dct" : "full");
+      const std::string name =
+          std::string("loader/") + (train ? "train" : "eval") + "/" + (dct ? "dct" : "full");
       benchmark::RegisterBenchmark(name.c_str(), bench_loader, train, dct)
           ->ArgName("workers")
           ->Arg(1)
@@ -171,8 +171,8 @@ void register_all() {
           ->Unit(benchmark::kMillisecond);
     }
   }
-  const std::pair<const char*, torch::Device> devices[] = {{"cpu", torch::Device(torch::kCPU)},
-                                                           {"cuda", torch::Device(torch::kCUDA, 0)}};
+  const std::pair<const char*, torch::Device> devices[] = {
+      {"cpu", torch::Device(torch::kCPU)}, {"cuda", torch::Device(torch::kCUDA, 0)}};
   for (const auto& d : devices) {
     for (const bool with : {false, true}) {
       benchmark::RegisterBenchmark(

@@ -23,8 +23,7 @@ int64_t parameter_count(torch::nn::Module& m) {
 
 }  // namespace
 
-TEST_CASE("ImageNet ResNets: torchvision's parameter counts, names and output shapes",
-          "[resnet]") {
+TEST_CASE("ImageNet ResNets: torchvision's parameter counts, names and output shapes", "[resnet]") {
   using drolt_examples::ImageNetResNet;
   using drolt_examples::ImageNetResNetOptions;
   // torchvision.models.resnet{18,34,50}(num_classes=1000); ResNet-10 by the same formula
@@ -131,7 +130,8 @@ void write_gzip(const std::string& path, const Bytes& bytes) {
 }
 
 /// Writes images (uint8 [N, H, W]) and labels as the four IDX files of `dir`.
-void write_idx_set(const std::string& dir, const torch::Tensor& images, const torch::Tensor& labels) {
+void write_idx_set(const std::string& dir, const torch::Tensor& images,
+                   const torch::Tensor& labels) {
   for (const std::string prefix : {"train", "t10k"}) {
     Bytes im, lab;
     put_u32(im, 0x00000803);
@@ -178,8 +178,8 @@ ExportedSet export_as_png(const dd::IdxDataset& idx, const std::string& dir) {
     char file[64];
     std::snprintf(file, sizeof(file), "img_%06lld.png", static_cast<long long>(i));
     dd::write_file_bytes(dir + "/list/images/" + file, png);
-    dd::write_file_bytes(out.folder_root + "/" + out.class_names[static_cast<size_t>(y)] + "/" + file,
-                         png);
+    dd::write_file_bytes(
+        out.folder_root + "/" + out.class_names[static_cast<size_t>(y)] + "/" + file, png);
     list += std::string("images/") + file + " " + std::to_string(y) + "\n";
   }
   write_text(out.list_file, list);
@@ -225,7 +225,8 @@ void check_same_as_idx(const dd::IdxDataset& idx_in, const std::string& dir, int
   CHECK(torch::equal(torch::tensor(listed.class_counts(), torch::kInt64), counts));
 
   const auto lt_idx = dd::make_longtail(idx.targets(), classes, n_max, rho, dd::Profile::exp, 3);
-  const auto lt_list = dd::make_longtail(listed.targets(), classes, n_max, rho, dd::Profile::exp, 3);
+  const auto lt_list =
+      dd::make_longtail(listed.targets(), classes, n_max, rho, dd::Profile::exp, 3);
   const auto lt_tree = dd::make_longtail(tree.targets(), classes, n_max, rho, dd::Profile::exp, 3);
   CHECK(lt_list.indices == lt_idx.indices);
   CHECK(lt_tree.counts == lt_idx.counts);
@@ -336,8 +337,9 @@ TEST_CASE("PNG list file and class folders give the IDX tensors and long-tailed 
     torch::manual_seed(5);
     const auto images = torch::randint(0, 256, {n, 28, 28}, torch::kUInt8);
     // Labels shuffled, 40 per class, so class folders reorder the samples.
-    const auto labels = torch::arange(n, torch::kInt64).remainder(classes).index_select(
-        0, torch::randperm(n, torch::kInt64));
+    const auto labels = torch::arange(n, torch::kInt64)
+                            .remainder(classes)
+                            .index_select(0, torch::randperm(n, torch::kInt64));
     const std::string dir = fresh_dir("fmnist_generated");
     make_dir(dir + "/idx");
     write_idx_set(dir + "/idx", images, labels);
@@ -367,9 +369,11 @@ TEST_CASE("class folders: sorted classes, images found recursively, other files 
   const auto img = dd::encode_png(torch::zeros({2, 2, 3}, torch::kUInt8));
   for (const char* sub : {"zebra", "Apple", "mango/nested", ".hidden"}) make_dir(dir + "/" + sub);
   dd::write_file_bytes(dir + "/zebra/b.PNG", img);
-  dd::write_file_bytes(dir + "/zebra/a.jpeg", dd::encode_jpeg(torch::zeros({8, 8, 3}, torch::kUInt8)));
+  dd::write_file_bytes(dir + "/zebra/a.jpeg",
+                       dd::encode_jpeg(torch::zeros({8, 8, 3}, torch::kUInt8)));
   dd::write_file_bytes(dir + "/Apple/x.png", img);
-  dd::write_file_bytes(dir + "/mango/nested/m.jpg", dd::encode_jpeg(torch::zeros({8, 8, 1}, torch::kUInt8)));
+  dd::write_file_bytes(dir + "/mango/nested/m.jpg",
+                       dd::encode_jpeg(torch::zeros({8, 8, 1}, torch::kUInt8)));
   dd::write_file_bytes(dir + "/mango/notes.txt", {1, 2, 3});
   dd::write_file_bytes(dir + "/mango/.x.png", img);
   dd::write_file_bytes(dir + "/.hidden/h.png", img);
@@ -406,11 +410,12 @@ TEST_CASE("list files: malformed lines and labels are errors naming file and lin
                     Contains("'" + dir + "/c.txt' line 2: expected a label in [0, 5), got 5"));
   CHECK(dd::read_image_list(dir + "/c.txt", dir).num_classes == 6);
   write_text(dir + "/d.txt", "\n  \n");
-  CHECK_THROWS_WITH(dd::read_image_list(dir + "/d.txt", dir),
-                    Contains("lists no images: expected lines '<relative path> <label>', got none"));
-  CHECK_THROWS_WITH(dd::read_image_list(dir + "/none.txt", dir),
-                    Contains("drolt::data::read_image_list: cannot open '" + dir +
-                             "/none.txt': file not found"));
+  CHECK_THROWS_WITH(
+      dd::read_image_list(dir + "/d.txt", dir),
+      Contains("lists no images: expected lines '<relative path> <label>', got none"));
+  CHECK_THROWS_WITH(
+      dd::read_image_list(dir + "/none.txt", dir),
+      Contains("drolt::data::read_image_list: cannot open '" + dir + "/none.txt': file not found"));
   const auto abs = dd::read_image_list(dir + "/c.txt", "/root");
   CHECK(abs.paths == std::vector<std::string>{"/root/x.png", "/root/y.png"});
 }
@@ -427,7 +432,8 @@ TEST_CASE("missing, empty, truncated and undecodable images give errors naming t
   dd::write_file_bytes(dir + "/cut_end.png", Bytes(png.begin(), png.end() - 12));  // no IEND
   dd::write_file_bytes(dir + "/cut_header.jpg", Bytes(jpg.begin(), jpg.begin() + 300));
   const Bytes big_jpg = dd::encode_jpeg(smooth_image(160, 160, 3, 4), 90);
-  dd::write_file_bytes(dir + "/cut.jpg", Bytes(big_jpg.begin(), big_jpg.begin() + big_jpg.size() * 4 / 5));
+  dd::write_file_bytes(dir + "/cut.jpg",
+                       Bytes(big_jpg.begin(), big_jpg.begin() + big_jpg.size() * 4 / 5));
   dd::write_file_bytes(dir + "/empty.jpg", {});
   dd::write_file_bytes(dir + "/gif.jpg", {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0});
   Bytes flipped = png;
@@ -443,17 +449,23 @@ TEST_CASE("missing, empty, truncated and undecodable images give errors naming t
   CHECK_THROWS_WITH(read("cut.png"), Contains("drolt::data::decode_image: '" + dir +
                                               "/cut.png' is truncated: libpng reports"));
   CHECK_THROWS_WITH(read("cut_end.png"), Contains("'" + dir + "/cut_end.png' is truncated"));
-  CHECK_THROWS_WITH(read("cut.jpg"), Contains("drolt::data::decode_image: '" + dir +
-                                              "/cut.jpg' is truncated or corrupt: libjpeg-turbo reports"));
-  CHECK_THROWS_WITH(read("empty.jpg"), Contains("drolt::data::decode_image: '" + dir +
-                                                "/empty.jpg' is empty: expected a JPEG or PNG image"));
+  CHECK_THROWS_WITH(read("cut.jpg"),
+                    Contains("drolt::data::decode_image: '" + dir +
+                             "/cut.jpg' is truncated or corrupt: libjpeg-turbo reports"));
+  CHECK_THROWS_WITH(read("empty.jpg"),
+                    Contains("drolt::data::decode_image: '" + dir +
+                             "/empty.jpg' is empty: expected a JPEG or PNG image"));
   CHECK_THROWS_WITH(read("gif.jpg"),
-                    Contains("'" + dir + "/gif.jpg' is not an image: expected JPEG (FF D8 FF) or PNG "
+                    Contains("'" + dir +
+                             "/gif.jpg' is not an image: expected JPEG (FF D8 FF) or PNG "
                              "(89 50 4E 47 0D 0A 1A 0A) magic bytes, got 47 49 46 38 39 61 01 00"));
-  CHECK_THROWS_WITH(read("flipped.png"), Contains("'" + dir + "/flipped.png' is corrupt: libpng reports"));
-  CHECK_THROWS_WITH(read("cut_header.jpg"),
-                    Contains("'" + dir + "/cut_header.jpg' is not a readable JPEG: libjpeg-turbo reports"));
-  CHECK_THROWS_WITH(read("soi.jpg"), Contains("'" + dir + "/soi.jpg' is corrupt: expected a positive "
+  CHECK_THROWS_WITH(read("flipped.png"),
+                    Contains("'" + dir + "/flipped.png' is corrupt: libpng reports"));
+  CHECK_THROWS_WITH(
+      read("cut_header.jpg"),
+      Contains("'" + dir + "/cut_header.jpg' is not a readable JPEG: libjpeg-turbo reports"));
+  CHECK_THROWS_WITH(read("soi.jpg"), Contains("'" + dir +
+                                              "/soi.jpg' is corrupt: expected a positive "
                                               "JPEG size, got 0 x 0"));
   CHECK_THROWS_WITH(dd::read_image(dir + "/good.png", dd::ImageDecodeOptions().max_pixels(100)),
                     Contains("image is too large: 40 x 40 pixels, more than the 100 allowed"));
@@ -463,7 +475,7 @@ TEST_CASE("missing, empty, truncated and undecodable images give errors naming t
                     Contains("drolt::data::decode_image: expected channels 0, 1 or 3, got 2"));
 
   std::string list;
-  const std::vector<std::string> names = {"good.png", "cut.png",  "good.jpg", "cut.jpg",
+  const std::vector<std::string> names = {"good.png", "cut.png",     "good.jpg",    "cut.jpg",
                                           "gif.jpg",  "missing.png", "flipped.png", "good.png"};
   for (size_t i = 0; i < names.size(); ++i) list += names[i] + " " + std::to_string(i % 2) + "\n";
   write_text(dir + "/list.txt", list);
@@ -476,7 +488,8 @@ TEST_CASE("missing, empty, truncated and undecodable images give errors naming t
                           dd::ImageDatasetOptions().check_files(false));
     CHECK(lazy.get(0).data.sizes() == torch::IntArrayRef({3, 40, 40}));
     CHECK_THROWS_WITH(lazy.get(1), Contains("'" + dir + "/cut.png' is truncated"));
-    CHECK_THROWS_WITH(lazy.get(5), Contains("cannot open '" + dir + "/missing.png': file not found"));
+    CHECK_THROWS_WITH(lazy.get(5),
+                      Contains("cannot open '" + dir + "/missing.png': file not found"));
   }
   SECTION("skip_bad_images counts and reports each bad file and keeps the rest") {
     dd::ImageDataset ds(dd::read_image_list(dir + "/list.txt", dir),
@@ -529,14 +542,17 @@ TEST_CASE("iNaturalist JSON: labels ranked by category id, images in file order"
   CHECK(ds.class_counts() == std::vector<int64_t>{2, 1, 1, 0});
   CHECK(ds.get(3).target.item<int64_t>() == 0);
 
-  write_text(dir + "/bad.json", R"({"images": [{"id": 1, "file_name": "x.jpg"}], "annotations": [)");
-  CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/bad.json", dir),
-                    Contains("drolt::data::read_inaturalist: '" + dir + "/bad.json' is not valid JSON"));
+  write_text(dir + "/bad.json",
+             R"({"images": [{"id": 1, "file_name": "x.jpg"}], "annotations": [)");
+  CHECK_THROWS_WITH(
+      dd::read_inaturalist(dir + "/bad.json", dir),
+      Contains("drolt::data::read_inaturalist: '" + dir + "/bad.json' is not valid JSON"));
   write_text(dir + "/unlabelled.json",
              R"({"images": [{"id": 1, "file_name": "x.jpg"}], "annotations": [],
                  "categories": [{"id": 0, "name": "a"}]})");
   CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/unlabelled.json", dir),
-                    Contains("'" + dir + "/unlabelled.json': image 1 ('x.jpg') expected an "
+                    Contains("'" + dir +
+                             "/unlabelled.json': image 1 ('x.jpg') expected an "
                              "annotation, got none"));
   write_text(dir + "/unknown.json",
              R"({"images": [{"id": 1, "file_name": "x.jpg"}],
@@ -545,7 +561,8 @@ TEST_CASE("iNaturalist JSON: labels ranked by category id, images in file order"
   CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/unknown.json", dir),
                     Contains("annotation of image 1 expected a category id listed in 'categories', "
                              "got 4"));
-  write_text(dir + "/fields.json", R"({"images": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 0}]})");
+  write_text(dir + "/fields.json",
+             R"({"images": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 0}]})");
   CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/fields.json", dir),
                     Contains("expected iNaturalist fields"));
 }
@@ -586,9 +603,9 @@ TEST_CASE("the loader's batches depend on seed and epoch, never on the worker co
   const dd::ImageDataset ds = generated_set(dir, 23);
   const auto train = dd::ImageTransformOptions().train(true).size(32);
   auto run = [&](int64_t workers, uint64_t seed, int64_t epoch, int64_t prefetch) {
-    dd::ImageLoader loader(ds, train,
-                           dd::ImageLoaderOptions().batch_size(5).workers(workers).seed(seed).prefetch(
-                               prefetch));
+    dd::ImageLoader loader(
+        ds, train,
+        dd::ImageLoaderOptions().batch_size(5).workers(workers).seed(seed).prefetch(prefetch));
     return one_epoch(loader, dd::shuffled_indices(23, 9, epoch), epoch);
   };
   const auto a = run(1, 4, 0, 1);
@@ -615,7 +632,8 @@ TEST_CASE("the loader's batches depend on seed and epoch, never on the worker co
           ds.labels()[static_cast<size_t>(order[i])]);
   }
   // A restarted epoch mid-way gives the same batches again; drop_last drops the rest.
-  dd::ImageLoader loader(ds, train, dd::ImageLoaderOptions().batch_size(5).workers(3).seed(4).drop_last(true));
+  dd::ImageLoader loader(ds, train,
+                         dd::ImageLoaderOptions().batch_size(5).workers(3).seed(4).drop_last(true));
   loader.start_epoch(order, 0);
   (void)loader.next();
   const auto again = one_epoch(loader, order, 0);
@@ -636,7 +654,8 @@ TEST_CASE("evaluation transform: resize + center crop + normalisation", "[images
   }
   SECTION("a 2x downscale is the stretched triangle filter (weights 1, 3, 3, 1)") {
     const auto img = torch::randint(0, 256, {12, 20, 1}, torch::kUInt8);
-    const auto t = dd::ImageTransformOptions().train(false).size(6).resize(6).mean({0.0}).std({1.0});
+    const auto t =
+        dd::ImageTransformOptions().train(false).size(6).resize(6).mean({0.0}).std({1.0});
     const auto out = dd::transform_image(img, t, rng);
     REQUIRE(out.sizes() == torch::IntArrayRef({1, 6, 6}));
     // Resize(6) of 12 x 20 gives 6 x 10; the center crop keeps columns 2..7.
@@ -696,8 +715,9 @@ TEST_CASE("a bad image surfaces from the loader's next() naming the file", "[ima
   CHECK(loader.next()->data.sizes() == torch::IntArrayRef({4, 3, 16, 16}));
   CHECK_THROWS_WITH(loader.next(), Contains("'" + dir + "/bad.png' is truncated"));
   CHECK_FALSE(loader.next().has_value());
-  CHECK_THROWS_WITH(loader.start_epoch({7}, 0),
-                    Contains("drolt::data::ImageLoader::start_epoch: expected indices in [0, 7), got 7"));
+  CHECK_THROWS_WITH(
+      loader.start_epoch({7}, 0),
+      Contains("drolt::data::ImageLoader::start_epoch: expected indices in [0, 7), got 7"));
 }
 
 #endif  // DROLT_HAS_IMAGES

@@ -14,7 +14,8 @@
 // layer2.0.downsample.0, fc, ...), so its checkpoints map one to one.
 //
 //   drolt_examples::ImageNetResNet net(drolt_examples::ImageNetResNetOptions(50, 1000));
-//   auto out = net->forward(x);  // x [B, 3, 224, 224]: out.features [B, 2048], out.logits [B, 1000]
+//   auto out = net->forward(x);  // x [B, 3, 224, 224]: out.features [B, 2048], out.logits [B,
+//   1000]
 //
 // Header-only; needs only LibTorch.
 #pragma once
@@ -76,8 +77,8 @@ class ResidualBlockImpl : public torch::nn::Module {
     }
     if (stride != 1 || in != out) {
       downsample_ = register_module(
-          "downsample", torch::nn::Sequential(resnet_conv(in, out, 1, stride),
-                                              torch::nn::BatchNorm2d(out)));
+          "downsample",
+          torch::nn::Sequential(resnet_conv(in, out, 1, stride), torch::nn::BatchNorm2d(out)));
     }
   }
 
@@ -108,10 +109,19 @@ class ImageNetResNetImpl : public torch::nn::Module {
     std::vector<int64_t> blocks;
     bool bottleneck = false;
     switch (options.depth()) {
-      case 10: blocks = {1, 1, 1, 1}; break;
-      case 18: blocks = {2, 2, 2, 2}; break;
-      case 34: blocks = {3, 4, 6, 3}; break;
-      case 50: blocks = {3, 4, 6, 3}; bottleneck = true; break;
+      case 10:
+        blocks = {1, 1, 1, 1};
+        break;
+      case 18:
+        blocks = {2, 2, 2, 2};
+        break;
+      case 34:
+        blocks = {3, 4, 6, 3};
+        break;
+      case 50:
+        blocks = {3, 4, 6, 3};
+        bottleneck = true;
+        break;
       default:
         TORCH_CHECK(false, "drolt_examples::ImageNetResNet: expected depth 10, 18, 34 or 50, got ",
                     options.depth());

@@ -153,8 +153,8 @@ inline torch::Tensor decode_jpeg(const uint8_t* data, size_t size, const ImageDe
   // errors: the pixels would be partly made up. Scans are limited so that a
   // crafted progressive file cannot take minutes.
   const int flags = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS;
-  if (tjDecompress2(tj, data, static_cast<unsigned long>(size), target, w,
-                    w * decoded_channels, h, pixel_format, flags) != 0) {
+  if (tjDecompress2(tj, data, static_cast<unsigned long>(size), target, w, w * decoded_channels, h,
+                    pixel_format, flags) != 0) {
     const bool warning = tjGetErrorCode(tj) == TJERR_WARNING;
     TORCH_CHECK(false, caller, ": '", name, "' is ",
                 warning ? "truncated or corrupt" : "not a decodable JPEG",
@@ -214,8 +214,8 @@ inline torch::Tensor decode_png(const uint8_t* data, size_t size, const ImageDec
                                 const std::string& name, const char* caller) {
   PngReadState state{data, size, 0, {0}};
   PngReader reader;
-  reader.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, png_error_handler,
-                                      png_warning_handler);
+  reader.png =
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, png_error_handler, png_warning_handler);
   TORCH_CHECK(reader.png != nullptr, caller, ": libpng could not create a reader");
   reader.info = png_create_info_struct(reader.png);
   TORCH_CHECK(reader.info != nullptr, caller, ": libpng could not create a reader");
@@ -310,8 +310,8 @@ inline torch::Tensor decode_image(const uint8_t* data, size_t size,
   const size_t n = std::min<size_t>(size, 8);
   size_t used = 0;
   for (size_t i = 0; i < n; ++i) {
-    used += static_cast<size_t>(std::snprintf(got + used, sizeof(got) - used, "%s%02X",
-                                              i > 0 ? " " : "", data[i]));
+    used += static_cast<size_t>(
+        std::snprintf(got + used, sizeof(got) - used, "%s%02X", i > 0 ? " " : "", data[i]));
   }
   TORCH_CHECK(false, caller, ": '", name,
               "' is not an image: expected JPEG (FF D8 FF) or PNG (89 50 4E 47 0D 0A 1A 0A) magic "
@@ -357,8 +357,8 @@ inline std::vector<uint8_t> encode_png(const torch::Tensor& image) {
   img.height = static_cast<png_uint_32>(hwc.size(0));
   img.format = hwc.size(2) == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   png_alloc_size_t size = 0;
-  const bool sized = png_image_write_to_memory(&img, nullptr, &size, 0, hwc.data_ptr<uint8_t>(), 0,
-                                               nullptr) != 0;
+  const bool sized =
+      png_image_write_to_memory(&img, nullptr, &size, 0, hwc.data_ptr<uint8_t>(), 0, nullptr) != 0;
   TORCH_CHECK(sized, caller, ": libpng reports '", img.message, "'");
   std::vector<uint8_t> out(size);
   const bool written = png_image_write_to_memory(&img, out.data(), &size, 0,
@@ -382,9 +382,9 @@ inline std::vector<uint8_t> encode_jpeg(const torch::Tensor& image, int quality 
   tjhandle tj = detail::tj_compressor();
   unsigned char* buffer = nullptr;
   unsigned long size = 0;
-  const int rc = tjCompress2(tj, hwc.data_ptr<uint8_t>(), w, 0, h, gray ? TJPF_GRAY : TJPF_RGB,
-                             &buffer, &size, gray ? TJSAMP_GRAY : (chroma_420 ? TJSAMP_420 : TJSAMP_444),
-                             quality, TJFLAG_ACCURATEDCT);
+  const int rc = tjCompress2(
+      tj, hwc.data_ptr<uint8_t>(), w, 0, h, gray ? TJPF_GRAY : TJPF_RGB, &buffer, &size,
+      gray ? TJSAMP_GRAY : (chroma_420 ? TJSAMP_420 : TJSAMP_444), quality, TJFLAG_ACCURATEDCT);
   std::vector<uint8_t> out;
   if (rc == 0) out.assign(buffer, buffer + size);
   tjFree(buffer);

@@ -37,7 +37,9 @@ struct ImageList {
 
 namespace detail {
 
-inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+inline bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
 
 /// Checks an ImageList's invariants; every reader's result passes through it.
 inline void check_image_list(const ImageList& list, const char* caller) {
@@ -45,14 +47,14 @@ inline void check_image_list(const ImageList& list, const char* caller) {
               ": expected as many labels as paths, got ", list.labels.size(), " labels for ",
               list.paths.size(), " paths");
   TORCH_CHECK(list.num_classes > 0, caller, ": expected num_classes > 0, got ", list.num_classes);
-  TORCH_CHECK(list.class_names.empty() ||
-                  static_cast<int64_t>(list.class_names.size()) == list.num_classes,
-              caller, ": expected no class names or one per class (", list.num_classes, "), got ",
-              list.class_names.size());
+  TORCH_CHECK(
+      list.class_names.empty() || static_cast<int64_t>(list.class_names.size()) == list.num_classes,
+      caller, ": expected no class names or one per class (", list.num_classes, "), got ",
+      list.class_names.size());
   for (size_t i = 0; i < list.labels.size(); ++i) {
     TORCH_CHECK(list.labels[i] >= 0 && list.labels[i] < list.num_classes, caller,
-                ": expected labels in [0, ", list.num_classes, "), got ", list.labels[i],
-                " for '", list.paths[i], "'");
+                ": expected labels in [0, ", list.num_classes, "), got ", list.labels[i], " for '",
+                list.paths[i], "'");
   }
 }
 

@@ -168,8 +168,10 @@ inline CropBox choose_crop(int64_t h, int64_t w, const ImageTransformOptions& t,
     const auto cw = static_cast<int64_t>(std::nearbyint(std::sqrt(target * ratio)));
     const auto ch = static_cast<int64_t>(std::nearbyint(std::sqrt(target / ratio)));
     if (cw > 0 && ch > 0 && cw <= w && ch <= h) {
-      const auto top = static_cast<int64_t>(detail::uniform_below(rng, static_cast<uint64_t>(h - ch + 1)));
-      const auto left = static_cast<int64_t>(detail::uniform_below(rng, static_cast<uint64_t>(w - cw + 1)));
+      const auto top =
+          static_cast<int64_t>(detail::uniform_below(rng, static_cast<uint64_t>(h - ch + 1)));
+      const auto left =
+          static_cast<int64_t>(detail::uniform_below(rng, static_cast<uint64_t>(w - cw + 1)));
       box = {static_cast<double>(left), static_cast<double>(top), static_cast<double>(cw),
              static_cast<double>(ch), false};
       found = true;
@@ -230,10 +232,12 @@ inline void resample_normalize(const torch::Tensor& hwc, const CropBox& box,
       const int64_t ox = box.flip ? s - 1 - x : x;
       for (int64_t ch = 0; ch < c; ++ch) {
         float acc = 0.0f;
-        for (int64_t k = 0; k < n; ++k) acc += wk[k] * tmp[static_cast<size_t>(((first + k) * s + x) * c + ch)];
+        for (int64_t k = 0; k < n; ++k)
+          acc += wk[k] * tmp[static_cast<size_t>(((first + k) * s + x) * c + ch)];
         // PIL rounds and clamps to 8 bits between resampling and ToTensor.
         const float v = std::min(255.0f, std::max(0.0f, std::nearbyint(acc)));
-        out[(ch * s + y) * s + ox] = v * scale[static_cast<size_t>(ch)] + shift[static_cast<size_t>(ch)];
+        out[(ch * s + y) * s + ox] =
+            v * scale[static_cast<size_t>(ch)] + shift[static_cast<size_t>(ch)];
       }
     }
   }
@@ -294,7 +298,8 @@ struct ImageLoaderOptions {
 /// Decodes and augments an ImageDataset on worker threads; see the file comment.
 class ImageLoader {
  public:
-  ImageLoader(ImageDataset dataset, ImageTransformOptions transform, ImageLoaderOptions options = {})
+  ImageLoader(ImageDataset dataset, ImageTransformOptions transform,
+              ImageLoaderOptions options = {})
       : dataset_(std::move(dataset)), transform_(std::move(transform)), options_(options) {
     constexpr const char* caller = "drolt::data::ImageLoader";
     detail::check_transform(transform_, caller);
@@ -307,9 +312,10 @@ class ImageLoader {
     const int64_t ch = dataset_.options().decode().channels();
     TORCH_CHECK(ch == 1 || ch == 3, caller,
                 ": expected the dataset to decode to a fixed 1 or 3 channels, got channels ", ch);
-    TORCH_CHECK(transform_.mean().size() == 1 || static_cast<int64_t>(transform_.mean().size()) == ch,
-                caller, ": expected one mean/std value or one per channel (", ch, "), got ",
-                transform_.mean().size());
+    TORCH_CHECK(
+        transform_.mean().size() == 1 || static_cast<int64_t>(transform_.mean().size()) == ch,
+        caller, ": expected one mean/std value or one per channel (", ch, "), got ",
+        transform_.mean().size());
     channels_ = ch;
     pinned_ = options_.pin_memory() && torch::cuda::is_available();
     for (int64_t i = 0; i < options_.workers(); ++i) threads_.emplace_back([this] { work(); });
@@ -330,8 +336,9 @@ class ImageLoader {
   void start_epoch(std::vector<int64_t> order, int64_t epoch = 0) {
     const auto n = static_cast<int64_t>(dataset_.size().value());
     for (const int64_t i : order) {
-      TORCH_CHECK(i >= 0 && i < n, "drolt::data::ImageLoader::start_epoch: expected indices in [0, ",
-                  n, "), got ", i);
+      TORCH_CHECK(i >= 0 && i < n,
+                  "drolt::data::ImageLoader::start_epoch: expected indices in [0, ", n, "), got ",
+                  i);
     }
     std::lock_guard<std::mutex> lock(mutex_);
     ++generation_;
@@ -402,7 +409,8 @@ class ImageLoader {
         Batch fresh;
         const auto opts = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pinned_);
         fresh.data = torch::empty({rows, channels_, transform_.size(), transform_.size()}, opts);
-        fresh.target = torch::empty({rows}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned_));
+        fresh.target = torch::empty(
+            {rows}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned_));
         fresh.remaining = rows;
         it = batches_.emplace(b, std::move(fresh)).first;
       }

@@ -94,15 +94,17 @@ class ImageDataset : public torch::data::datasets::Dataset<ImageDataset> {
       }
     }
     TORCH_CHECK(!d.paths.empty(), caller, ": expected at least one usable image, got none",
-                d.skipped.empty() ? std::string() : " (all " + std::to_string(d.skipped.size()) +
-                                                        " were skipped as undecodable)");
+                d.skipped.empty() ? std::string()
+                                  : " (all " + std::to_string(d.skipped.size()) +
+                                        " were skipped as undecodable)");
     d.targets = torch::tensor(d.labels, torch::kInt64);
   }
 
   /// Image i as float [C, H, W] in [0, 1] and its label.
   torch::data::Example<> get(size_t index) override {
     const torch::Tensor hwc = decode(index);
-    return {hwc.permute({2, 0, 1}).to(torch::kFloat32).div_(255.0), data_->targets[static_cast<int64_t>(index)]};
+    return {hwc.permute({2, 0, 1}).to(torch::kFloat32).div_(255.0),
+            data_->targets[static_cast<int64_t>(index)]};
   }
 
   /// Image i decoded, uint8 [H, W, C] (the layout augmentation works on).

@@ -97,8 +97,8 @@ inline ImageList read_inaturalist(const std::string& json_file, const std::strin
     TORCH_CHECK(!out.paths.empty(), caller, ": '", json_file,
                 "': expected at least one image, got none");
     TORCH_CHECK(seen.size() == label_of_image.size(), caller, ": '", json_file,
-                "': expected every annotation to name a listed image, got ",
-                label_of_image.size(), " annotated ids for ", seen.size(), " images");
+                "': expected every annotation to name a listed image, got ", label_of_image.size(),
+                " annotated ids for ", seen.size(), " images");
   } catch (const nlohmann::json::exception& e) {
     TORCH_CHECK(false, caller, ": '", json_file,
                 "': expected iNaturalist fields (images[].id, images[].file_name, "
