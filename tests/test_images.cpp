@@ -66,12 +66,14 @@ TEST_CASE("ImageNet ResNets: torchvision's parameter counts, names and output sh
 #include <zlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "drolt/data/idx.hpp"
@@ -639,6 +641,35 @@ TEST_CASE("the loader's batches depend on seed and epoch, never on the worker co
   const auto again = one_epoch(loader, order, 0);
   REQUIRE(again.size() == 4);
   for (size_t i = 0; i < again.size(); ++i) CHECK(torch::equal(again[i].data, a[i].data));
+}
+
+TEST_CASE("the loader decodes at most `prefetch` batches ahead of the consumer",
+          "[images][loader]") {
+  const std::string dir = fresh_dir("loader_prefetch");
+  const dd::ImageDataset ds = generated_set(dir, 20);
+  dd::ImageLoader loader(ds, dd::ImageTransformOptions().train(false).size(16).resize(20),
+                         dd::ImageLoaderOptions().batch_size(3).workers(3).prefetch(2));
+  loader.start_epoch(dd::shuffled_indices(20, 0, 0), 0);
+  CHECK(loader.batches_per_epoch() == 7);
+  auto wait_ready = [&](int64_t n) {
+    for (int i = 0; i < 2000 && loader.progress().ready_batches < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+  wait_ready(2);
+  auto p = loader.progress();
+  CHECK(p.ready_batches == 2);
+  CHECK(p.queued_batches == 2);
+  CHECK(p.samples_started == 6);  // nothing of a third batch
+  REQUIRE(loader.next().has_value());
+  wait_ready(2);
+  p = loader.progress();
+  CHECK(p.queued_batches == 2);
+  CHECK(p.samples_started == 9);
+  int64_t rest = 0;
+  while (auto b = loader.next()) rest += b->data.size(0);
+  CHECK(rest == 17);
+  CHECK(loader.progress().samples_started == 20);
 }
 
 TEST_CASE("evaluation transform: resize + center crop + normalisation", "[images][loader]") {

@@ -373,6 +373,23 @@ class ImageLoader {
     return torch::data::Example<>{batch.data, batch.target};
   }
 
+  /// Batches in the queue (complete or being decoded) and samples handed to
+  /// workers so far this epoch: to watch for a starving consumer, and to see
+  /// the prefetch bound hold.
+  struct Progress {
+    int64_t queued_batches = 0;
+    int64_t ready_batches = 0;
+    int64_t samples_started = 0;
+  };
+  Progress progress() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Progress p;
+    p.queued_batches = static_cast<int64_t>(batches_.size());
+    for (const auto& kv : batches_) p.ready_batches += kv.second.remaining == 0 ? 1 : 0;
+    p.samples_started = next_sample_;
+    return p;
+  }
+
   int64_t batches_per_epoch() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return num_batches_;
