@@ -10,6 +10,7 @@ want_pip=0
 pkgs=(build-essential cmake ninja-build ccache pkg-config
       libtorch-dev libgloo-dev libopenblas0-pthread zlib1g-dev
       catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev gnuplot-nox
+      libturbojpeg0-dev libpng-dev
       dataset-fashion-mnist)
 if [[ $want_pip == 1 ]]; then pkgs+=(clang libclang-rt-14-dev python3-venv); fi
 

@@ -40,10 +40,13 @@ includes=(-isystem "$prefix/include/torch/csrc/api/include")
 launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(ccache)
 
-targets=(idx cifar checkpoint)
+targets=(idx cifar checkpoint image)
 
 build() {
   local name="$1"
+  local extra_libs=()
+  # The image decoders: Debian's libturbojpeg0-dev and libpng-dev.
+  [ "$name" = image ] && extra_libs=(-lturbojpeg -lpng16)
   echo "== building fuzz_$name"
   # -O1 keeps the sanitizers' reports readable while running fast enough;
   # -D_GLIBCXX_USE_CXX11_ABI=1 matches Debian's and the cxx11-ABI LibTorch builds.
@@ -52,7 +55,7 @@ build() {
     -Wall -Wextra -Wno-unused-parameter \
     -I "$root/include" "${includes[@]}" \
     "$root/fuzz/fuzz_$name.cpp" -o "$out/fuzz_$name" \
-    -L "$libdir" -Wl,-rpath,"$libdir" -ltorch -ltorch_cpu -lc10 -lz
+    -L "$libdir" -Wl,-rpath,"$libdir" -ltorch -ltorch_cpu -lc10 -lz "${extra_libs[@]}"
 }
 
 # Compile in parallel (the torch headers are slow), then run one at a time.

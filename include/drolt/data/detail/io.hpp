@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <sys/stat.h>
 #include <string>
 #include <system_error>
@@ -151,6 +152,24 @@ inline std::string find_first_existing(const std::vector<std::string>& candidate
   }
   TORCH_CHECK(false, caller, ": cannot find ", what, ": tried ", tried);
   return {};
+}
+
+/// The whole file, or a c10::Error naming it.
+inline std::vector<uint8_t> read_file_bytes(const std::string& path, const char* caller) {
+  struct stat st;
+  TORCH_CHECK(::stat(path.c_str(), &st) == 0, caller, ": cannot open '", path,
+              "': file not found");
+  TORCH_CHECK(S_ISREG(st.st_mode), caller, ": cannot open '", path,
+              "': expected a regular file, got a directory or special file");
+  FILE* f = std::fopen(path.c_str(), "rb");
+  TORCH_CHECK(f != nullptr, caller, ": cannot open '", path, "' for reading");
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  TORCH_CHECK(!failed && got == bytes.size(), caller, ": '", path, "' could not be read: expected ",
+              bytes.size(), " bytes, got ", got);
+  return bytes;
 }
 
 inline std::string join_path(const std::string& dir, const std::string& name) {
