@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -26,6 +27,8 @@ std::string tmpdir(const std::string& name) {
 }
 
 de::TrainConfig tiny_config(const std::string& out) { return tiny_trainer_config(out); }
+
+de::RunSpec dro_spec(const de::TrainConfig& c) { return tiny_run_spec(c, de::Method::drolt); }
 
 size_t count_lines(const std::string& path) {
   std::ifstream f(path);
@@ -79,14 +82,41 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
     edit(d);
     CHECK_THROWS_AS(de::validate(d), std::invalid_argument);
   };
-  expect_bad([](de::TrainConfig& d) { d.methods = {"svm"}; });
-  expect_bad([](de::TrainConfig& d) { d.radius_policy = "huge"; });
+  expect_bad([](de::TrainConfig& d) { d.methods.clear(); });
   expect_bad([](de::TrainConfig& d) { d.lambda = 1.5; });
   expect_bad([](de::TrainConfig& d) { d.lambda = -0.1; });
   expect_bad([](de::TrainConfig& d) { d.temperature = 0; });
   expect_bad([](de::TrainConfig& d) { d.batch_size = 0; });
   expect_bad([](de::TrainConfig& d) { d.depth = 30; });
-  expect_bad([](de::TrainConfig& d) { d.centroid_mode = "batch"; });
+  expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::lws}; d.crt_epochs = 0; });
+  expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::tau_norm}; d.val_per_class = 0; });
+  // Words of the command line are checked where they become enums, with the flag named.
+  CHECK_THROWS_WITH(de::parse_enum_list<de::Method>("--method", {"ce,svm"}),
+                    "--method: expected ce, crt, resample, reweight, focal, ldam-drw or drolt, got 'svm'");
+  CHECK_THROWS_WITH(de::parse_policy("huge", 0.5), "--policy: expected erm, shared, sqrtn or learned, got 'huge'");
+  CHECK_THROWS_WITH(de::parse_enum<de::CentroidMode>("--centroids", "batch"),
+                    "--centroids: expected full, previous or ema, got 'batch'");
+  const bool parsed = de::parse_enum_list<de::ClassifierKind>("--classifier", {"joint,crt", "la"}) ==
+                      std::vector<de::ClassifierKind>{de::ClassifierKind::joint, de::ClassifierKind::crt,
+                                                      de::ClassifierKind::logit_adjust};
+  CHECK(parsed);
+  // Counts that would overflow the epoch arithmetic are refused, naming the
+  // flag, the bound and the value.
+  auto too_big = [&](auto edit, const std::string& flag, int64_t limit) {
+    auto d = c;
+    edit(d);
+    CHECK_THROWS_WITH(de::validate(d), Catch::Contains(flag + ": expected at most " + std::to_string(limit) +
+                                                       ", got 9223372036854775807"));
+  };
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  too_big([&](de::TrainConfig& d) { d.epochs = huge; }, "--epochs", de::kMaxEpochs);
+  too_big([&](de::TrainConfig& d) { d.crt_epochs = huge; }, "--crt-epochs", de::kMaxEpochs);
+  too_big([&](de::TrainConfig& d) { d.dro_start = huge; }, "--dro-start", de::kMaxEpochs);
+  too_big([&](de::TrainConfig& d) { d.batch_size = huge; }, "--batch-size", de::kMaxBatch);
+  too_big([&](de::TrainConfig& d) { d.n_max = huge; }, "--n-max", de::kMaxImagesPerClass);
+  auto at_bound = c;
+  at_bound.epochs = de::kMaxEpochs;
+  de::validate(at_bound);  // the bound itself is allowed
   auto missing = c;
   missing.dataset = "fashion-mnist";
   missing.data_dir = std::string(DROLT_TEST_TMPDIR) + "/no-such-dir";
@@ -179,12 +209,12 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
       DYNAMIC_SECTION("centroids " << mode << ", interrupted after epoch " << stop) {
         auto cfg = tiny_config(tmpdir("resume-a"));
         de::make_dirs(cfg.out_dir);
-        cfg.methods = {"drolt"};
-        cfg.centroid_mode = mode;
+        cfg.methods = {de::Method::drolt};
+        cfg.centroid_mode = de::parse_enum<de::CentroidMode>("--centroids", mode);
         const auto data = de::load_data(cfg);
         std::ostringstream log;
 
-        de::Run whole(cfg, data, /*dro=*/true, /*with_crt=*/true);
+        de::Run whole(cfg, data, dro_spec(cfg), {});
         auto ra = whole.run(log);
         REQUIRE(ra.size() == 2);
 
@@ -192,14 +222,14 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
         cb.out_dir = tmpdir("resume-b");
         de::make_dirs(cb.out_dir);
         cb.stop_after = stop;
-        de::Run first(cb, data, true, true);
+        de::Run first(cb, data, dro_spec(cb), {});
         CHECK(first.run(log).empty());
         CHECK(first.interrupted());
         CHECK(first.next_epoch() == stop);
 
         cb.stop_after = -1;
         cb.resume = true;
-        de::Run second(cb, data, true, true);  // fresh objects: everything comes from the checkpoint
+        de::Run second(cb, data, dro_spec(cb), {});  // fresh objects: everything comes from the checkpoint
         auto rb = second.run(log);
         REQUIRE(rb.size() == 2);
         CHECK_THAT(log.str(), Catch::Contains("resumed from"));
@@ -226,11 +256,11 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
 TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message naming it", "[trainer]") {
   auto cfg = tiny_config(tmpdir("resume-bad"));
   de::make_dirs(cfg.out_dir);
-  cfg.methods = {"drolt"};
+  cfg.methods = {de::Method::drolt};
   cfg.stop_after = 1;
   const auto data = de::load_data(cfg);
   std::ostringstream log;
-  de::Run first(cfg, data, /*dro=*/true, /*with_crt=*/true);
+  de::Run first(cfg, data, dro_spec(cfg), {});
   first.run(log);
   REQUIRE(first.interrupted());
   const std::string path = first.checkpoint_path();
@@ -240,7 +270,7 @@ TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message nami
   }
   cfg.stop_after = -1;
   cfg.resume = true;
-  de::Run second(cfg, data, true, true);
+  de::Run second(cfg, data, dro_spec(cfg), {});
   try {
     second.run(log);
     FAIL("resuming from a damaged checkpoint did not throw");
@@ -253,16 +283,16 @@ TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message nami
 TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from scratch", "[trainer]") {
   auto cfg = tiny_config(tmpdir("warm-a"));
   de::make_dirs(cfg.out_dir);
-  cfg.methods = {"drolt"};
+  cfg.methods = {de::Method::drolt};
   const auto data = de::load_data(cfg);
   std::ostringstream log;
-  de::Run scratch(cfg, data, /*dro=*/true, /*with_crt=*/true);
+  de::Run scratch(cfg, data, dro_spec(cfg), {});
   auto ra = scratch.run(log);
 
   auto cc = tiny_config(tmpdir("warm-ce"));
   de::make_dirs(cc.out_dir);
   cc.save_at = cc.dro_start_epoch();
-  de::Run ce(cc, data, /*dro=*/false, /*with_crt=*/true);
+  de::Run ce(cc, data, tiny_run_spec(cc, de::Method::crt), {});
   ce.run(log);
   const std::string ckpt = ce.epoch_checkpoint_path(cc.save_at);
   REQUIRE(de::file_exists(ckpt));
@@ -271,7 +301,7 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
   cw.out_dir = tmpdir("warm-b");
   de::make_dirs(cw.out_dir);
   cw.warm_start = ckpt;
-  de::Run warm(cw, data, true, true);
+  de::Run warm(cw, data, dro_spec(cw), {});
   auto rb = warm.run(log);
   CHECK_THAT(log.str(), Catch::Contains("CE warm-up (epochs 1-2) taken from"));
   require_identical(*scratch.model(), *warm.model());
@@ -286,6 +316,6 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
   bad.seed = cw.seed + 1;
   bad.out_dir = tmpdir("warm-c");
   de::make_dirs(bad.out_dir);
-  de::Run other(bad, data, true, true);
+  de::Run other(bad, data, dro_spec(bad), {});
   CHECK_THROWS_WITH(other.run(log), Catch::Contains("differs in 'seed'"));
 }
