@@ -15,6 +15,8 @@
 
 #include <cmath>
 
+#include "drolt/detail/checked_load.hpp"
+
 namespace drolt {
 
 struct CentroidBankOptions {
@@ -149,6 +151,20 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
   const torch::Tensor& pending_sums() const { return sums_; }
   int64_t num_classes() const { return options.num_classes(); }
   int64_t dim() const { return options.dim(); }
+
+  /// Module::load that refuses an archive of another number of classes or
+  /// dimension (the bank is left as it was). torch::load calls it.
+  void load(torch::serialize::InputArchive& archive) override {
+    const int64_t C = options.num_classes(), D = options.dim();
+    detail::checked_load(*this,
+                         {{"sums", {C, D}, torch::kFloat64},
+                          {"pending_counts", {C}, torch::kLong},
+                          {"centroids", {C, D}, c10::nullopt},
+                          {"counts", {C}, torch::kLong},
+                          {"valid", {C}, torch::kBool},
+                          {"ema", {C, D}, torch::kFloat64}},
+                         "drolt::CentroidBank", [&] { torch::nn::Module::load(archive); });
+  }
 
   void pretty_print(std::ostream& stream) const override {
     stream << "drolt::CentroidBank(num_classes=" << options.num_classes()

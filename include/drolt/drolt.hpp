@@ -11,3 +11,4 @@
 #include "drolt/loss.hpp"
 #include "drolt/metrics.hpp"
 #include "drolt/radius.hpp"
+#include "drolt/serialize.hpp"

@@ -23,6 +23,7 @@
 
 #include "drolt/centroid_bank.hpp"
 #include "drolt/detail/backend.hpp"
+#include "drolt/detail/checked_load.hpp"
 #include "drolt/detail/cpu_fused.hpp"
 #include "drolt/radius.hpp"
 
@@ -66,11 +67,14 @@ struct RobustCentroidLossFuncOptions {
   TORCH_ARG(reduction_t, reduction) = torch::kMean;
   TORCH_ARG(Backend, backend) = Backend::automatic;
   /// Check that labels are in [0, C), radii are finite and >= 0 and weights
-  /// finite and > 0. On CUDA this costs one device-to-host synchronisation.
+  /// finite and > 0. On CUDA this costs one device-to-host synchronisation, and
+  /// turning it off makes out-of-range values the caller's responsibility. On
+  /// the CPU the checks cost nothing measurable and always run.
   TORCH_ARG(bool, validate_values) = true;
-  /// Check features and valid centroids for NaN/Inf and name the offending rows
-  /// (off by default: it synchronises with the device). Without it a non-finite
-  /// feature gives a NaN loss, as in LibTorch's own losses.
+  /// Check features and valid centroids for NaN/Inf and name the offending rows,
+  /// and check that the loss itself is finite (float32 distances overflow for
+  /// features around 1e19). Off by default: it synchronises with the device.
+  /// Without it a non-finite feature gives a NaN loss, as in LibTorch's own losses.
   TORCH_ARG(bool, check_finite) = false;
 };
 
@@ -195,7 +199,9 @@ inline CheckedInputs check_inputs(const torch::Tensor& features, const torch::Te
     out.weights = w.to(out.compute_dtype);
   }
 
-  if (o.validate_values()) {
+  // On the CPU the value checks are a few plain loops: always on, since the
+  // fused CPU path indexes memory by label.
+  if (o.validate_values() || features.is_cpu()) {
     double s[6];  // label min, label max, radius min, radii finite, weight min, weights finite
     if (features.is_cpu()) {
       // Plain loops: a handful of LibTorch ops would cost more than the loss itself.
@@ -239,6 +245,38 @@ inline CheckedInputs check_inputs(const torch::Tensor& features, const torch::Te
   return out;
 }
 
+/// The loss vector from a [C, B] distance matrix (plain LibTorch ops,
+/// differentiable to any order). [C] for batch normalization, [B] for classes.
+inline torch::Tensor loss_from_distances(const torch::Tensor& dist, const torch::Tensor& eps,
+                                         const torch::Tensor& y, const torch::Tensor& valid,
+                                         Normalization norm, double tau, double ratio) {
+  const auto dt = dist.scalar_type();
+  const int64_t C = dist.size(0), B = dist.size(1);
+  auto cls = torch::arange(C, y.options()).unsqueeze(1);  // [C, 1]
+  auto pos = (cls == y.unsqueeze(0));                     // [C, B]
+  auto posf = pos.to(dt);
+  auto eps_col = eps.unsqueeze(1);
+
+  if (norm == Normalization::batch) {
+    auto n = posf.sum(1);                            // [C]
+    auto rows = (n > 0) & valid;                     // classes present with a centroid
+    auto s = (-dist - 2 * eps_col * posf) / tau;     // [C, B]
+    auto lse = torch::logsumexp(s, 1);               // [C]
+    auto mean_pos = (s * posf).sum(1) / n.clamp_min(1);
+    auto l = -ratio * (mean_pos - lse);
+    return torch::where(rows, l, torch::zeros_like(l));
+  }
+  // classes: s[i, c] over valid c
+  auto s = ((-dist - eps_col * posf + eps_col * (1 - posf)) / tau).t();  // [B, C]
+  s = s.masked_fill(~valid.unsqueeze(0), -std::numeric_limits<double>::infinity());
+  auto lse = torch::logsumexp(s, 1);                                      // [B]
+  auto own = valid.index_select(0, y);                                    // [B]
+  auto s_pos = s.gather(1, y.unsqueeze(1)).squeeze(1);
+  auto l = -ratio * (s_pos - lse);
+  // A sample whose class has no centroid has no positive: excluded (0).
+  return torch::where(own, l, torch::zeros({B}, l.options()));
+}
+
 /// Unreduced loss vector by plain LibTorch ops (the oracle). [C] for batch
 /// normalization, [B] for classes normalization.
 inline torch::Tensor reference_loss_vector(const torch::Tensor& features_in,
@@ -247,12 +285,10 @@ inline torch::Tensor reference_loss_vector(const torch::Tensor& features_in,
                                            const functional::RobustCentroidLossFuncOptions& o) {
   const auto dt = in.compute_dtype;
   auto z = features_in.to(dt);
-  auto mu = centroids_in.to(dt);
+  // Rows without a centroid are excluded from the loss; zero them so that
+  // whatever they hold (NaN included) cannot reach the gradients through 0 * NaN.
+  auto mu = torch::where(in.valid.unsqueeze(1), centroids_in.to(dt), torch::zeros({}, z.options()));
   auto eps = radii_in.to(dt);
-  const auto& y = in.labels;
-  const int64_t B = z.size(0), C = mu.size(0);
-  const double tau = o.temperature(), ratio = tau / in.base_temperature;
-
   torch::Tensor dist;  // [C, B]
   switch (o.distance()) {
     case Distance::euclidean:
@@ -268,40 +304,41 @@ inline torch::Tensor reference_loss_vector(const torch::Tensor& features_in,
       break;
     }
   }
-  auto cls = torch::arange(C, y.options()).unsqueeze(1);  // [C, 1]
-  auto pos = (cls == y.unsqueeze(0));                     // [C, B]
-  auto posf = pos.to(dt);
-  auto eps_col = eps.unsqueeze(1);
-
-  if (o.normalization() == Normalization::batch) {
-    auto n = posf.sum(1);                            // [C]
-    auto rows = (n > 0) & in.valid;                  // classes present with a centroid
-    auto s = (-dist - 2 * eps_col * posf) / tau;     // [C, B]
-    auto lse = torch::logsumexp(s, 1);               // [C]
-    auto mean_pos = (s * posf).sum(1) / n.clamp_min(1);
-    auto l = -ratio * (mean_pos - lse);
-    return torch::where(rows, l, torch::zeros_like(l));
-  }
-  // classes: s[i, c] over valid c
-  auto s = ((-dist - eps_col * posf + eps_col * (1 - posf)) / tau).t();  // [B, C]
-  s = s.masked_fill(~in.valid.unsqueeze(0), -std::numeric_limits<double>::infinity());
-  auto lse = torch::logsumexp(s, 1);                                      // [B]
-  auto own = in.valid.index_select(0, y);                                 // [B]
-  auto s_pos = s.gather(1, y.unsqueeze(1)).squeeze(1);
-  auto l = -ratio * (s_pos - lse);
-  // A sample whose class has no centroid has no positive: excluded (0).
-  return torch::where(own, l, torch::zeros({B}, l.options()));
+  return loss_from_distances(dist, eps, in.labels, in.valid, o.normalization(), o.temperature(),
+                             o.temperature() / in.base_temperature);
 }
 
-/// Applies class weights and the reduction to a loss vector (plain ops, no
-/// host synchronisation).
-inline torch::Tensor reduce_loss_vector(const torch::Tensor& l, const CheckedInputs& in,
-                                        Normalization norm, const LossReduction& reduction,
-                                        int64_t num_classes) {
-  const auto red = torch::enumtype::reduction_get_enum(reduction);
-  if (red == at::Reduction::None) return l;
+/// The fused function's loss vector recomputed from its own inputs by LibTorch
+/// ops that are differentiable to any order (distances from the differences:
+/// O(C B D) memory). Used for double backward (create_graph) only.
+inline torch::Tensor composed_loss_vector(const torch::Tensor& z_in, const torch::Tensor& mu_in,
+                                          const torch::Tensor& eps, const torch::Tensor& y,
+                                          const torch::Tensor& valid, const FusedParams& p) {
+  const auto dt = eps.scalar_type();
+  auto z = z_in.to(dt);
+  auto mu = torch::where(valid.unsqueeze(1), mu_in.to(dt), torch::zeros({}, z.options()));
+  auto sq = (mu.unsqueeze(1) - z.unsqueeze(0)).pow(2).sum(2);  // [C, B]
+  torch::Tensor dist = sq;
+  if (p.dist == DistKind::euclidean) {
+    // d||z - mu|| at z = mu taken as 0, as everywhere else (the inner where keeps sqrt's
+    // derivative finite on the branch that is not taken).
+    auto pos = sq > 0;
+    dist = torch::where(pos, torch::where(pos, sq, torch::ones_like(sq)).sqrt(), torch::zeros_like(sq));
+  }
+  if (p.dist_scale != 1.0) dist = dist * p.dist_scale;
+  return loss_from_distances(dist, eps, y, valid,
+                             p.norm == NormKind::batch ? Normalization::batch : Normalization::classes,
+                             p.temperature, p.temperature / p.base_temperature);
+}
+
+/// Per-entry weights v of the mean / sum reductions, so that the reduced loss is
+/// sum_k v[k] l[k] (v already divided by the sum of weights for the mean), by
+/// plain LibTorch ops: no host synchronisation, and differentiable in the class
+/// weights.
+inline torch::Tensor reduction_weights_ops(const CheckedInputs& in, Normalization norm,
+                                           at::Reduction::Reduction red, int64_t num_classes,
+                                           const torch::TensorOptions& opts) {
   const auto& y = in.labels;
-  auto opts = l.options();
   torch::Tensor w, mask;
   if (norm == Normalization::batch) {
     auto n = torch::zeros({num_classes}, opts).index_add_(0, y, torch::ones({y.size(0)}, opts));
@@ -311,23 +348,32 @@ inline torch::Tensor reduce_loss_vector(const torch::Tensor& l, const CheckedInp
     mask = in.valid.index_select(0, y).to(opts.dtype());
     w = in.weights.defined() ? in.weights.index_select(0, y) * mask : mask;
   }
-  auto num = (w * l).sum();
-  if (red == at::Reduction::Sum) return num;
-  auto den = w.sum();
+  if (red == at::Reduction::Sum) return w;
   // No row at all (e.g. no class of the batch has a centroid): the loss is 0.
-  return num / torch::where(den > 0, den, torch::ones_like(den));
+  auto den = w.sum();
+  return w / torch::where(den > 0, den, torch::ones_like(den));
 }
 
-/// Per-entry weights of the mean / sum reductions, so that the reduced loss is
-/// sum_k v[k] l[k] (v already divided by sum of weights for the mean). CPU:
-/// loops; other devices: plain ops without host synchronisation.
+/// Applies class weights and the reduction to a loss vector (the reference path).
+inline torch::Tensor reduce_loss_vector(const torch::Tensor& l, const CheckedInputs& in,
+                                        Normalization norm, const LossReduction& reduction,
+                                        int64_t num_classes) {
+  const auto red = torch::enumtype::reduction_get_enum(reduction);
+  if (red == at::Reduction::None) return l;
+  return (reduction_weights_ops(in, norm, red, num_classes, l.options()) * l).sum();
+}
+
+/// reduction_weights_ops for the fused paths: plain loops on the CPU, one kernel
+/// on CUDA, LibTorch ops elsewhere and whenever the class weights need a gradient.
 inline torch::Tensor reduction_weights(const CheckedInputs& in, Normalization norm,
                                        at::Reduction::Reduction red, int64_t num_classes,
                                        const torch::TensorOptions& opts) {
   const auto& y = in.labels;
   const int64_t B = y.size(0);
-  if (!y.is_cpu()) {
-    if (y.is_cuda()) {
+  const bool weight_grad =
+      in.weights.defined() && in.weights.requires_grad() && torch::GradMode::is_enabled();
+  if (weight_grad || !y.is_cpu()) {
+    if (!weight_grad && y.is_cuda()) {
       // One kernel instead of a dozen small ops (their launch cost dominates at small sizes).
       const FusedBackend* be = cuda_backend_slot();
       if (be != nullptr && be->reduction_weights != nullptr) {
@@ -339,18 +385,7 @@ inline torch::Tensor reduction_weights(const CheckedInputs& in, Normalization no
         if (v.defined()) return v;
       }
     }
-    torch::Tensor w, mask;
-    if (norm == Normalization::batch) {
-      auto n = torch::zeros({num_classes}, opts).index_add_(0, y, torch::ones({B}, opts));
-      mask = ((n > 0) & in.valid).to(opts.dtype());
-      w = in.weights.defined() ? in.weights * mask : mask;
-    } else {
-      mask = in.valid.index_select(0, y).to(opts.dtype());
-      w = in.weights.defined() ? in.weights.index_select(0, y) * mask : mask;
-    }
-    if (red == at::Reduction::Sum) return w;
-    auto den = w.sum();
-    return w / torch::where(den > 0, den, torch::ones_like(den));
+    return reduction_weights_ops(in, norm, red, num_classes, opts);
   }
   auto yc = y.contiguous();
   auto vc = in.valid.contiguous();
@@ -381,8 +416,14 @@ inline torch::Tensor reduction_weights(const CheckedInputs& in, Normalization no
 }
 
 /// The fused paths as one autograd function: forward and the analytic backward
-/// of spec section 4, computed by the CPU path or the registered CUDA kernels.
+/// of docs/math.md, computed by the CPU path or the registered CUDA kernels.
+/// Differentiating the gradient again (create_graph) recomputes the loss from
+/// the saved inputs by LibTorch ops and differentiates that, so second
+/// derivatives are exact too (at the composition's speed).
 struct FusedFunction : public torch::autograd::Function<FusedFunction> {
+  /// Positions of the saved tensors; the backend's own state follows kExtra.
+  enum Saved : size_t { kZ, kMu, kEps, kY, kValid, kReduceWeights, kLossVector, kExtra };
+
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& features,
                                const torch::Tensor& centroids, const torch::Tensor& radii,
                                const torch::Tensor& labels, const torch::Tensor& valid,
@@ -394,8 +435,8 @@ struct FusedFunction : public torch::autograd::Function<FusedFunction> {
     auto y = labels.contiguous();
     auto v = valid.contiguous();
     auto res = be.forward(z, y, mu, eps, v, params);
-    // Entry 5: the reduction weights (empty for reduction none).
-    std::vector<torch::Tensor> to_save{z, mu, eps, y, v, reduce_weights};
+    // The reduction weights are empty for reduction none.
+    std::vector<torch::Tensor> to_save{z, mu, eps, y, v, reduce_weights, res.loss};
     for (auto& t : res.saved) to_save.push_back(t);
     ctx->save_for_backward(to_save);
     ctx->saved_data["norm"] = static_cast<int64_t>(params.norm);
@@ -432,13 +473,44 @@ struct FusedFunction : public torch::autograd::Function<FusedFunction> {
     p.temperature = ctx->saved_data["tau"].toDouble();
     p.base_temperature = ctx->saved_data["tau_b"].toDouble();
     p.centroid_grad = ctx->saved_data["centroid_grad"].toBool();
-    std::vector<torch::Tensor> extra(saved.begin() + 6, saved.end());
-    const FusedBackend& be = pick(saved[0]);
-    const auto& rw = saved[5];
+    const auto& rw = saved[kReduceWeights];
+    const bool rw_grad = rw.numel() > 0 && ctx->needs_input_grad(kReduceWeights);
+    if (torch::GradMode::is_enabled()) return backward_composed(ctx, saved, grad_outputs[0], p, rw_grad);
+
+    std::vector<torch::Tensor> extra(saved.begin() + kExtra, saved.end());
+    const FusedBackend& be = pick(saved[kZ]);
     auto g = rw.numel() > 0 ? (rw * grad_outputs[0]).contiguous() : grad_outputs[0].contiguous();
-    auto r = be.backward(g, saved[0], saved[3], saved[1], saved[2], saved[4], extra, p);
+    auto r = be.backward(g, saved[kZ], saved[kY], saved[kMu], saved[kEps], saved[kValid], extra, p);
+    // d(sum_k v_k l_k)/dv = l: the class weights' gradient flows on through v.
+    auto grad_rw = rw_grad ? saved[kLossVector] * grad_outputs[0] : torch::Tensor();
     return {r.grad_features, p.centroid_grad ? r.grad_centroids : torch::Tensor(), r.grad_radii,
-            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), grad_rw, torch::Tensor()};
+  }
+
+  /// Backward with create_graph: the gradient of the composed loss, itself differentiable.
+  static torch::autograd::variable_list backward_composed(torch::autograd::AutogradContext* ctx,
+                                                          const torch::autograd::variable_list& saved,
+                                                          const torch::Tensor& grad_output,
+                                                          const FusedParams& p, bool rw_grad) {
+    const auto& rw = saved[kReduceWeights];
+    auto l = composed_loss_vector(saved[kZ], saved[kMu], saved[kEps], saved[kY], saved[kValid], p);
+    auto out = rw.numel() > 0 ? (rw * l).sum() : l;
+    const size_t which[] = {kZ, kMu, kEps, kReduceWeights};
+    std::vector<torch::Tensor> inputs;
+    std::vector<size_t> slots;
+    for (size_t k : which) {
+      const bool wanted = k == kReduceWeights ? rw_grad : ctx->needs_input_grad(k);
+      if (wanted && saved[k].requires_grad()) {
+        inputs.push_back(saved[k]);
+        slots.push_back(k);
+      }
+    }
+    torch::autograd::variable_list result(7);
+    if (inputs.empty()) return result;
+    auto grads = torch::autograd::grad({out}, inputs, {grad_output}, /*retain_graph=*/true,
+                                       /*create_graph=*/true, /*allow_unused=*/true);
+    for (size_t j = 0; j < slots.size(); ++j) result[slots[j]] = grads[j];
+    return result;
   }
 
   static const FusedBackend& pick(const torch::Tensor& t) {
@@ -451,6 +523,54 @@ struct FusedFunction : public torch::autograd::Function<FusedFunction> {
   }
 };
 
+/// Cosine distance on the fused paths: 1 - cos(z, mu) = 0.5 ||z' - mu'||^2 when
+/// z', mu' are unit vectors with z' . mu' = cos(z, mu). L2-normalised rows are
+/// unit vectors except an all-zero row (its norm is clamped, so it stays zero,
+/// and its cosine is 0); two extra columns make every row a unit vector without
+/// changing any dot product: z' = [z, e_z, 0], mu' = [mu, 0, e_mu] with
+/// e = sqrt(1 - |row|^2) for rows far from unit length and 0 otherwise.
+inline torch::Tensor cosine_pad(const torch::Tensor& xn, bool first_slot) {
+  auto n2 = xn.detach().to(torch::kFloat).pow(2).sum(1, /*keepdim=*/true);
+  auto e = torch::where(n2 < 0.5, (1 - n2).clamp_min(0).sqrt(), torch::zeros_like(n2)).to(xn.scalar_type());
+  auto zero = torch::zeros_like(e);
+  return torch::cat({xn, first_slot ? e : zero, first_slot ? zero : e}, 1);
+}
+
+/// Whether an L2-normalised CPU tensor has a row far from unit length (an
+/// all-zero row): only then does the CPU path need cosine_pad.
+inline bool needs_cosine_pad_cpu(const torch::Tensor& xn) {
+  auto x = xn.detach().contiguous();
+  bool any = false;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "drolt_cosine_pad", [&] {
+    const scalar_t* p = x.data_ptr<scalar_t>();
+    const int64_t N = x.size(0), D = x.size(1);
+    for (int64_t r = 0; r < N && !any; ++r) {
+      scalar_t acc = 0;
+      for (int64_t d = 0; d < D; ++d) acc += p[r * D + d] * p[r * D + d];
+      any = !(acc >= scalar_t(0.5));
+    }
+  });
+  return any;
+}
+
+/// With check_finite: a non-finite loss from inputs that passed the finiteness
+/// checks is an overflow (float32 squared distances pass 3.4e38 near |z| ~ 1e19,
+/// or a tiny temperature): say so instead of returning NaN.
+inline void check_finite_result(const torch::Tensor& loss, const torch::Tensor& features,
+                                const torch::Tensor& centroids, const CheckedInputs& in,
+                                double temperature) {
+  if (torch::isfinite(loss.detach()).all().item<bool>()) return;
+  const double zmax = features.detach().abs().max().to(torch::kDouble).item<double>();
+  const double mmax = torch::where(in.valid.unsqueeze(1), centroids.detach().abs(),
+                                   torch::zeros({}, centroids.options()))
+                          .max()
+                          .to(torch::kDouble)
+                          .item<double>();
+  TORCH_CHECK(false, "drolt::robust_centroid_loss: expected a finite loss from finite inputs, got ",
+              "NaN or Inf: the distances or scores overflow ", features.scalar_type(),
+              " (largest |feature| ", zmax, ", largest |centroid| ", mmax, ", temperature ",
+              temperature, "); scale the features down, raise the temperature or use float64");
+}
 /// Whether the fused path can take these inputs.
 inline bool fused_available(const torch::Tensor& features) {
   if (features.is_cpu())
@@ -497,6 +617,7 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features, const t
   torch::Tensor l;
   if (!fused) {
     l = detail::reference_loss_vector(features, centroids, radii, in, options);
+    l = detail::reduce_loss_vector(l, in, options.normalization(), options.reduction(), C);
   } else {
     detail::FusedParams p;
     p.norm = options.normalization() == Normalization::batch ? detail::NormKind::batch
@@ -505,9 +626,14 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features, const t
     p.base_temperature = in.base_temperature;
     torch::Tensor z = features, mu = centroids;
     if (options.distance() == Distance::cosine) {
-      // 1 - cos(z, mu) = 0.5 * ||z/|z| - mu/|mu|||^2: the kernels see normalised inputs.
+      // 1 - cos(z, mu) = 0.5 * ||z/|z| - mu/|mu|||^2: the kernels see normalised inputs,
+      // padded where a row is all zeros (cosine_pad; on CUDA always, to avoid a sync).
       z = features / features.norm(2, 1, true).clamp_min(1e-12);
       mu = centroids / centroids.norm(2, 1, true).clamp_min(1e-12);
+      if (!z.is_cpu() || detail::needs_cosine_pad_cpu(z) || detail::needs_cosine_pad_cpu(mu)) {
+        z = detail::cosine_pad(z, /*first_slot=*/true);
+        mu = detail::cosine_pad(mu, /*first_slot=*/false);
+      }
       p.dist = detail::DistKind::squared;
       p.dist_scale = 0.5;
     } else {
@@ -523,9 +649,10 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features, const t
       rw = detail::reduction_weights(in, options.normalization(), red, C,
                                      eps.options());
     // Class weights and the reduction happen inside the fused function.
-    return detail::FusedFunction::apply(z, mu, eps, in.labels, in.valid, rw, p);
+    l = detail::FusedFunction::apply(z, mu, eps, in.labels, in.valid, rw, p);
   }
-  return detail::reduce_loss_vector(l, in, options.normalization(), options.reduction(), C);
+  if (options.check_finite()) detail::check_finite_result(l, features, centroids, in, options.temperature());
+  return l;
 }
 
 }  // namespace functional
@@ -573,12 +700,7 @@ class RobustCentroidLossImpl : public torch::nn::Cloneable<RobustCentroidLossImp
     }
     auto counts = torch::zeros({C}, torch::kLong);
     if (options.class_counts().defined()) {
-      TORCH_CHECK(options.class_counts().dim() == 1 && options.class_counts().size(0) == C,
-                  "drolt::RobustCentroidLoss: expected class_counts of shape [", C, "], got ",
-                  options.class_counts().sizes());
-      TORCH_CHECK(!c10::isFloatingType(options.class_counts().scalar_type()) ||
-                      options.class_counts().ge(0).all().item<bool>(),
-                  "drolt::RobustCentroidLoss: expected class_counts >= 0");
+      detail::check_class_counts(options.class_counts(), C, "drolt::RobustCentroidLoss: class_counts");
       counts = options.class_counts().to(torch::kLong).cpu().clone();
     }
     class_counts_ = register_buffer("class_counts", counts);
@@ -591,9 +713,7 @@ class RobustCentroidLossImpl : public torch::nn::Cloneable<RobustCentroidLossImp
   /// Sets the training-set class counts (sqrt-n policy).
   void set_class_counts(const torch::Tensor& counts) {
     const int64_t C = options.num_classes();
-    TORCH_CHECK(counts.dim() == 1 && counts.size(0) == C,
-                "drolt::RobustCentroidLoss::set_class_counts: expected shape [", C, "], got ",
-                counts.sizes());
+    detail::check_class_counts(counts, C, "drolt::RobustCentroidLoss::set_class_counts");
     torch::NoGradGuard g;
     class_counts_.copy_(counts.to(torch::kLong));
     if (options.radius().kind() == RadiusPolicy::Kind::sqrt_n) refresh_fixed_radii();
@@ -653,6 +773,14 @@ class RobustCentroidLossImpl : public torch::nn::Cloneable<RobustCentroidLossImp
         .backend(options.backend())
         .validate_values(options.validate_values())
         .check_finite(options.check_finite());
+  }
+
+  /// Module::load that refuses an archive of another number of classes (the
+  /// module is left as it was). torch::load calls it.
+  void load(torch::serialize::InputArchive& archive) override {
+    const int64_t C = options.num_classes();
+    detail::checked_load(*this, {{"radii", {C}, c10::nullopt}, {"class_counts", {C}, torch::kLong}},
+                         "drolt::RobustCentroidLoss", [&] { torch::nn::Module::load(archive); });
   }
 
   void pretty_print(std::ostream& stream) const override {

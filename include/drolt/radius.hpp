@@ -11,6 +11,35 @@
 #include <string>
 
 namespace drolt {
+namespace detail {
+
+/// Training-set class counts: [C], integer (or integral-valued floating), >= 0.
+/// A negative or NaN count would otherwise silently give its class eps0.
+inline void check_class_counts(const torch::Tensor& counts, int64_t num_classes, const char* fn) {
+  TORCH_CHECK(counts.defined(), fn, ": expected class counts of shape [", num_classes, "], got an undefined tensor");
+  TORCH_CHECK(counts.dim() == 1 && counts.size(0) == num_classes, fn,
+              ": expected class counts of shape [", num_classes, "], got ", counts.sizes());
+  TORCH_CHECK(counts.scalar_type() != torch::kBool && !c10::isComplexType(counts.scalar_type()), fn,
+              ": expected integer class counts, got ", counts.scalar_type());
+  if (counts.numel() == 0) return;
+  if (!c10::isFloatingType(counts.scalar_type())) {  // the common case: a plain loop
+    auto ci = counts.detach().to(torch::kCPU, torch::kLong).contiguous();
+    const int64_t* p = ci.data_ptr<int64_t>();
+    int64_t lo = p[0];
+    for (int64_t i = 1; i < ci.numel(); ++i) lo = p[i] < lo ? p[i] : lo;
+    TORCH_CHECK(lo >= 0, fn, ": expected class counts >= 0, got a count of ", lo);
+    return;
+  }
+  auto c = counts.detach().to(torch::kCPU, torch::kDouble);
+  TORCH_CHECK(torch::isfinite(c).all().item<bool>(), fn,
+              ": expected finite class counts, got a NaN or Inf count");
+  const double lo = c.min().item<double>();
+  TORCH_CHECK(lo >= 0, fn, ": expected class counts >= 0, got a count of ", lo);
+  TORCH_CHECK(c.eq(c.round()).all().item<bool>(), fn,
+              ": expected whole-number class counts, got a fractional count");
+}
+
+}  // namespace detail
 
 class RadiusPolicy {
  public:
@@ -63,9 +92,7 @@ class RadiusPolicy {
     TORCH_CHECK(counts.defined(),
                 "drolt::RadiusPolicy(sqrt_n) needs the training-set class counts: pass "
                 "RobustCentroidLossOptions::class_counts or a CentroidBank that has been finalized");
-    TORCH_CHECK(counts.dim() == 1 && counts.size(0) == num_classes,
-                "drolt::RadiusPolicy(sqrt_n): expected class counts of shape [", num_classes,
-                "], got ", counts.sizes());
+    detail::check_class_counts(counts, num_classes, "drolt::RadiusPolicy(sqrt_n)");
     auto n = counts.to(options.dtype()).to(options.device());
     return torch::where(n > 0, eps0_ / n.clamp_min(1).sqrt(), torch::full_like(n, eps0_));
   }
