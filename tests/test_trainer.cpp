@@ -253,6 +253,18 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
   }
 }
 
+/// The bytes of a file, and writing them back.
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << bytes;
+}
+
 TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message naming it", "[trainer]") {
   auto cfg = tiny_config(tmpdir("resume-bad"));
   de::make_dirs(cfg.out_dir);
@@ -264,10 +276,22 @@ TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message nami
   first.run(log);
   REQUIRE(first.interrupted());
   const std::string path = first.checkpoint_path();
-  {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);  // a truncated, foreign file
-    f << "PK\x03\x04 not a checkpoint";
+  const std::string good = file_bytes(path);
+  REQUIRE(good.size() > 1000);
+  std::string damaged = good, why;
+  SECTION("a foreign file") {
+    damaged = "PK\x03\x04 not a checkpoint";
+    why = "is not a drolt checkpoint";
   }
+  SECTION("one flipped byte") {
+    damaged[good.size() / 2] = static_cast<char>(damaged[good.size() / 2] ^ 0x10);
+    why = "checksum";
+  }
+  SECTION("truncated") {
+    damaged.resize(good.size() - 7);
+    why = "truncated";
+  }
+  write_bytes(path, damaged);
   cfg.stop_after = -1;
   cfg.resume = true;
   de::Run second(cfg, data, dro_spec(cfg), {});
@@ -276,8 +300,14 @@ TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message nami
     FAIL("resuming from a damaged checkpoint did not throw");
   } catch (const std::runtime_error& e) {
     CHECK_THAT(e.what(), Catch::Contains("cannot resume from '" + path + "'"));
+    CHECK_THAT(e.what(), Catch::Contains("drolt::read_archive: '" + path + "'"));
+    CHECK_THAT(e.what(), Catch::Contains(why));
     CHECK_THAT(e.what(), Catch::Contains("remove it"));
   }
+  // The undamaged bytes resume.
+  write_bytes(path, good);
+  de::Run third(cfg, data, dro_spec(cfg), {});
+  CHECK(third.run(log).size() == 2);
 }
 
 TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from scratch", "[trainer]") {
@@ -311,6 +341,21 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
   REQUIRE(warm.history().size() == scratch.history().size());
   CHECK(count_lines(cw.out_dir + "/metrics.jsonl") == scratch.history().size());
 
+  // A damaged CE checkpoint is refused with a c10::Error naming it.
+  {
+    auto bytes = file_bytes(ckpt);
+    bytes[bytes.size() / 3] = static_cast<char>(bytes[bytes.size() / 3] ^ 0x01);
+    const std::string copy = cw.out_dir + "/flipped.pt";
+    write_bytes(copy, bytes);
+    auto cd = cw;
+    cd.warm_start = copy;
+    cd.out_dir = tmpdir("warm-d");
+    de::make_dirs(cd.out_dir);
+    de::Run damaged(cd, data, dro_spec(cd), {});
+    CHECK_THROWS_AS(damaged.run(log), c10::Error);
+    de::Run again(cd, data, dro_spec(cd), {});
+    CHECK_THROWS_WITH(again.run(log), Catch::Contains("'" + copy + "' is damaged"));
+  }
   // A checkpoint from another epoch or another seed is refused.
   auto bad = cw;
   bad.seed = cw.seed + 1;

@@ -1,12 +1,14 @@
-// Checkpoint files of the example trainer: archive I/O, the pieces that are
-// not modules (strings, the torch CPU generator) and the fingerprint check
-// that refuses a checkpoint written with other settings.
+// Checkpoint files of the example trainer: archive I/O (drolt's checksummed
+// container: a flipped byte or a truncated file is refused, naming the file),
+// the pieces that are not modules (strings, the torch CPU generator) and the
+// fingerprint check that refuses a checkpoint written with other settings.
 //
 // The archive of a run holds its epoch, elapsed time, fingerprint, log lines,
 // model, optimizers, centroid bank, DRO-LT loss, samplers and the torch CPU
 // generator (trainer.hpp: Run::save_checkpoint lists them).
 #pragma once
 
+#include <drolt/serialize.hpp>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -21,23 +23,29 @@
 namespace drolt_examples {
 namespace checkpoint {
 
-/// Writes `archive` to `path` atomically (a temporary file renamed into place).
+/// Writes `archive` to `path` in drolt's checksummed container, atomically (a
+/// temporary file renamed into place): a crash mid-write leaves the previous
+/// checkpoint.
 inline void write(torch::serialize::OutputArchive& archive, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw std::runtime_error("cannot write checkpoint '" + path + "'");
-  }
+  drolt::write_archive(archive, path);
 }
 
-/// Reads the archive at `path`; a file that cannot be read is a c10::Error.
+/// Reads the archive at `path`; a damaged, truncated or foreign file is a
+/// c10::Error naming it (drolt::read_archive checks the container first).
 inline void read(torch::serialize::InputArchive& archive, const std::string& path) {
+  drolt::read_archive(archive, path);
+}
+
+/// Runs `f` (reading the parts of a checkpoint already read from `path`) so
+/// that any failure is a c10::Error naming the file.
+template <typename F>
+void reading(const std::string& path, F&& f) {
   try {
-    archive.load_from(path);
-  } catch (const c10::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, "cannot read checkpoint '", path, "': ", e.what());
+    f();
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "': ", e.what_without_backtrace());
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "': ", e.what());
   }
 }
 

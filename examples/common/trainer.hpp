@@ -288,58 +288,61 @@ class Run {
     namespace ck = checkpoint;
     torch::serialize::InputArchive ar;
     ck::read(ar, path);
-    const std::string fp = ck::read_string(ar, "fingerprint");
-    if (fp != fingerprint().dump()) {
-      throw std::runtime_error("checkpoint '" + path +
-                               "' was written with different settings; refusing to resume.\n  checkpoint: " + fp +
-                               "\n  now:        " + fingerprint().dump());
-    }
-    next_epoch_ = ck::read_tensor(ar, "epoch").item<int64_t>();
-    if (next_epoch_ < 0 || next_epoch_ > proto_.total_epochs()) {
-      throw std::runtime_error("checkpoint '" + path + "' is at epoch " + std::to_string(next_epoch_) +
-                               ", expected one in [0, " + std::to_string(proto_.total_epochs()) + "]");
-    }
-    elapsed_ = ck::read_tensor(ar, "elapsed").item<double>();
-    history_from_json(json::parse(ck::read_string(ar, "history")));
-    torch::serialize::InputArchive m, o, b;
-    ar.read("model", m);
-    model_->load(m);
-    model_->to(device_);
-    ar.read("optimizer", o);
-    opt_->load(o);
-    ar.read("bank", b);
-    bank_->load(b);
-    bank_->to(device_);
-    if (loss_) {
-      torch::serialize::InputArchive l;
-      ar.read("loss", l);
-      loss_->load(l);
-      loss_->to(device_);
-    }
-    if (rep_sampler_) {
-      torch::serialize::InputArchive s;
-      ar.read("rep_sampler", s);
-      rep_sampler_->load(s);
-    }
-    const int64_t E = proto_.representation_epochs();
-    if (next_epoch_ >= E) {
-      joint_weight_ = ck::read_tensor(ar, "joint_weight").to(device_);
-      joint_bias_ = ck::read_tensor(ar, "joint_bias").to(device_);
-    }
-    if (next_epoch_ > E) {
-      // The stage of the last epoch run; the next epoch may begin another.
-      const auto kind = proto_.classifier_at(next_epoch_ - 1);
-      if (kind == ClassifierKind::lws) {
-        lws_scale_ = ck::read_tensor(ar, "lws_scale").to(device_).requires_grad_(true);
+    // Past the container's checks, any failure still names the file.
+    ck::reading(path, [&] {
+      const std::string fp = ck::read_string(ar, "fingerprint");
+      if (fp != fingerprint().dump()) {
+        throw std::runtime_error("checkpoint '" + path +
+                                 "' was written with different settings; refusing to resume.\n  checkpoint: " + fp +
+                                 "\n  now:        " + fingerprint().dump());
       }
-      make_stage_state(kind);
-      torch::serialize::InputArchive c, s;
-      ar.read("stage_optimizer", c);
-      stage_opt_->load(c);
-      ar.read("stage_sampler", s);
-      stage_sampler_->load(s);
-    }
-    ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
+      next_epoch_ = ck::read_tensor(ar, "epoch").item<int64_t>();
+      if (next_epoch_ < 0 || next_epoch_ > proto_.total_epochs()) {
+        throw std::runtime_error("checkpoint '" + path + "' is at epoch " + std::to_string(next_epoch_) +
+                                 ", expected one in [0, " + std::to_string(proto_.total_epochs()) + "]");
+      }
+      elapsed_ = ck::read_tensor(ar, "elapsed").item<double>();
+      history_from_json(json::parse(ck::read_string(ar, "history")));
+      torch::serialize::InputArchive m, o, b;
+      ar.read("model", m);
+      model_->load(m);
+      model_->to(device_);
+      ar.read("optimizer", o);
+      opt_->load(o);
+      ar.read("bank", b);
+      bank_->load(b);
+      bank_->to(device_);
+      if (loss_) {
+        torch::serialize::InputArchive l;
+        ar.read("loss", l);
+        loss_->load(l);
+        loss_->to(device_);
+      }
+      if (rep_sampler_) {
+        torch::serialize::InputArchive s;
+        ar.read("rep_sampler", s);
+        rep_sampler_->load(s);
+      }
+      const int64_t E = proto_.representation_epochs();
+      if (next_epoch_ >= E) {
+        joint_weight_ = ck::read_tensor(ar, "joint_weight").to(device_);
+        joint_bias_ = ck::read_tensor(ar, "joint_bias").to(device_);
+      }
+      if (next_epoch_ > E) {
+        // The stage of the last epoch run; the next epoch may begin another.
+        const auto kind = proto_.classifier_at(next_epoch_ - 1);
+        if (kind == ClassifierKind::lws) {
+          lws_scale_ = ck::read_tensor(ar, "lws_scale").to(device_).requires_grad_(true);
+        }
+        make_stage_state(kind);
+        torch::serialize::InputArchive c, s;
+        ar.read("stage_optimizer", c);
+        stage_opt_->load(c);
+        ar.read("stage_sampler", s);
+        stage_sampler_->load(s);
+      }
+      ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
+    });
   }
 
   /// Starts a DRO-LT run from a CE run's checkpoint taken after epoch
@@ -357,41 +360,43 @@ class Run {
     if (!file_exists(path)) throw std::runtime_error("--warm-start: no checkpoint '" + path + "'");
     torch::serialize::InputArchive ar;
     ck::read(ar, path);
-    const json theirs = json::parse(ck::read_string(ar, "fingerprint")), ours = fingerprint();
-    ck::require_same(theirs, ours,
-                     {"dataset", "rho", "n_max", "data_seed", "depth", "epochs", "batch", "lr", "seed", "schedule",
-                      "device", "model"},
-                     "--warm-start: ", path);
-    if (theirs.value("run", std::string()) != "ce") {
-      throw std::runtime_error("--warm-start: '" + path + "' is not a checkpoint of a CE run");
-    }
-    const int64_t epoch = ck::read_tensor(ar, "epoch").item<int64_t>();
-    if (epoch != cfg_.dro_start_epoch()) {
-      throw std::runtime_error("--warm-start: checkpoint '" + path + "' was taken after epoch " +
-                               std::to_string(epoch) + ", expected the DRO-LT start epoch " +
-                               std::to_string(cfg_.dro_start_epoch()) + " (--save-at on the CE run)");
-    }
-    next_epoch_ = epoch;
-    elapsed_ = ck::read_tensor(ar, "elapsed").item<double>();
-    history_from_json(json::parse(ck::read_string(ar, "history")));
-    for (auto& h : history_) h.run = name_;
-    torch::serialize::InputArchive m, o;
-    ar.read("model", m);
-    model_->load(m);
-    model_->to(device_);
-    // The CE optimizer has one parameter group (the network); ours may have a
-    // second one for learned radii. Load into a one-group SGD over the same
-    // parameters and move the per-parameter momentum buffers across.
-    ar.read("optimizer", o);
-    torch::optim::SGD ce_opt(model_->parameters(), torch::optim::SGDOptions(cfg_.lr)
-                                                       .momentum(cfg_.momentum)
-                                                       .weight_decay(cfg_.weight_decay));
-    ce_opt.load(o);
-    for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
-    ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
-    // The warm-up's log lines, relabelled, so metrics.jsonl covers the whole run.
-    for (auto& l : lines_) l["run"] = name_;
-    rewrite_jsonl();
+    ck::reading(path, [&] {
+      const json theirs = json::parse(ck::read_string(ar, "fingerprint")), ours = fingerprint();
+      ck::require_same(theirs, ours,
+                       {"dataset", "rho", "n_max", "data_seed", "depth", "epochs", "batch", "lr", "seed", "schedule",
+                        "device", "model"},
+                       "--warm-start: ", path);
+      if (theirs.value("run", std::string()) != "ce") {
+        throw std::runtime_error("--warm-start: '" + path + "' is not a checkpoint of a CE run");
+      }
+      const int64_t epoch = ck::read_tensor(ar, "epoch").item<int64_t>();
+      if (epoch != cfg_.dro_start_epoch()) {
+        throw std::runtime_error("--warm-start: checkpoint '" + path + "' was taken after epoch " +
+                                 std::to_string(epoch) + ", expected the DRO-LT start epoch " +
+                                 std::to_string(cfg_.dro_start_epoch()) + " (--save-at on the CE run)");
+      }
+      next_epoch_ = epoch;
+      elapsed_ = ck::read_tensor(ar, "elapsed").item<double>();
+      history_from_json(json::parse(ck::read_string(ar, "history")));
+      for (auto& h : history_) h.run = name_;
+      torch::serialize::InputArchive m, o;
+      ar.read("model", m);
+      model_->load(m);
+      model_->to(device_);
+      // The CE optimizer has one parameter group (the network); ours may have a
+      // second one for learned radii. Load into a one-group SGD over the same
+      // parameters and move the per-parameter momentum buffers across.
+      ar.read("optimizer", o);
+      torch::optim::SGD ce_opt(model_->parameters(), torch::optim::SGDOptions(cfg_.lr)
+                                                         .momentum(cfg_.momentum)
+                                                         .weight_decay(cfg_.weight_decay));
+      ce_opt.load(o);
+      for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
+      ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
+      // The warm-up's log lines, relabelled, so metrics.jsonl covers the whole run.
+      for (auto& l : lines_) l["run"] = name_;
+      rewrite_jsonl();
+    });
   }
 
  private:
