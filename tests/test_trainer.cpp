@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -29,6 +30,9 @@ std::string tmpdir(const std::string& name) {
 de::TrainConfig tiny_config(const std::string& out) { return tiny_trainer_config(out); }
 
 de::RunSpec dro_spec(const de::TrainConfig& c) { return tiny_run_spec(c, de::Method::drolt); }
+
+/// Equal, or both NaN.
+bool same_number(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
 size_t count_lines(const std::string& path) {
   std::ifstream f(path);
@@ -363,4 +367,213 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
   de::make_dirs(bad.out_dir);
   de::Run other(bad, data, dro_spec(bad), {});
   CHECK_THROWS_WITH(other.run(log), Catch::Contains("differs in 'seed'"));
+}
+
+// ---------------------------------------------------------------- methods
+
+TEST_CASE("trainer losses: focal with gamma 0 is cross-entropy, weighted or not", "[trainer]") {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(1);
+  auto logits = torch::randn({9, 4}, torch::kDouble);
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3}, torch::kLong);
+  auto w = torch::tensor({0.5, 1.0, 2.0, 4.0}, torch::kDouble);
+  CHECK(de::focal_loss(logits, y, 0.0).item<double>() == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-12));
+  CHECK(de::focal_loss(logits, y, 0.0, w).item<double>() ==
+        Approx(F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().weight(w)).item<double>()).epsilon(1e-12));
+  // gamma 2: each sample's CE times (1 - p_y)^2, by hand.
+  auto p = torch::softmax(logits, 1).gather(1, y.unsqueeze(1)).squeeze(1);
+  auto expect = (-(1 - p).pow(2) * p.log()).mean().item<double>();
+  CHECK(de::focal_loss(logits, y, 2.0).item<double>() == Approx(expect).epsilon(1e-12));
+  CHECK(de::focal_loss(logits, y, 2.0).item<double>() < F::cross_entropy(logits, y).item<double>());
+}
+
+TEST_CASE("trainer losses: LDAM margins are m / n_c^(1/4) scaled to a largest margin m", "[trainer]") {
+  auto d = de::ldam_margins({100, 16, 1, 81}, 0.5);
+  REQUIRE(d.numel() == 4);
+  // n^(-1/4): 1/sqrt(10), 1/2, 1, 1/3; the largest (class 2) becomes 0.5.
+  CHECK(d[0].item<double>() == Approx(0.5 / std::sqrt(10.0)).epsilon(1e-6));
+  CHECK(d[1].item<double>() == Approx(0.25).epsilon(1e-6));
+  CHECK(d[2].item<double>() == Approx(0.5).epsilon(1e-6));
+  CHECK(d[3].item<double>() == Approx(0.5 / 3.0).epsilon(1e-6));
+  CHECK_THROWS_WITH(de::ldam_margins({5, 0}, 0.5), Catch::Contains("got 0 for class 1"));
+  // The LDAM loss subtracts s * Delta_y from the target logit only.
+  de::LossSpec spec;
+  spec.base = de::BaseLoss::ldam;
+  spec.ldam_offsets = d * 30.0;
+  auto logits = torch::zeros({2, 4});
+  auto y = torch::tensor({2, 0}, torch::kLong);
+  auto shifted = logits.clone();
+  shifted[0][2] -= 15.0;
+  shifted[1][0] -= 15.0 / std::sqrt(10.0);
+  CHECK(de::base_loss(spec, logits, y).item<double>() ==
+        Approx(torch::nn::functional::cross_entropy(shifted, y).item<double>()).epsilon(1e-6));
+}
+
+TEST_CASE("trainer classifiers: LWS with scales 1, tau-norm and logit adjustment with tau 0 change nothing",
+          "[trainer]") {
+  torch::manual_seed(2);
+  auto z = torch::randn({50, 6});
+  auto w = torch::randn({4, 6}) * torch::tensor({3.0f, 1.0f, 0.5f, 0.1f}).unsqueeze(1);
+  auto b = torch::randn({4});
+  auto joint = torch::matmul(z, w.t()) + b;
+  CHECK(torch::equal(de::lws_logits(joint, torch::ones({4})), joint));
+  // A scale multiplies its class's column, whatever the sample.
+  auto scaled = de::lws_logits(joint, torch::tensor({2.0f, 1.0f, 1.0f, 1.0f}));
+  CHECK(torch::allclose(scaled.select(1, 0), 2 * joint.select(1, 0)));
+  CHECK(torch::equal(scaled.narrow(1, 1, 3), joint.narrow(1, 1, 3)));
+  // tau = 0: the joint weights without the bias; tau = 1: unit-norm weights.
+  auto no_bias = torch::matmul(z, w.t());
+  CHECK(torch::equal(de::tau_norm_logits(z, w, 0.0).argmax(1), no_bias.argmax(1)));
+  CHECK(torch::allclose(de::tau_norm_logits(z, w, 1.0), torch::matmul(z, (w / w.norm(2, 1, true)).t()), 1e-5, 1e-6));
+  CHECK_FALSE(torch::equal(de::tau_norm_logits(z, w, 1.0).argmax(1), no_bias.argmax(1)));
+  // Logit adjustment: tau 0 is the joint classifier; tau 1 moves predictions to the tail.
+  const std::vector<int64_t> counts{400, 100, 20, 5};
+  CHECK(torch::equal(de::adjusted_logits(joint, counts, 0.0), joint));
+  auto la = de::adjusted_logits(joint, counts, 1.0);
+  auto prior = torch::tensor({400.0f, 100.0f, 20.0f, 5.0f}) / 525.0f;
+  CHECK(torch::allclose(la, joint - prior.log().unsqueeze(0), 1e-5, 1e-6));
+  CHECK(la.argmax(1).eq(3).sum().item<int64_t>() >= joint.argmax(1).eq(3).sum().item<int64_t>());
+  // The tau chosen is the first best on validation.
+  CHECK(de::choose_tau({0.0, 0.5, 1.0, 1.5}, [](double t) { return t == 0.5 || t == 1.5 ? 0.9 : 0.1; }) == 0.5);
+}
+
+TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a fixed batch", "[trainer]") {
+  de::TrainConfig c;
+  de::apply_preset("official", c);
+  de::validate(c);
+  const std::vector<int64_t> counts{60, 27, 12, 6};
+  c.methods = {de::Method::drolt};
+  const auto runs = de::runs_of(c);
+  REQUIRE(runs.size() == 1);
+  const de::Protocol proto(c, runs[0]);
+  const int64_t e = c.dro_start_epoch();
+  CHECK(e == 200);
+  CHECK(proto.sampler_at(e) == de::SamplerKind::class_aware);
+  CHECK(proto.sampler_at(e - 1) == de::SamplerKind::instance);  // the CE model before it
+  CHECK(proto.phase(e) == "dro");
+  CHECK(proto.total_epochs() == 300);  // 200 CE + 80 DRO-LT + 20 classifier epochs
+  CHECK(proto.row_name(de::ClassifierKind::crt) == "drolt-learned");
+
+  torch::manual_seed(4);
+  auto logits = torch::randn({16, 4});
+  auto features = torch::randn({16, 8});
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 0, 0, 2, 1, 0}, torch::kLong);
+  drolt::CentroidBank bank(4, 8);
+  bank->accumulate(torch::randn({40, 8}), torch::arange(4).repeat(10));
+  bank->finalize();
+  drolt::RobustCentroidLoss dro(de::dro_loss_options(c, counts, torch::kCPU));
+  const auto v = de::compute_loss(proto.loss_at(e, counts), logits, features, y, dro, bank);
+  namespace F = torch::nn::functional;
+  auto w = torch::tensor({1.0f, 27.0f / 60, 12.0f / 60, 6.0f / 60});
+  auto ce = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().weight(w));
+  drolt::RobustCentroidLoss ref(drolt::RobustCentroidLossOptions(4).temperature(1.0).radius(
+      drolt::RadiusPolicy::learned(0.5)));
+  auto expect = ce + ref->forward(features, y, bank);
+  CHECK(v.total.item<double>() == Approx(expect.item<double>()).epsilon(1e-6));
+  CHECK(v.base.item<double>() == Approx(ce.item<double>()).epsilon(1e-6));
+  // The warm-up is plain CE.
+  const auto warm = de::compute_loss(proto.loss_at(e - 1, counts), logits, features, y, dro, bank);
+  CHECK_FALSE(warm.dro.defined());
+  CHECK(warm.total.item<double>() == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-6));
+}
+
+TEST_CASE("trainer: every representation with every classifier, one row per pair", "[trainer]") {
+  auto cfg = tiny_config(tmpdir("methods"));
+  cfg.methods = {de::Method::ce, de::Method::resample, de::Method::reweight, de::Method::focal, de::Method::ldam_drw,
+                 de::Method::drolt};
+  cfg.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt, de::ClassifierKind::lws,
+                     de::ClassifierKind::tau_norm, de::ClassifierKind::ncm, de::ClassifierKind::logit_adjust};
+  cfg.resample_sampler = de::SamplerKind::class_aware;
+  cfg.la_tau = 0;  // logit adjustment with tau 0 is the joint classifier
+  cfg.plots = false;
+  const auto data = de::load_data(cfg);
+  std::ostringstream log;
+  auto rep = de::run_experiment(cfg, data, log);
+  std::vector<std::string> names;
+  for (const auto& r : rep.results) names.push_back(r.name);
+  const std::vector<std::string> expect{
+      "ce",           "crt",          "ce/lws",         "ce/tau-norm",         "ce/ncm",         "ce/la",
+      "resample",     "resample/crt", "resample/lws",   "resample/tau-norm",   "resample/ncm",   "resample/la",
+      "reweight",     "reweight/crt", "reweight/lws",   "reweight/tau-norm",   "reweight/ncm",   "reweight/la",
+      "focal",        "focal/crt",    "focal/lws",      "focal/tau-norm",      "focal/ncm",      "focal/la",
+      "ldam-drw",     "ldam-drw/crt", "ldam-drw/lws",   "ldam-drw/tau-norm",   "ldam-drw/ncm",   "ldam-drw/la",
+      "drolt-learned/nocrt", "drolt-learned", "drolt-learned/lws", "drolt-learned/tau-norm", "drolt-learned/ncm",
+      "drolt-learned/la"};
+  REQUIRE(names == expect);
+  for (size_t i = 0; i < rep.results.size(); ++i) {
+    const auto& r = rep.results[i];
+    INFO(r.name);
+    CHECK(r.test.all >= 0);
+    CHECK(r.test.all <= 100);
+    if (r.classifier == "ncm") {
+      CHECK(std::isnan(r.ece));
+    } else {
+      CHECK(r.ece >= 0);
+      CHECK(r.ece <= 100);
+    }
+    if (r.classifier == "tau-norm") {
+      CHECK(r.tau >= 0);
+      CHECK(r.tau <= 1);
+    }
+    if (r.classifier == "la") {
+      CHECK(r.tau == 0);
+      CHECK(r.per_class == rep.results[i - 5].per_class);  // = the joint row of the same representation
+      CHECK(same_number(r.ece, rep.results[i - 5].ece));
+    }
+  }
+  // The representation is trained once per method: 4 epochs + 2 cRT + 2 LWS each.
+  std::map<std::string, std::vector<std::string>> phases;
+  for (const auto& h : rep.history) phases[h.run].push_back(h.phase);
+  CHECK(phases["focal"] == std::vector<std::string>({"focal", "focal", "focal", "focal", "crt", "crt", "lws", "lws"}));
+  CHECK(phases["ldam-drw"] == std::vector<std::string>({"ldam", "ldam", "ldam", "ldam", "crt", "crt", "lws", "lws"}));
+  CHECK(phases["drolt-learned"] == std::vector<std::string>({"ce", "ce", "dro", "dro", "crt", "crt", "lws", "lws"}));
+  CHECK_THAT(log.str(), Catch::Contains("| ldam-drw/lws") && Catch::Contains("ECE"));
+}
+
+TEST_CASE("trainer: --resume is bit-identical in every stage kind", "[trainer]") {
+  // DRO-LT on a class-aware loader with CE(n_c / n_max) (the official recipe's
+  // shape), then cRT and LWS, the read-off classifiers in between.
+  auto base = tiny_config(tmpdir("stages-a"));
+  base.methods = {de::Method::drolt};
+  base.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt, de::ClassifierKind::lws,
+                      de::ClassifierKind::tau_norm, de::ClassifierKind::ncm, de::ClassifierKind::logit_adjust};
+  base.sampler = de::SamplerKind::class_aware;
+  base.weighting = de::Weighting::max_ratio;
+  base.dro_sum = true;
+  base.crt_sampler = de::SamplerKind::progressive;
+  const auto data = de::load_data(base);
+  std::ostringstream log;
+  de::make_dirs(base.out_dir);
+  de::Run whole(base, data, dro_spec(base), {});
+  auto ra = whole.run(log);
+  REQUIRE(ra.size() == 6);
+  REQUIRE(whole.lws_scales().defined());
+  CHECK_FALSE(torch::equal(whole.lws_scales(), torch::ones({4})));  // LWS did learn
+  for (int64_t stop : {1, 3, 4, 5, 6, 7}) {  // warm-up, DRO-LT, end of it, cRT, between stages, LWS
+    DYNAMIC_SECTION("interrupted after epoch " << stop) {
+      auto cb = base;
+      cb.out_dir = tmpdir("stages-b");
+      de::make_dirs(cb.out_dir);
+      cb.stop_after = stop;
+      de::Run first(cb, data, dro_spec(cb), {});
+      CHECK(first.run(log).empty());
+      cb.stop_after = -1;
+      cb.resume = true;
+      de::Run second(cb, data, dro_spec(cb), {});
+      auto rb = second.run(log);
+      REQUIRE(rb.size() == ra.size());
+      require_identical(*whole.model(), *second.model());
+      require_identical(*whole.loss(), *second.loss());
+      CHECK(torch::equal(whole.lws_scales(), second.lws_scales()));
+      for (size_t i = 0; i < ra.size(); ++i) {
+        INFO(ra[i].name);
+        CHECK(ra[i].name == rb[i].name);
+        CHECK(ra[i].per_class == rb[i].per_class);
+        CHECK(same_number(ra[i].ece, rb[i].ece));
+        CHECK(same_number(ra[i].tau, rb[i].tau));
+      }
+      REQUIRE(second.history().size() == whole.history().size());
+      for (size_t i = 0; i < whole.history().size(); ++i) CHECK(second.history()[i].loss == whole.history()[i].loss);
+    }
+  }
 }
