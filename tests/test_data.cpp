@@ -876,7 +876,8 @@ TEST_CASE("samplers reject unusable targets", "[data][sampler]") {
                     Contains("num_samples >= 0"));
 }
 
-TEST_CASE("ClassAwareSampler draws k images per class in turn, n_max * C per epoch", "[data][sampler]") {
+TEST_CASE("ClassAwareSampler draws k images per class in turn, n_max * C per epoch",
+          "[data][sampler]") {
   // Counts 5, 3, 0, 1 (class 2 has no image): C' = 3 classes, n_max = 5.
   const auto y = torch::tensor({0, 1, 0, 3, 0, 1, 0, 1, 0}, torch::kLong);
   const int64_t k = 2;

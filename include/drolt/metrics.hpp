@@ -239,10 +239,10 @@ inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torc
 inline double expected_calibration_error(const torch::Tensor& probabilities,
                                          const torch::Tensor& targets, int64_t bins = 15) {
   constexpr const char* caller = "drolt::metrics::expected_calibration_error";
-  TORCH_CHECK(probabilities.defined() && probabilities.dim() == 2 &&
-                  probabilities.is_floating_point(),
-              caller, ": expected floating-point probabilities [N, C], got ",
-              probabilities.defined() ? probabilities.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK(
+      probabilities.defined() && probabilities.dim() == 2 && probabilities.is_floating_point(),
+      caller, ": expected floating-point probabilities [N, C], got ",
+      probabilities.defined() ? probabilities.sizes() : torch::IntArrayRef{});
   TORCH_CHECK(bins >= 1 && bins <= (int64_t{1} << 20), caller, ": expected 1 <= bins <= 2^20, got ",
               bins);
   const int64_t c = probabilities.size(1);
@@ -261,8 +261,11 @@ inline double expected_calibration_error(const torch::Tensor& probabilities,
   const auto top = p.max(1);
   const torch::Tensor conf = std::get<0>(top).contiguous();
   const torch::Tensor correct = std::get<1>(top).eq(t).to(torch::kFloat64).contiguous();
-  const torch::Tensor bin =
-      (conf * static_cast<double>(bins)).ceil().sub(1).clamp(0, static_cast<double>(bins - 1)).to(torch::kInt64);
+  const torch::Tensor bin = (conf * static_cast<double>(bins))
+                                .ceil()
+                                .sub(1)
+                                .clamp(0, static_cast<double>(bins - 1))
+                                .to(torch::kInt64);
   const torch::Tensor n = torch::bincount(bin, {}, bins).to(torch::kFloat64);
   const torch::Tensor sum_conf = torch::bincount(bin, conf, bins);
   const torch::Tensor sum_acc = torch::bincount(bin, correct, bins);

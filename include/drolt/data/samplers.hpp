@@ -311,7 +311,6 @@ class ProgressiveSampler : public detail::ClassSamplerBase {
   double t_ = 0.0;
 };
 
-
 /// Class-aware sampling as in the DRO-LT and classifier-balancing authors'
 /// loaders: `k` images of one class, then `k` of the next, the classes in a
 /// shuffled cycle (re-shuffled each time round) and each class's images in
@@ -397,12 +396,13 @@ class ClassAwareSampler : public torch::data::samplers::Sampler<> {
     archive.write("drolt_class_aware/positions", torch::tensor(positions, torch::kInt64), true);
     std::vector<int64_t> idx(indices_.begin(), indices_.end());
     archive.write("drolt_class_aware/indices", torch::tensor(idx, torch::kInt64), true);
-    archive.write("drolt_class_aware/state",
-                  torch::tensor({static_cast<int64_t>(num_targets_), static_cast<int64_t>(position_),
-                                 static_cast<int64_t>(epoch_length_), epoch_,
-                                 static_cast<int64_t>(class_), static_cast<int64_t>(in_class_), k_},
-                                torch::kInt64),
-                  true);
+    archive.write(
+        "drolt_class_aware/state",
+        torch::tensor({static_cast<int64_t>(num_targets_), static_cast<int64_t>(position_),
+                       static_cast<int64_t>(epoch_length_), epoch_, static_cast<int64_t>(class_),
+                       static_cast<int64_t>(in_class_), k_},
+                      torch::kInt64),
+        true);
   }
 
   void load(torch::serialize::InputArchive& archive) override {
@@ -440,7 +440,8 @@ class ClassAwareSampler : public torch::data::samplers::Sampler<> {
       std::vector<size_t> a = got;
       std::sort(a.begin(), a.end());
       std::sort(mine.begin(), mine.end());
-      TORCH_CHECK(a == mine, name, ": expected cycles over this sampler's classes and images, got others");
+      TORCH_CHECK(a == mine, name,
+                  ": expected cycles over this sampler's classes and images, got others");
       c.order = got;
       c.position = static_cast<size_t>(p);
       at += n;
@@ -449,7 +450,8 @@ class ClassAwareSampler : public torch::data::samplers::Sampler<> {
     std::vector<Cycle> images = images_;
     take(classes, pos[0]);
     for (size_t c = 0; c < images.size(); ++c) take(images[c], pos[c + 1]);
-    TORCH_CHECK(at == orders.numel(), name, ": expected ", at, " cycle entries, got ", orders.numel());
+    TORCH_CHECK(at == orders.numel(), name, ": expected ", at, " cycle entries, got ",
+                orders.numel());
     const int64_t* p = idx.data_ptr<int64_t>();
     for (int64_t i = 0; i < idx.numel(); ++i) {
       TORCH_CHECK(p[i] >= 0 && p[i] < static_cast<int64_t>(num_targets_), name,
