@@ -81,6 +81,10 @@ int main(int argc, char** argv) {
   app.add_option("--dro-lr", cfg.dro_lr, "constant learning rate of the DRO-LT epochs (0: the schedule goes on)");
   app.add_option("--centroids", centroids,
                  "centroid mode: full (refresh pass), previous (last epoch's training pass), ema");
+  app.add_option("--dro-layers", cfg.dro_layers,
+                 "DRO-LT at these layers, each with its own bank and radii, losses averaged: 0 the stem, 1-3 the "
+                 "stages (3 = penultimate, the default)")
+      ->delimiter(',');
   app.add_option("--ema-momentum", cfg.ema_momentum, "EMA centroid momentum");
   app.add_option("--radius-lr", cfg.radius_lr, "SGD learning rate of learned radii");
   app.add_option("--radius-wd", cfg.radius_weight_decay, "weight decay of learned radii");

@@ -577,3 +577,68 @@ TEST_CASE("trainer: --resume is bit-identical in every stage kind", "[trainer]")
     }
   }
 }
+
+TEST_CASE("trainer: DRO-LT at several layers, each with its own bank and radii, resumes exactly", "[trainer]") {
+  // The loss: the base term plus the mean of the layers' DRO-LT losses.
+  torch::manual_seed(6);
+  auto logits = torch::randn({12, 4});
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 0, 1, 0, 3}, torch::kLong);
+  std::vector<torch::Tensor> feats{torch::randn({12, 5}), torch::randn({12, 7})};
+  std::vector<drolt::CentroidBank> banks{drolt::CentroidBank(4, 5), drolt::CentroidBank(4, 7)};
+  for (size_t l = 0; l < 2; ++l) {
+    banks[l]->accumulate(torch::randn({20, feats[l].size(1)}), torch::arange(4).repeat(5));
+    banks[l]->finalize();
+  }
+  std::vector<drolt::RobustCentroidLoss> losses{drolt::RobustCentroidLoss(4), drolt::RobustCentroidLoss(4)};
+  de::LossSpec spec;
+  spec.dro = true;
+  spec.lambda = 0.25;
+  const auto v = de::compute_loss(spec, logits, feats, y, losses, banks);
+  const double d0 = losses[0]->forward(feats[0], y, banks[0]).item<double>();
+  const double d1 = losses[1]->forward(feats[1], y, banks[1]).item<double>();
+  const double ce = torch::nn::functional::cross_entropy(logits, y).item<double>();
+  CHECK(v.dro.item<double>() == Approx((d0 + d1) / 2).epsilon(1e-6));
+  CHECK(v.total.item<double>() == Approx(0.75 * ce + 0.25 * (d0 + d1) / 2).epsilon(1e-6));
+
+  auto cfg = tiny_config(tmpdir("layers-a"));
+  de::make_dirs(cfg.out_dir);
+  cfg.methods = {de::Method::drolt};
+  cfg.dro_layers = {0, 2, 3};
+  cfg.centroid_mode = de::CentroidMode::ema;
+  auto bad = cfg;
+  bad.dro_layers = {3, 4, 3};
+  CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--dro-layers: expected layers in 0..3 (0 the stem, 3 the "
+                                                       "penultimate), got 4") &&
+                                           Catch::Contains("--dro-layers: expected distinct layers, got 3 twice"));
+  const auto data = de::load_data(cfg);
+  std::ostringstream log;
+  de::Run whole(cfg, data, dro_spec(cfg), {});
+  auto ra = whole.run(log);
+  REQUIRE(ra.size() == 2);
+  REQUIRE(whole.banks().size() == 3);
+  CHECK(whole.banks()[0]->centroids().size(1) == 16);  // the stem of ResNet-8
+  CHECK(whole.banks()[1]->centroids().size(1) == 32);
+  CHECK(whole.banks()[2]->centroids().size(1) == 64);
+  for (const auto& b : whole.banks()) CHECK(b->valid().all().item<bool>());
+  for (const auto& h : whole.history()) CHECK(std::isfinite(h.loss));
+
+  auto cb = cfg;
+  cb.out_dir = tmpdir("layers-b");
+  de::make_dirs(cb.out_dir);
+  cb.stop_after = 3;
+  de::Run first(cb, data, dro_spec(cb), {});
+  CHECK(first.run(log).empty());
+  cb.stop_after = -1;
+  cb.resume = true;
+  de::Run second(cb, data, dro_spec(cb), {});
+  auto rb = second.run(log);
+  REQUIRE(rb.size() == 2);
+  require_identical(*whole.model(), *second.model());
+  for (size_t l = 0; l < 3; ++l) {
+    auto la = whole.losses()[l], lb = second.losses()[l];
+    auto ba = whole.banks()[l], bb = second.banks()[l];
+    require_identical(*la, *lb);
+    require_identical(*ba, *bb);
+  }
+  for (size_t i = 0; i < ra.size(); ++i) CHECK(ra[i].per_class == rb[i].per_class);
+}

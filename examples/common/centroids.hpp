@@ -31,6 +31,7 @@ struct CentroidSource {
   torch::Device device;
   const DistContext* dist;
   int64_t first_dro_epoch;
+  int64_t layer = 3;  // the ResNet layer whose pooled features the bank holds
 };
 
 class CentroidRefresh {
@@ -63,7 +64,7 @@ class FullRefresh : public CentroidRefresh {
     auto rows = s_.dist->rows(s_.train_x.size(0));
     for (int64_t i = 0; i < rows.size(0); i += B) {
       auto idx = rows.narrow(0, i, std::min(B, rows.size(0) - i));
-      s_.bank->accumulate(s_.model->features(s_.train_x.index_select(0, idx).to(s_.device)),
+      s_.bank->accumulate(s_.model->layer_features(s_.train_x.index_select(0, idx).to(s_.device), s_.layer),
                           s_.train_y.index_select(0, idx).to(s_.device));
     }
     s_.dist->finalize(s_.bank);

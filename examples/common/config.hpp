@@ -220,6 +220,10 @@ struct TrainConfig {
   /// Constant learning rate of the DRO-LT epochs (> 0), or 0: the schedule goes on.
   double dro_lr = 0;
   CentroidMode centroid_mode = CentroidMode::full;
+  /// Layers with a DRO-LT loss (spec section 12): 0 the stem, 1..3 the ResNet
+  /// stages (3 = the penultimate features); each has its own bank and radii,
+  /// and their losses are averaged.
+  std::vector<int64_t> dro_layers = {3};
   double ema_momentum = 0.9;
   double radius_lr = 0.005;  // learned radii: SGD lr (spec section 5)
   double radius_weight_decay = 1e-4;
@@ -355,6 +359,14 @@ inline void validate(const TrainConfig& c) {
   if (!(c.dro_lr >= 0) || !std::isfinite(c.dro_lr)) bad("--dro-lr: expected >= 0 (0: the schedule), got " + num(c.dro_lr));
   if (c.dro_start == 0 && c.centroid_mode != CentroidMode::full) {
     bad("--dro-start 0 needs --centroids full (the other modes build centroids during a CE epoch)");
+  }
+  if (c.dro_layers.empty()) bad("--dro-layers: expected at least one of 0, 1, 2, 3");
+  for (size_t i = 0; i < c.dro_layers.size(); ++i) {
+    const int64_t l = c.dro_layers[i];
+    if (l < 0 || l > 3) bad("--dro-layers: expected layers in 0..3 (0 the stem, 3 the penultimate), got " + std::to_string(l));
+    for (size_t j = 0; j < i; ++j) {
+      if (c.dro_layers[j] == l) bad("--dro-layers: expected distinct layers, got " + std::to_string(l) + " twice");
+    }
   }
   if (!(c.ema_momentum >= 0 && c.ema_momentum < 1)) {
     bad("--ema-momentum: expected a value in [0, 1), got " + num(c.ema_momentum));

@@ -117,19 +117,34 @@ inline torch::Tensor base_loss(const LossSpec& spec, const torch::Tensor& logits
                           F::CrossEntropyFuncOptions().weight(spec.class_weights.to(logits.device(), logits.scalar_type())));
 }
 
-/// The loss of one batch: the base term on the logits, plus DRO-LT on the
-/// penultimate features against the bank's centroids when spec.dro.
-inline LossValue compute_loss(const LossSpec& spec, const torch::Tensor& logits, const torch::Tensor& features,
-                              const torch::Tensor& y, drolt::RobustCentroidLoss& dro_loss,
-                              const drolt::CentroidBank& bank) {
+/// The loss of one batch: the base term on the logits, plus, when spec.dro,
+/// the mean over layers of DRO-LT on each layer's features against its own
+/// bank (spec section 12; one layer, the penultimate, by default).
+inline LossValue compute_loss(const LossSpec& spec, const torch::Tensor& logits,
+                              const std::vector<torch::Tensor>& features, const torch::Tensor& y,
+                              std::vector<drolt::RobustCentroidLoss>& dro_losses,
+                              const std::vector<drolt::CentroidBank>& banks) {
   LossValue v;
   v.base = base_loss(spec, logits, y);
   v.total = v.base;
   if (spec.dro) {
-    v.dro = dro_loss->forward(features, y, bank);
+    TORCH_CHECK(!dro_losses.empty() && dro_losses.size() == features.size() && banks.size() == features.size(),
+                "compute_loss: expected one DRO-LT loss and bank per layer, got ", dro_losses.size(), " losses, ",
+                banks.size(), " banks and ", features.size(), " feature tensors");
+    v.dro = dro_losses[0]->forward(features[0], y, banks[0]);
+    for (size_t l = 1; l < features.size(); ++l) v.dro = v.dro + dro_losses[l]->forward(features[l], y, banks[l]);
+    if (features.size() > 1) v.dro = v.dro / static_cast<double>(features.size());
     v.total = spec.sum ? v.base + v.dro : (1.0 - spec.lambda) * v.base + spec.lambda * v.dro;
   }
   return v;
+}
+
+/// One layer (the penultimate features).
+inline LossValue compute_loss(const LossSpec& spec, const torch::Tensor& logits, const torch::Tensor& features,
+                              const torch::Tensor& y, drolt::RobustCentroidLoss& dro_loss,
+                              const drolt::CentroidBank& bank) {
+  std::vector<drolt::RobustCentroidLoss> losses{dro_loss};
+  return compute_loss(spec, logits, {features}, y, losses, {bank});
 }
 
 }  // namespace drolt_examples

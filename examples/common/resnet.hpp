@@ -60,6 +60,9 @@ struct ResNetOutput {
   /// Pooled stage outputs [B, w], [B, 2w], [B, 4w] when stage_features(true), else empty.
   /// The last one equals `features`.
   std::vector<torch::Tensor> stages;
+  /// The pooled output of the stem (first convolution, batch norm, ReLU), [B, w],
+  /// when stage_features(true).
+  torch::Tensor stem;
 };
 
 class BasicBlockImpl : public torch::nn::Module {
@@ -159,6 +162,18 @@ class ResNetImpl : public torch::nn::Module {
     return h.mean({2, 3});
   }
 
+  /// Pooled features of layer `layer`: 0 the stem, 1..3 the stages (3 is the
+  /// penultimate representation; the paper's layers 0, 10, 20, 30 of ResNet-32).
+  torch::Tensor layer_features(const torch::Tensor& x, int64_t layer) {
+    if (layer == 3) return features(x);
+    auto h = torch::relu(bn1_->forward(conv1_->forward(x)));
+    for (int64_t s = 0; s < layer; ++s) h = stages_[static_cast<size_t>(s)]->forward(h);
+    return h.mean({2, 3});
+  }
+
+  /// Channels of layer `layer` (see layer_features).
+  int64_t layer_dim(int64_t layer) const { return layer == 0 ? options_.base_width() : options_.base_width() << (layer - 1); }
+
   /// Classifier on top of features.
   torch::Tensor classify(const torch::Tensor& features) {
     if (!is_cosine()) return fc_->forward(features);
@@ -178,6 +193,7 @@ class ResNetImpl : public torch::nn::Module {
   ResNetOutput forward(const torch::Tensor& x) {
     ResNetOutput out;
     auto h = torch::relu(bn1_->forward(conv1_->forward(x)));
+    if (options_.stage_features()) out.stem = h.mean({2, 3});
     for (auto& st : stages_) {
       h = st->forward(h);
       if (options_.stage_features()) out.stages.push_back(h.mean({2, 3}));

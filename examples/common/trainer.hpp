@@ -115,17 +115,25 @@ class Run {
     pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.train_x.size(2) >= 32 ? 4 : 2);
 
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
+    // DRO-LT layers other than the penultimate need the stages' pooled outputs.
+    layers_ = rep.dro ? cfg.dro_layers : std::vector<int64_t>{3};
     model_ = ResNet(ResNetOptions(cfg.depth, data.channels, data.num_classes)
+                        .stage_features(layers_ != std::vector<int64_t>{3})
                         .cosine_scale(rep.loss == BaseLoss::ldam ? cfg.ldam_scale : 0.0));
     model_->to(device_);
-    bank_ = drolt::CentroidBank(drolt::CentroidBankOptions(data.num_classes, model_->feature_dim())
-                                    .momentum(cfg.ema_momentum));
-    bank_->to(device_);
+    for (int64_t l : layers_) {  // one bank per layer
+      banks_.emplace_back(
+          drolt::CentroidBankOptions(data.num_classes, model_->layer_dim(l)).momentum(cfg.ema_momentum));
+      banks_.back()->to(device_);
+    }
     if (rep.dro) {
-      loss_ = drolt::RobustCentroidLoss(dro_loss_options(cfg, data.counts, device_));
-      loss_->to(device_);
-      refresh_ = make_centroid_refresh(cfg.centroid_mode, CentroidSource{model_, data.train_x, data.train_y, bank_,
-                                                                         device_, &dist_, cfg.dro_start_epoch()});
+      for (size_t i = 0; i < layers_.size(); ++i) {  // and one loss (its own radii)
+        losses_.emplace_back(dro_loss_options(cfg, data.counts, device_));
+        losses_.back()->to(device_);
+        refresh_.push_back(make_centroid_refresh(cfg.centroid_mode,
+                                                 CentroidSource{model_, data.train_x, data.train_y, banks_[i], device_,
+                                                                &dist_, cfg.dro_start_epoch(), layers_[i]}));
+      }
     }
     if (rep.sampler != SamplerKind::instance) {
       const int64_t first = rep.dro ? cfg.dro_start_epoch() : 0;
@@ -137,9 +145,13 @@ class Run {
                                                   torch::optim::SGDOptions(cfg.lr)
                                                       .momentum(cfg.momentum)
                                                       .weight_decay(cfg.weight_decay)));
-    if (rep.dro && !loss_->parameters().empty()) {
+    std::vector<torch::Tensor> radii;
+    for (auto& l : losses_) {
+      for (auto& p : l->parameters()) radii.push_back(p);
+    }
+    if (!radii.empty()) {
       // Learned radii join the feature extractor's SGD (spec section 5).
-      groups.emplace_back(loss_->parameters(), std::make_unique<torch::optim::SGDOptions>(
+      groups.emplace_back(radii, std::make_unique<torch::optim::SGDOptions>(
                                                    torch::optim::SGDOptions(cfg.radius_lr)
                                                        .momentum(cfg.momentum)
                                                        .weight_decay(cfg.radius_weight_decay)));
@@ -148,8 +160,11 @@ class Run {
     // Several processes: rank 0's initial weights everywhere (the same seed gives
     // the same ones already; this does not rely on it).
     dist_.broadcast(*model_);
-    if (rep.dro) dist_.broadcast(*loss_);
+    for (auto& l : losses_) dist_.broadcast(*l);
   }
+
+  Run(const Run&) = delete;  // the centroid refresh holds the address of dist_
+  Run& operator=(const Run&) = delete;
 
   const std::string& name() const { return name_; }
   const Protocol& protocol() const { return proto_; }
@@ -159,8 +174,12 @@ class Run {
     return cfg_.out_dir + "/checkpoint-" + name_ + "-e" + std::to_string(epoch) + ".pt";
   }
   ResNet& model() { return model_; }
-  drolt::RobustCentroidLoss& loss() { return loss_; }
-  drolt::CentroidBank& bank() { return bank_; }
+  /// The DRO-LT loss and the bank of the first DRO-LT layer (the penultimate
+  /// features by default); loss() is empty outside DRO-LT runs.
+  drolt::RobustCentroidLoss& loss() { return losses_.empty() ? no_loss_ : losses_[0]; }
+  drolt::CentroidBank& bank() { return banks_[0]; }
+  const std::vector<drolt::RobustCentroidLoss>& losses() const { return losses_; }
+  const std::vector<drolt::CentroidBank>& banks() const { return banks_; }
   /// LWS's per-class scales (undefined before an LWS stage).
   const torch::Tensor& lws_scales() const { return lws_scale_; }
   const std::vector<EpochRecord>& history() const { return history_; }
@@ -250,17 +269,20 @@ class Run {
     ar.write("elapsed", torch::tensor(elapsed_, torch::kDouble));
     ar.write("fingerprint", ck::string_tensor(fingerprint().dump()));
     ar.write("history", ck::string_tensor(json(lines_).dump()));
-    torch::serialize::OutputArchive m, o, b;
+    torch::serialize::OutputArchive m, o;
     model_->save(m);
     ar.write("model", m);
     opt_->save(o);
     ar.write("optimizer", o);
-    bank_->save(b);
-    ar.write("bank", b);
-    if (loss_) {
+    for (size_t i = 0; i < banks_.size(); ++i) {
+      torch::serialize::OutputArchive b;
+      banks_[i]->save(b);
+      ar.write(layer_key("bank", i), b);
+    }
+    for (size_t i = 0; i < losses_.size(); ++i) {
       torch::serialize::OutputArchive l;
-      loss_->save(l);
-      ar.write("loss", l);
+      losses_[i]->save(l);
+      ar.write(layer_key("loss", i), l);
     }
     if (rep_sampler_) {
       torch::serialize::OutputArchive s;
@@ -303,20 +325,23 @@ class Run {
       }
       elapsed_ = ck::read_tensor(ar, "elapsed").item<double>();
       history_from_json(json::parse(ck::read_string(ar, "history")));
-      torch::serialize::InputArchive m, o, b;
+      torch::serialize::InputArchive m, o;
       ar.read("model", m);
       model_->load(m);
       model_->to(device_);
       ar.read("optimizer", o);
       opt_->load(o);
-      ar.read("bank", b);
-      bank_->load(b);
-      bank_->to(device_);
-      if (loss_) {
+      for (size_t i = 0; i < banks_.size(); ++i) {
+        torch::serialize::InputArchive b;
+        ar.read(layer_key("bank", i), b);
+        banks_[i]->load(b);
+        banks_[i]->to(device_);
+      }
+      for (size_t i = 0; i < losses_.size(); ++i) {
         torch::serialize::InputArchive l;
-        ar.read("loss", l);
-        loss_->load(l);
-        loss_->to(device_);
+        ar.read(layer_key("loss", i), l);
+        losses_[i]->load(l);
+        losses_[i]->to(device_);
       }
       if (rep_sampler_) {
         torch::serialize::InputArchive s;
@@ -405,6 +430,11 @@ class Run {
     return std::chrono::duration<double>(Clock::now() - t).count();
   }
 
+  /// "bank", "loss" for the first layer (the only one by default), "bank_<l>" for layer l after it.
+  std::string layer_key(const char* what, size_t i) const {
+    return i == 0 ? std::string(what) : std::string(what) + "_" + std::to_string(layers_[i]);
+  }
+
   /// Settings that must match for a checkpoint to be resumed.
   json fingerprint() const {
     const auto& rep = proto_.representation();
@@ -438,6 +468,7 @@ class Run {
       j["dro_start"] = cfg_.dro_start_epoch();
       j["dro_lr"] = cfg_.dro_lr;
       j["centroids"] = name_of(cfg_.centroid_mode);
+      j["dro_layers"] = layers_;
     }
     if (dist_.active()) j["world_size"] = dist_.world();  // the data order depends on it
     return j;
@@ -456,8 +487,8 @@ class Run {
   void append_jsonl(const EpochRecord& r) {
     json j = r;
     j["seed"] = cfg_.seed;
-    if (loss_ && r.phase != "ce") {
-      auto radii = loss_->radii().detach().cpu().to(torch::kDouble);
+    if (!losses_.empty() && r.phase != "ce") {
+      auto radii = losses_[0]->radii().detach().cpu().to(torch::kDouble);
       j["radius_mean"] = radii.mean().item<double>();
       j["radius_min"] = radii.min().item<double>();
       j["radius_max"] = radii.max().item<double>();
@@ -596,8 +627,8 @@ class Run {
     rec.lr = lr;
 
     const LossSpec spec = proto_.loss_at(e, data_.counts);
-    const bool feed = refresh_ && refresh_->observes(e);
-    if (refresh_) rec.centroid_seconds = refresh_->before_epoch(e);
+    const bool feed = !refresh_.empty() && refresh_[0]->observes(e);
+    for (auto& r : refresh_) rec.centroid_seconds += r->before_epoch(e);
 
     model_->train();
     double sum_loss = 0, sum_ce = 0, sum_dro = 0;
@@ -610,19 +641,21 @@ class Run {
       auto x = batch_x(idx, true);
       auto y = data_.train_y.index_select(0, idx).to(device_);
       auto out = model_->forward(x);
-      const LossValue v = compute_loss(spec, out.logits, out.features, y, loss_, bank_);
+      std::vector<torch::Tensor> feats;
+      for (int64_t l : layers_) feats.push_back(l == 3 ? out.features : l == 0 ? out.stem : out.stages[static_cast<size_t>(l - 1)]);
+      const LossValue v = compute_loss(spec, out.logits, feats, y, losses_, banks_);
       opt_->zero_grad();
       v.total.backward();
       if (dist_.active()) dist_.allreduce_gradients(trained_parameters());
       opt_->step();
-      if (loss_) loss_->project_();
-      if (feed) {
-        auto fz = out.features, fy = y;
+      for (auto& l : losses_) l->project_();
+      for (size_t i = 0; feed && i < refresh_.size(); ++i) {
+        auto fz = feats[i], fy = y;
         if (keep.defined()) {  // not the rows that only pad the shard
           fz = fz.index_select(0, keep);
           fy = fy.index_select(0, keep);
         }
-        refresh_->observe(fz, fy);
+        refresh_[i]->observe(fz, fy);
       }
       sum_loss += v.total.item<double>() * static_cast<double>(n);
       sum_ce += v.base.item<double>() * static_cast<double>(n);
@@ -663,7 +696,7 @@ class Run {
         step(torch::tensor(ids, torch::kLong), keep);
       }
     }
-    if (refresh_) refresh_->after_epoch(e);
+    for (auto& r : refresh_) r->after_epoch(e);
     if (dist_.active()) {
       // The epoch's statistics over every rank's samples, and one set of
       // batch-norm statistics for evaluation, refreshes and checkpoints.
@@ -910,8 +943,8 @@ class Run {
     if (val_f_.defined() && val_f_.size(0) > 0) {
       r.val = percent(drolt::metrics::split_accuracy(scores(kind, val_f_, tau), data_.val_y, data_.counts, th));
     }
-    if (loss_) {
-      auto radii = loss_->radii().detach().cpu().to(torch::kDouble).contiguous();
+    if (!losses_.empty()) {
+      auto radii = losses_[0]->radii().detach().cpu().to(torch::kDouble).contiguous();
       r.radii.assign(radii.data_ptr<double>(), radii.data_ptr<double>() + radii.numel());
     }
     r.train_seconds = elapsed_;
@@ -948,9 +981,11 @@ class Run {
   std::string name_;
   int64_t pad_ = 2;
   ResNet model_{nullptr};
-  drolt::CentroidBank bank_{nullptr};
-  drolt::RobustCentroidLoss loss_{nullptr};
-  std::unique_ptr<CentroidRefresh> refresh_;
+  std::vector<int64_t> layers_;  // DRO-LT layers (3: the penultimate features)
+  std::vector<drolt::CentroidBank> banks_;
+  std::vector<drolt::RobustCentroidLoss> losses_;
+  std::vector<std::unique_ptr<CentroidRefresh>> refresh_;
+  drolt::RobustCentroidLoss no_loss_{nullptr};
   std::unique_ptr<torch::optim::SGD> opt_, stage_opt_;
   std::unique_ptr<Sampler> rep_sampler_, stage_sampler_;
   torch::Tensor joint_weight_, joint_bias_, lws_scale_;
