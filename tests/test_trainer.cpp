@@ -118,6 +118,11 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
   too_big([&](de::TrainConfig& d) { d.dro_start = huge; }, "--dro-start", de::kMaxEpochs);
   too_big([&](de::TrainConfig& d) { d.batch_size = huge; }, "--batch-size", de::kMaxBatch);
   too_big([&](de::TrainConfig& d) { d.n_max = huge; }, "--n-max", de::kMaxImagesPerClass);
+  {
+    auto d = c;
+    d.threads = std::numeric_limits<int>::max();
+    CHECK_THROWS_WITH(de::validate(d), Catch::Contains("--threads: expected at most 4096, got 2147483647"));
+  }
   auto at_bound = c;
   at_bound.epochs = de::kMaxEpochs;
   de::validate(at_bound);  // the bound itself is allowed

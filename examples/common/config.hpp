@@ -307,6 +307,7 @@ inline void validate(const TrainConfig& c) {
   }
   sane = at_most("--batch-size", c.batch_size, kMaxBatch) && sane;
   sane = at_most("--depth", c.depth, 1202) && sane;  // ResNet-1202, the deepest CIFAR ResNet
+  sane = at_most("--threads", c.threads, 4096) && sane;
   if (c.dataset == "synthetic") {
     sane = at_most("synthetic_classes", c.synthetic_classes, 1000) && sane;
     sane = at_most("synthetic_size", c.synthetic_size, 256) && sane;
