@@ -1,12 +1,15 @@
-// drolt_train: trains a CIFAR-style ResNet on a long-tailed data set with
-// cross-entropy (ce), classifier re-training (crt) or DRO-LT (drolt), and prints
-// Many / Medium / Few / All test accuracy.
+// drolt_train: trains a CIFAR-style ResNet on a long-tailed data set with one
+// or more representation methods (ce, resample, reweight, focal, ldam-drw,
+// drolt), evaluates classifier stages on each (joint, crt, lws, tau-norm, ncm,
+// la), and prints Many / Medium / Few / All test accuracy and ECE, one row per
+// (representation, classifier).
 //
 //   drolt_train --preset demo                       # ce, crt, drolt(learned), < 10 min on 2 cores
 //   drolt_train --method drolt --policy sqrtn --eps0 1 --out runs/sqrtn
+//   drolt_train --method ce,drolt --classifier joint,crt,lws,tau-norm,ncm,la
 //   drolt_train --dataset cifar100 --data /path/to/cifar-100-binary --depth 32 --epochs 200
 //
-// See examples/common/trainer.hpp for the protocol and docs/results.md for results.
+// See examples/common/protocol.hpp for the protocol and docs/results.md for results.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -22,77 +25,21 @@
 
 namespace de = drolt_examples;
 
-namespace {
-
-/// Presets: settings chosen on the validation split (docs/results.md); any
-/// option given on the command line overrides them.
-void apply_preset(const std::string& name, de::TrainConfig& c) {
-  if (name.empty()) return;
-  if (name == "demo") {
-    // ce, crt and drolt(learned) on Fashion-MNIST-LT, ResNet-20, in < 10 min on 2 cores.
-    // DRO-LT takes its 15-epoch CE warm-up from the CE run (shared, bit-identical).
-    c.methods = {"ce", "crt", "drolt"};
-    c.radius_policy = "learned";
-    c.lambda = 0.3;  // chosen on the validation split for docs/results.md (ResNet-32)
-    c.depth = 20;
-    c.epochs = 30;
-    c.dro_start = 15;
-    c.crt_epochs = 10;
-    c.val_every = 5;
-    c.out_dir = "out/demo";
-    return;
-  }
-  if (name == "paper") {
-    // The setting of docs/results.md (scripts/reproduce.sh passes it explicitly).
-    c.methods = {"ce", "crt", "drolt"};
-    c.lambda = 0.3;  // the validation split's choice (docs/results.md)
-    c.depth = 32;
-    c.epochs = 40;
-    c.dro_start = 20;
-    c.crt_epochs = 10;
-    c.val_every = 5;
-    c.out_dir = "out/paper";
-    return;
-  }
-  if (name == "smoke") {
-    c.methods = {"ce", "crt", "drolt"};
-    c.depth = 8;
-    c.epochs = 3;
-    c.crt_epochs = 1;
-    c.warmup_epochs = 1;
-    c.test_limit = 1000;
-    return;
-  }
-  throw std::invalid_argument("--preset: unknown preset '" + name + "' (expected demo, paper or smoke)");
-}
-
-std::vector<std::string> split_commas(const std::vector<std::string>& in) {
-  std::vector<std::string> out;
-  for (const auto& s : in) {
-    std::string cur;
-    for (char ch : s) {
-      if (ch == ',') {
-        if (!cur.empty()) out.push_back(cur);
-        cur.clear();
-      } else {
-        cur += ch;
-      }
-    }
-    if (!cur.empty()) out.push_back(cur);
-  }
-  return out;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   de::TrainConfig cfg;
   CLI::App app{"drolt_train: DRO-LT (Samuel & Chechik, ICCV 2021) example trainer on long-tailed data"};
-  std::string preset;
-  std::vector<std::string> methods;
-  app.add_option("--preset", preset, "demo (ce, crt, drolt on Fashion-MNIST-LT in < 10 min), paper, smoke");
-  app.add_option("-m,--method", methods, "ce, crt, drolt (several allowed, comma separated)");
-  app.add_option("--policy", cfg.radius_policy, "DRO-LT radius policy: erm, shared, sqrtn, learned");
+  std::string preset, policy, eps0_text, loss, weighting, sampler, resample_sampler, reweight, schedule, centroids,
+      crt_schedule, crt_sampler;
+  std::vector<std::string> methods, classifiers;
+  double eps0 = 0.5;
+  app.add_option("--preset", preset,
+                 "demo (ce, crt, drolt on Fashion-MNIST-LT in < 10 min), paper, official (the authors' recipe), smoke");
+  app.add_option("-m,--method", methods,
+                 "representations: " + de::enum_choices<de::Method>() + " (several allowed, comma separated)");
+  app.add_option("--classifier", classifiers,
+                 "classifier stages on every representation: " + de::enum_choices<de::ClassifierKind>() +
+                     " (comma separated; default: the paper's protocol)");
+  app.add_option("--policy", policy, "DRO-LT radius policy: erm, shared, sqrtn, learned");
   app.add_option("--dataset", cfg.dataset, "fashion-mnist, cifar10, cifar100");
   app.add_option("--data", cfg.data_dir, "data directory (IDX .gz files or CIFAR binary files)");
   app.add_option("--profile", cfg.profile, "long-tail profile: exp or step");
@@ -101,26 +48,54 @@ int main(int argc, char** argv) {
   app.add_option("--val-per-class", cfg.val_per_class, "balanced validation images per class (left-out data)");
   app.add_option("--data-seed", cfg.data_seed, "seed of the long-tailed subset and validation split");
   app.add_option("--test-limit", cfg.test_limit, "evaluate on the first N test images only (0 = all)");
+  app.add_option("--many-above", cfg.many_above, "Many split: classes with more training images than this");
+  app.add_option("--few-below", cfg.few_below, "Few split: classes with fewer training images than this");
   app.add_option("--depth", cfg.depth, "ResNet depth 6n+2: 8, 20, 32, 44, 56, 110");
-  app.add_option("--epochs", cfg.epochs, "feature-learning epochs (CE, or CE warm-up + DRO-LT)");
+  app.add_option("--epochs", cfg.epochs, "representation epochs (drolt: CE warm-up + DRO-LT)");
   app.add_option("--batch-size", cfg.batch_size, "mini-batch size");
   app.add_option("--lr", cfg.lr, "SGD learning rate");
   app.add_option("--momentum", cfg.momentum, "SGD momentum");
   app.add_option("--wd", cfg.weight_decay, "weight decay");
   app.add_option("--warmup", cfg.warmup_epochs, "linear learning-rate warm-up epochs");
-  app.add_option("--schedule", cfg.schedule, "multistep or cosine");
+  app.add_option("--schedule", schedule, "multistep, cosine or constant");
   app.add_option("--milestones", cfg.milestones, "multistep milestones as fractions of --epochs");
   app.add_option("--gamma", cfg.gamma, "multistep decay factor");
+  app.add_option("--loss", loss, "drolt: the classifier loss next to DRO-LT: ce, focal, ldam");
+  app.add_option("--weighting", weighting, "drolt: class weights of that loss: none, inverse, effective, nmax");
+  app.add_option("--sampler", sampler,
+                 "drolt: sampler of the DRO-LT epochs: " + de::enum_choices<de::SamplerKind>());
+  app.add_option("--resample-sampler", resample_sampler, "resample: its sampler (default class-balanced)");
+  app.add_option("--reweight", reweight, "reweight: its class weights (default inverse)");
+  app.add_option("--cb-beta", cfg.cb_beta, "beta of effective-number weights (and DRW)");
+  app.add_option("--focal-gamma", cfg.focal_gamma, "focal loss gamma (0 = CE)");
+  app.add_option("--ldam-margin", cfg.ldam_margin, "LDAM largest margin m");
+  app.add_option("--ldam-scale", cfg.ldam_scale, "LDAM cosine classifier scale s");
+  app.add_option("--drw-start", cfg.drw_start, "DRW from this epoch (-1: 0.8 * epochs)");
+  app.add_flag("--drw", cfg.drw, "drolt with --loss ldam: DRW too");
+  app.add_option("--class-aware-k", cfg.class_aware_k, "class-aware sampler: images of one class in a row");
   app.add_option("--lambda", cfg.lambda, "DRO-LT weight: (1 - lambda) CE + lambda DRO, in [0, 1]");
+  app.add_flag("--dro-sum", cfg.dro_sum, "CE + DRO-LT, summed (the authors' code; --lambda unused)");
   app.add_option("--temperature", cfg.temperature, "DRO-LT temperature tau > 0");
-  app.add_option("--eps0", cfg.eps0, "radius: shared value / sqrt-n numerator / learned initial value");
+  app.add_option("--eps0", eps0, "radius: shared value / sqrt-n numerator / learned initial value");
   app.add_option("--dro-start", cfg.dro_start, "first DRO-LT epoch (CE before it); default epochs/2");
-  app.add_option("--centroids", cfg.centroid_mode, "centroid mode: full (refresh pass), previous (last epoch's training pass), ema");
+  app.add_option("--dro-lr", cfg.dro_lr, "constant learning rate of the DRO-LT epochs (0: the schedule goes on)");
+  app.add_option("--centroids", centroids,
+                 "centroid mode: full (refresh pass), previous (last epoch's training pass), ema");
+  app.add_option("--dro-layers", cfg.dro_layers,
+                 "DRO-LT at these layers, each with its own bank and radii, losses averaged: 0 the stem, 1-3 the "
+                 "stages (3 = penultimate, the default)")
+      ->delimiter(',');
   app.add_option("--ema-momentum", cfg.ema_momentum, "EMA centroid momentum");
   app.add_option("--radius-lr", cfg.radius_lr, "SGD learning rate of learned radii");
   app.add_option("--radius-wd", cfg.radius_weight_decay, "weight decay of learned radii");
-  app.add_option("--crt-epochs", cfg.crt_epochs, "classifier re-training epochs (crt, drolt)");
-  app.add_option("--crt-lr", cfg.crt_lr, "classifier re-training learning rate");
+  app.add_option("--crt-epochs", cfg.crt_epochs, "epochs of each trained classifier stage (crt, lws)");
+  app.add_option("--crt-lr", cfg.crt_lr, "learning rate of the trained classifier stages");
+  app.add_option("--crt-schedule", crt_schedule, "their schedule: cosine or constant");
+  app.add_option("--crt-sampler", crt_sampler, "their sampler (default class-balanced)");
+  bool no_crt_reinit = false;
+  app.add_flag("--no-crt-reinit", no_crt_reinit, "crt goes on training the joint classifier (the authors' code)");
+  app.add_option("--tau-norm-tau", cfg.tau_norm_tau, "tau-norm's tau in [0, 1] (-1: chosen on validation)");
+  app.add_option("--la-tau", cfg.la_tau, "logit adjustment's tau (-1: chosen on validation)");
   app.add_option("--crop-pad", cfg.crop_pad, "random-crop padding (-1: 4 for 32x32, 2 for 28x28)");
   bool no_flip = false;
   app.add_flag("--no-flip", no_flip, "no horizontal flips");
@@ -148,22 +123,43 @@ int main(int argc, char** argv) {
   try {
     if (!preset.empty()) {
       de::TrainConfig base;
-      apply_preset(preset, base);
+      de::apply_preset(preset, base);
       // Re-parse onto the preset's values so explicit options win.
       cfg = base;
-      methods.clear();
-      no_flip = false;
-      no_plots = false;
-      quiet = false;
+      no_flip = no_plots = quiet = no_crt_reinit = false;
       app.parse(argc, argv);
     }
+    // The strings of the command line become the typed configuration here, once.
+    auto given = [&](const char* flag) { return app.count(flag) > 0; };
+    if (given("--method")) cfg.methods = de::parse_enum_list<de::Method>("--method", methods);
+    if (given("--classifier")) cfg.classifiers = de::parse_enum_list<de::ClassifierKind>("--classifier", classifiers);
+    if (given("--policy") || given("--eps0")) {
+      cfg.radius = de::parse_policy(given("--policy") ? policy : cfg.radius.name(),
+                                    given("--eps0") ? eps0 : cfg.radius.eps0());
+    }
+    if (given("--loss")) cfg.loss = de::parse_enum<de::BaseLoss>("--loss", loss);
+    if (given("--weighting")) cfg.weighting = de::parse_enum<de::Weighting>("--weighting", weighting);
+    if (given("--sampler")) cfg.sampler = de::parse_enum<de::SamplerKind>("--sampler", sampler);
+    if (given("--resample-sampler")) {
+      cfg.resample_sampler = de::parse_enum<de::SamplerKind>("--resample-sampler", resample_sampler);
+    }
+    if (given("--reweight")) cfg.reweight = de::parse_enum<de::Weighting>("--reweight", reweight);
+    if (given("--schedule")) cfg.schedule = de::parse_enum<de::Schedule>("--schedule", schedule);
+    if (given("--centroids")) cfg.centroid_mode = de::parse_enum<de::CentroidMode>("--centroids", centroids);
+    if (given("--crt-schedule")) {
+      cfg.crt_schedule = de::parse_enum<de::Schedule>("--crt-schedule", crt_schedule);
+      if (cfg.crt_schedule == de::Schedule::multistep) {
+        throw std::invalid_argument("--crt-schedule: expected cosine or constant, got 'multistep'");
+      }
+    }
+    if (given("--crt-sampler")) cfg.crt_sampler = de::parse_enum<de::SamplerKind>("--crt-sampler", crt_sampler);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
     std::cerr << "drolt_train: " << e.what() << "\n";
     return 2;
   }
-  if (!methods.empty()) cfg.methods = split_commas(methods);
+  if (no_crt_reinit) cfg.crt_reinit = false;
   if (no_flip) cfg.flip = false;
   if (no_plots) cfg.plots = false;
   if (quiet) cfg.verbose = false;
@@ -185,23 +181,21 @@ int main(int argc, char** argv) {
   // Several processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as PyTorch's
   // launchers and scripts/launch-local.sh set them): meet the other ranks first;
   // a rank that never comes makes this fail after DROLT_DIST_TIMEOUT seconds.
-  struct DistTeardown {  // the process group goes before static destruction
-    ~DistTeardown() { de::process_dist() = de::DistContext(); }
-  } dist_teardown;
+  de::DistContext dist;
   try {
-    de::process_dist() = de::DistContext::from_env();
+    dist = de::DistContext::from_env();
   } catch (const std::exception& e) {
     std::cerr << "drolt_train: " << e.what() << "\n";
     return 1;
   }
-  const auto world = static_cast<unsigned>(de::process_dist().world());
+  const auto world = static_cast<unsigned>(dist.world());
   // By default the cores are shared out between the processes of this machine.
   const int threads = cfg.threads > 0 ? cfg.threads
                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / world));
   torch::set_num_threads(threads);
-  if (de::process_dist().active()) {
-    std::cout << "rank " << de::process_dist().rank() << " of " << world << " (global batch " << cfg.batch_size
-              << ", " << cfg.batch_size / static_cast<int64_t>(world) << " per process)\n";
+  if (dist.active()) {
+    std::cout << "rank " << dist.rank() << " of " << world << " (global batch " << cfg.batch_size << ", "
+              << cfg.batch_size / static_cast<int64_t>(world) << " per process)\n";
   }
 
   try {
@@ -212,7 +206,7 @@ int main(int argc, char** argv) {
     std::cout << (data.counts.size() > 20 ? ",..." : "") << "), " << (data.val_x.defined() ? data.val_x.size(0) : 0)
               << " validation, " << data.test_x.size(0) << " test; ResNet-" << cfg.depth << ", " << threads
               << " thread(s), device " << cfg.device << "\n";
-    auto rep = de::run_experiment(cfg, data, std::cout);
+    auto rep = de::run_experiment(cfg, data, std::cout, dist);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (rep.interrupted) {
       std::cout << "stopped early (--stop-after); continue with --resume\n";

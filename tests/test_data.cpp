@@ -875,3 +875,74 @@ TEST_CASE("samplers reject unusable targets", "[data][sampler]") {
                                          drolt::data::ClassSamplerOptions().num_samples(-1)),
                     Contains("num_samples >= 0"));
 }
+
+TEST_CASE("ClassAwareSampler draws k images per class in turn, n_max * C per epoch",
+          "[data][sampler]") {
+  // Counts 5, 3, 0, 1 (class 2 has no image): C' = 3 classes, n_max = 5.
+  const auto y = torch::tensor({0, 1, 0, 3, 0, 1, 0, 1, 0}, torch::kLong);
+  const int64_t k = 2;
+  drolt::data::ClassAwareSampler s(y, k, drolt::data::ClassSamplerOptions().seed(11));
+  REQUIRE(s.epoch_length() == 15);
+  std::vector<int64_t> labels;
+  std::map<int64_t, std::vector<size_t>> drawn;  // class -> images in draw order
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    s.reset();
+    size_t n = 0;
+    while (auto b = s.next(4)) {
+      for (size_t i : *b) {
+        labels.push_back(y[static_cast<int64_t>(i)].item<int64_t>());
+        drawn[labels.back()].push_back(i);
+      }
+      n += b->size();
+    }
+    CHECK(n == 15);
+  }
+  // Blocks of k of one class; every k * 3 draws hold each class once (a cycle).
+  for (size_t b = 0; b + k <= labels.size(); b += k) {
+    for (size_t j = 1; j < static_cast<size_t>(k); ++j) CHECK(labels[b + j] == labels[b]);
+  }
+  for (size_t c = 0; c + 3 * k <= labels.size(); c += 3 * k) {
+    std::set<int64_t> cls;
+    for (size_t b = c; b < c + 3 * k; b += k) cls.insert(labels[b]);
+    CHECK(cls == std::set<int64_t>({0, 1, 3}));
+  }
+  // Within a class, every image once before any again.
+  for (const auto& kv : drawn) {
+    const auto per = static_cast<size_t>(y.eq(kv.first).sum().item<int64_t>());
+    for (size_t c = 0; c + per <= kv.second.size(); c += per) {
+      std::set<size_t> once(kv.second.begin() + static_cast<std::ptrdiff_t>(c),
+                            kv.second.begin() + static_cast<std::ptrdiff_t>(c + per));
+      CHECK(once.size() == per);
+    }
+  }
+  // Save mid-epoch, load into a fresh sampler: the same draws follow.
+  drolt::data::ClassAwareSampler a(y, k, drolt::data::ClassSamplerOptions().seed(5));
+  a.reset();
+  a.next(7);
+  torch::serialize::OutputArchive out;
+  a.save(out);
+  std::ostringstream bytes;
+  out.save_to(bytes);
+  drolt::data::ClassAwareSampler b(y, k, drolt::data::ClassSamplerOptions().seed(999));
+  torch::serialize::InputArchive in;
+  std::istringstream is(bytes.str());
+  in.load_from(is);
+  b.load(in);
+  for (int i = 0; i < 5; ++i) {
+    auto x = a.next(4), z = b.next(4);
+    REQUIRE(x.has_value() == z.has_value());
+    if (!x) {
+      a.reset();
+      b.reset();
+      continue;
+    }
+    CHECK(*x == *z);
+  }
+  // A sampler over other targets or another k refuses the archive.
+  drolt::data::ClassAwareSampler other(y, 3);
+  torch::serialize::InputArchive in2;
+  std::istringstream is2(bytes.str());
+  in2.load_from(is2);
+  CHECK_THROWS_WITH(other.load(in2), Contains("with k 3, got one over 9 targets with k 2"));
+  CHECK_THROWS_WITH(drolt::data::ClassAwareSampler(y, 0), Contains("expected k >= 1"));
+}

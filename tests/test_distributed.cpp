@@ -322,26 +322,24 @@ std::string trainer_out_dir() { return std::string(DROLT_TEST_TMPDIR) + "/dist-t
 
 void scenario_trainer(drolt::dist::GlooGroup& g) {
   namespace de = drolt_examples;
-  de::process_dist() = de::DistContext(std::make_shared<drolt::dist::GlooGroup>(g));
-  struct Reset {
-    ~Reset() { drolt_examples::process_dist() = drolt_examples::DistContext(); }
-  } reset;
+  const de::DistContext dist(std::make_shared<drolt::dist::GlooGroup>(g));
   de::TrainConfig c = tiny_trainer_config(trainer_out_dir());
-  c.methods = {"drolt"};
+  c.methods = {de::Method::drolt};
+  const auto spec = tiny_run_spec(c, de::Method::drolt);
   c.checkpoint_every = 1;
   auto data = de::load_data(c);
   de::make_dirs(c.out_dir);
   {
     // Interrupted after 3 of 6 epochs, then resumed from rank 0's checkpoint.
     c.stop_after = 3;
-    de::Run first(c, data, /*dro=*/true, /*with_crt=*/true);
+    de::Run first(c, data, spec, dist);
     std::ostringstream log;
     CHECK(first.run(log).empty());
     CHECK(first.interrupted());
   }
   c.stop_after = -1;
   c.resume = true;
-  de::Run run(c, data, /*dro=*/true, /*with_crt=*/true);
+  de::Run run(c, data, spec, dist);
   std::ostringstream log;
   auto results = run.run(log);
   CHECK_THAT(log.str(), Contains("resumed from"));

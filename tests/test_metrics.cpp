@@ -310,3 +310,32 @@ TEST_CASE("JSON summary does not follow a global locale that groups digits", "[m
   CHECK_THAT(json, Contains("\"num_samples\":1500,"));
   CHECK_THAT(json, Contains("\"train_counts\":[2000,5]"));
 }
+
+TEST_CASE("expected calibration error weights each bin's |accuracy - confidence| by its size",
+          "[metrics]") {
+  // Confidences 0.9 (right), 0.9 (wrong), 0.7 (right), 0.52 (wrong); 15 bins of
+  // width 1/15: 0.9 -> bin 13, 0.7 -> bin 10, 0.52 -> bin 7.
+  const auto p = torch::tensor({{0.9, 0.1}, {0.1, 0.9}, {0.3, 0.7}, {0.52, 0.48}}, torch::kDouble);
+  const auto y = torch::tensor({0, 0, 1, 1}, torch::kLong);
+  // bin 13: 2/4 * |0.5 - 0.9|; bin 10: 1/4 * |1 - 0.7|; bin 7: 1/4 * |0 - 0.52|.
+  CHECK(drolt::metrics::expected_calibration_error(p, y) ==
+        Approx(0.2 + 0.075 + 0.13).epsilon(1e-12));
+  // One bin: |overall accuracy - mean confidence|.
+  CHECK(drolt::metrics::expected_calibration_error(p, y, 1) ==
+        Approx(std::abs(0.5 - 0.755)).epsilon(1e-12));
+  // Calibrated in every bin: 0.
+  const auto half =
+      torch::tensor({{0.75, 0.25}, {0.75, 0.25}, {0.75, 0.25}, {0.75, 0.25}}, torch::kDouble);
+  CHECK(drolt::metrics::expected_calibration_error(
+            half, torch::tensor({0, 0, 0, 1}, torch::kLong)) == Approx(0.0).margin(1e-12));
+  CHECK(std::isnan(drolt::metrics::expected_calibration_error(torch::empty({0, 3}),
+                                                              torch::empty({0}, torch::kLong))));
+  CHECK_THROWS_WITH(
+      drolt::metrics::expected_calibration_error(p * 2, y),
+      Contains(
+          "expected probabilities in [0, 1] (softmax of the logits), got values in [0.2, 1.8]"));
+  CHECK_THROWS_WITH(drolt::metrics::expected_calibration_error(p, y, 0),
+                    Contains("expected 1 <= bins"));
+  CHECK_THROWS_WITH(drolt::metrics::expected_calibration_error(p, y.narrow(0, 0, 3)),
+                    Contains("expected as many probability rows as targets (3), got 4"));
+}

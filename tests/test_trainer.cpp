@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <limits>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -26,6 +28,11 @@ std::string tmpdir(const std::string& name) {
 }
 
 de::TrainConfig tiny_config(const std::string& out) { return tiny_trainer_config(out); }
+
+de::RunSpec dro_spec(const de::TrainConfig& c) { return tiny_run_spec(c, de::Method::drolt); }
+
+/// Equal, or both NaN.
+bool same_number(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
 size_t count_lines(const std::string& path) {
   std::ifstream f(path);
@@ -79,14 +86,46 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
     edit(d);
     CHECK_THROWS_AS(de::validate(d), std::invalid_argument);
   };
-  expect_bad([](de::TrainConfig& d) { d.methods = {"svm"}; });
-  expect_bad([](de::TrainConfig& d) { d.radius_policy = "huge"; });
+  expect_bad([](de::TrainConfig& d) { d.methods.clear(); });
   expect_bad([](de::TrainConfig& d) { d.lambda = 1.5; });
   expect_bad([](de::TrainConfig& d) { d.lambda = -0.1; });
   expect_bad([](de::TrainConfig& d) { d.temperature = 0; });
   expect_bad([](de::TrainConfig& d) { d.batch_size = 0; });
   expect_bad([](de::TrainConfig& d) { d.depth = 30; });
-  expect_bad([](de::TrainConfig& d) { d.centroid_mode = "batch"; });
+  expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::lws}; d.crt_epochs = 0; });
+  expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::tau_norm}; d.val_per_class = 0; });
+  // Words of the command line are checked where they become enums, with the flag named.
+  CHECK_THROWS_WITH(de::parse_enum_list<de::Method>("--method", {"ce,svm"}),
+                    "--method: expected ce, crt, resample, reweight, focal, ldam-drw or drolt, got 'svm'");
+  CHECK_THROWS_WITH(de::parse_policy("huge", 0.5), "--policy: expected erm, shared, sqrtn or learned, got 'huge'");
+  CHECK_THROWS_WITH(de::parse_enum<de::CentroidMode>("--centroids", "batch"),
+                    "--centroids: expected full, previous or ema, got 'batch'");
+  const bool parsed = de::parse_enum_list<de::ClassifierKind>("--classifier", {"joint,crt", "la"}) ==
+                      std::vector<de::ClassifierKind>{de::ClassifierKind::joint, de::ClassifierKind::crt,
+                                                      de::ClassifierKind::logit_adjust};
+  CHECK(parsed);
+  // Counts that would overflow the epoch arithmetic are refused, naming the
+  // flag, the bound and the value.
+  auto too_big = [&](auto edit, const std::string& flag, int64_t limit) {
+    auto d = c;
+    edit(d);
+    CHECK_THROWS_WITH(de::validate(d), Catch::Contains(flag + ": expected at most " + std::to_string(limit) +
+                                                       ", got 9223372036854775807"));
+  };
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  too_big([&](de::TrainConfig& d) { d.epochs = huge; }, "--epochs", de::kMaxEpochs);
+  too_big([&](de::TrainConfig& d) { d.crt_epochs = huge; }, "--crt-epochs", de::kMaxEpochs);
+  too_big([&](de::TrainConfig& d) { d.dro_start = huge; }, "--dro-start", de::kMaxEpochs);
+  too_big([&](de::TrainConfig& d) { d.batch_size = huge; }, "--batch-size", de::kMaxBatch);
+  too_big([&](de::TrainConfig& d) { d.n_max = huge; }, "--n-max", de::kMaxImagesPerClass);
+  {
+    auto d = c;
+    d.threads = std::numeric_limits<int>::max();
+    CHECK_THROWS_WITH(de::validate(d), Catch::Contains("--threads: expected at most 4096, got 2147483647"));
+  }
+  auto at_bound = c;
+  at_bound.epochs = de::kMaxEpochs;
+  de::validate(at_bound);  // the bound itself is allowed
   auto missing = c;
   missing.dataset = "fashion-mnist";
   missing.data_dir = std::string(DROLT_TEST_TMPDIR) + "/no-such-dir";
@@ -179,12 +218,12 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
       DYNAMIC_SECTION("centroids " << mode << ", interrupted after epoch " << stop) {
         auto cfg = tiny_config(tmpdir("resume-a"));
         de::make_dirs(cfg.out_dir);
-        cfg.methods = {"drolt"};
-        cfg.centroid_mode = mode;
+        cfg.methods = {de::Method::drolt};
+        cfg.centroid_mode = de::parse_enum<de::CentroidMode>("--centroids", mode);
         const auto data = de::load_data(cfg);
         std::ostringstream log;
 
-        de::Run whole(cfg, data, /*dro=*/true, /*with_crt=*/true);
+        de::Run whole(cfg, data, dro_spec(cfg), {});
         auto ra = whole.run(log);
         REQUIRE(ra.size() == 2);
 
@@ -192,14 +231,14 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
         cb.out_dir = tmpdir("resume-b");
         de::make_dirs(cb.out_dir);
         cb.stop_after = stop;
-        de::Run first(cb, data, true, true);
+        de::Run first(cb, data, dro_spec(cb), {});
         CHECK(first.run(log).empty());
         CHECK(first.interrupted());
         CHECK(first.next_epoch() == stop);
 
         cb.stop_after = -1;
         cb.resume = true;
-        de::Run second(cb, data, true, true);  // fresh objects: everything comes from the checkpoint
+        de::Run second(cb, data, dro_spec(cb), {});  // fresh objects: everything comes from the checkpoint
         auto rb = second.run(log);
         REQUIRE(rb.size() == 2);
         CHECK_THAT(log.str(), Catch::Contains("resumed from"));
@@ -223,46 +262,76 @@ TEST_CASE("trainer: --resume reproduces an uninterrupted run exactly", "[trainer
   }
 }
 
+/// The bytes of a file, and writing them back.
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << bytes;
+}
+
 TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message naming it", "[trainer]") {
   auto cfg = tiny_config(tmpdir("resume-bad"));
   de::make_dirs(cfg.out_dir);
-  cfg.methods = {"drolt"};
+  cfg.methods = {de::Method::drolt};
   cfg.stop_after = 1;
   const auto data = de::load_data(cfg);
   std::ostringstream log;
-  de::Run first(cfg, data, /*dro=*/true, /*with_crt=*/true);
+  de::Run first(cfg, data, dro_spec(cfg), {});
   first.run(log);
   REQUIRE(first.interrupted());
   const std::string path = first.checkpoint_path();
-  {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);  // a truncated, foreign file
-    f << "PK\x03\x04 not a checkpoint";
+  const std::string good = file_bytes(path);
+  REQUIRE(good.size() > 1000);
+  std::string damaged = good, why;
+  SECTION("a foreign file") {
+    damaged = "PK\x03\x04 not a checkpoint";
+    why = "is not a drolt checkpoint";
   }
+  SECTION("one flipped byte") {
+    damaged[good.size() / 2] = static_cast<char>(damaged[good.size() / 2] ^ 0x10);
+    why = "checksum";
+  }
+  SECTION("truncated") {
+    damaged.resize(good.size() - 7);
+    why = "truncated";
+  }
+  write_bytes(path, damaged);
   cfg.stop_after = -1;
   cfg.resume = true;
-  de::Run second(cfg, data, true, true);
+  de::Run second(cfg, data, dro_spec(cfg), {});
   try {
     second.run(log);
     FAIL("resuming from a damaged checkpoint did not throw");
   } catch (const std::runtime_error& e) {
     CHECK_THAT(e.what(), Catch::Contains("cannot resume from '" + path + "'"));
+    CHECK_THAT(e.what(), Catch::Contains("drolt::read_archive: '" + path + "'"));
+    CHECK_THAT(e.what(), Catch::Contains(why));
     CHECK_THAT(e.what(), Catch::Contains("remove it"));
   }
+  // The undamaged bytes resume.
+  write_bytes(path, good);
+  de::Run third(cfg, data, dro_spec(cfg), {});
+  CHECK(third.run(log).size() == 2);
 }
 
 TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from scratch", "[trainer]") {
   auto cfg = tiny_config(tmpdir("warm-a"));
   de::make_dirs(cfg.out_dir);
-  cfg.methods = {"drolt"};
+  cfg.methods = {de::Method::drolt};
   const auto data = de::load_data(cfg);
   std::ostringstream log;
-  de::Run scratch(cfg, data, /*dro=*/true, /*with_crt=*/true);
+  de::Run scratch(cfg, data, dro_spec(cfg), {});
   auto ra = scratch.run(log);
 
   auto cc = tiny_config(tmpdir("warm-ce"));
   de::make_dirs(cc.out_dir);
   cc.save_at = cc.dro_start_epoch();
-  de::Run ce(cc, data, /*dro=*/false, /*with_crt=*/true);
+  de::Run ce(cc, data, tiny_run_spec(cc, de::Method::crt), {});
   ce.run(log);
   const std::string ckpt = ce.epoch_checkpoint_path(cc.save_at);
   REQUIRE(de::file_exists(ckpt));
@@ -271,7 +340,7 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
   cw.out_dir = tmpdir("warm-b");
   de::make_dirs(cw.out_dir);
   cw.warm_start = ckpt;
-  de::Run warm(cw, data, true, true);
+  de::Run warm(cw, data, dro_spec(cw), {});
   auto rb = warm.run(log);
   CHECK_THAT(log.str(), Catch::Contains("CE warm-up (epochs 1-2) taken from"));
   require_identical(*scratch.model(), *warm.model());
@@ -281,11 +350,300 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
   REQUIRE(warm.history().size() == scratch.history().size());
   CHECK(count_lines(cw.out_dir + "/metrics.jsonl") == scratch.history().size());
 
+  // A damaged CE checkpoint is refused with a c10::Error naming it.
+  {
+    auto bytes = file_bytes(ckpt);
+    bytes[bytes.size() / 3] = static_cast<char>(bytes[bytes.size() / 3] ^ 0x01);
+    const std::string copy = cw.out_dir + "/flipped.pt";
+    write_bytes(copy, bytes);
+    auto cd = cw;
+    cd.warm_start = copy;
+    cd.out_dir = tmpdir("warm-d");
+    de::make_dirs(cd.out_dir);
+    de::Run damaged(cd, data, dro_spec(cd), {});
+    CHECK_THROWS_AS(damaged.run(log), c10::Error);
+    de::Run again(cd, data, dro_spec(cd), {});
+    CHECK_THROWS_WITH(again.run(log), Catch::Contains("'" + copy + "' is damaged"));
+  }
   // A checkpoint from another epoch or another seed is refused.
   auto bad = cw;
   bad.seed = cw.seed + 1;
   bad.out_dir = tmpdir("warm-c");
   de::make_dirs(bad.out_dir);
-  de::Run other(bad, data, true, true);
+  de::Run other(bad, data, dro_spec(bad), {});
   CHECK_THROWS_WITH(other.run(log), Catch::Contains("differs in 'seed'"));
+}
+
+// ---------------------------------------------------------------- methods
+
+TEST_CASE("trainer losses: focal with gamma 0 is cross-entropy, weighted or not", "[trainer]") {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(1);
+  auto logits = torch::randn({9, 4}, torch::kDouble);
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3}, torch::kLong);
+  auto w = torch::tensor({0.5, 1.0, 2.0, 4.0}, torch::kDouble);
+  CHECK(de::focal_loss(logits, y, 0.0).item<double>() == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-12));
+  CHECK(de::focal_loss(logits, y, 0.0, w).item<double>() ==
+        Approx(F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().weight(w)).item<double>()).epsilon(1e-12));
+  // gamma 2: each sample's CE times (1 - p_y)^2, by hand.
+  auto p = torch::softmax(logits, 1).gather(1, y.unsqueeze(1)).squeeze(1);
+  auto expect = (-(1 - p).pow(2) * p.log()).mean().item<double>();
+  CHECK(de::focal_loss(logits, y, 2.0).item<double>() == Approx(expect).epsilon(1e-12));
+  CHECK(de::focal_loss(logits, y, 2.0).item<double>() < F::cross_entropy(logits, y).item<double>());
+}
+
+TEST_CASE("trainer losses: LDAM margins are m / n_c^(1/4) scaled to a largest margin m", "[trainer]") {
+  auto d = de::ldam_margins({100, 16, 1, 81}, 0.5);
+  REQUIRE(d.numel() == 4);
+  // n^(-1/4): 1/sqrt(10), 1/2, 1, 1/3; the largest (class 2) becomes 0.5.
+  CHECK(d[0].item<double>() == Approx(0.5 / std::sqrt(10.0)).epsilon(1e-6));
+  CHECK(d[1].item<double>() == Approx(0.25).epsilon(1e-6));
+  CHECK(d[2].item<double>() == Approx(0.5).epsilon(1e-6));
+  CHECK(d[3].item<double>() == Approx(0.5 / 3.0).epsilon(1e-6));
+  CHECK_THROWS_WITH(de::ldam_margins({5, 0}, 0.5), Catch::Contains("got 0 for class 1"));
+  // The LDAM loss subtracts s * Delta_y from the target logit only.
+  de::LossSpec spec;
+  spec.base = de::BaseLoss::ldam;
+  spec.ldam_offsets = d * 30.0;
+  auto logits = torch::zeros({2, 4});
+  auto y = torch::tensor({2, 0}, torch::kLong);
+  auto shifted = logits.clone();
+  shifted[0][2] -= 15.0;
+  shifted[1][0] -= 15.0 / std::sqrt(10.0);
+  CHECK(de::base_loss(spec, logits, y).item<double>() ==
+        Approx(torch::nn::functional::cross_entropy(shifted, y).item<double>()).epsilon(1e-6));
+}
+
+TEST_CASE("trainer classifiers: LWS with scales 1, tau-norm and logit adjustment with tau 0 change nothing",
+          "[trainer]") {
+  torch::manual_seed(2);
+  auto z = torch::randn({50, 6});
+  auto w = torch::randn({4, 6}) * torch::tensor({3.0f, 1.0f, 0.5f, 0.1f}).unsqueeze(1);
+  auto b = torch::randn({4});
+  auto joint = torch::matmul(z, w.t()) + b;
+  CHECK(torch::equal(de::lws_logits(joint, torch::ones({4})), joint));
+  // A scale multiplies its class's column, whatever the sample.
+  auto scaled = de::lws_logits(joint, torch::tensor({2.0f, 1.0f, 1.0f, 1.0f}));
+  CHECK(torch::allclose(scaled.select(1, 0), 2 * joint.select(1, 0)));
+  CHECK(torch::equal(scaled.narrow(1, 1, 3), joint.narrow(1, 1, 3)));
+  // tau = 0: the joint weights without the bias; tau = 1: unit-norm weights.
+  auto no_bias = torch::matmul(z, w.t());
+  CHECK(torch::equal(de::tau_norm_logits(z, w, 0.0).argmax(1), no_bias.argmax(1)));
+  CHECK(torch::allclose(de::tau_norm_logits(z, w, 1.0), torch::matmul(z, (w / w.norm(2, 1, true)).t()), 1e-5, 1e-6));
+  CHECK_FALSE(torch::equal(de::tau_norm_logits(z, w, 1.0).argmax(1), no_bias.argmax(1)));
+  // Logit adjustment: tau 0 is the joint classifier; tau 1 moves predictions to the tail.
+  const std::vector<int64_t> counts{400, 100, 20, 5};
+  CHECK(torch::equal(de::adjusted_logits(joint, counts, 0.0), joint));
+  auto la = de::adjusted_logits(joint, counts, 1.0);
+  auto prior = torch::tensor({400.0f, 100.0f, 20.0f, 5.0f}) / 525.0f;
+  CHECK(torch::allclose(la, joint - prior.log().unsqueeze(0), 1e-5, 1e-6));
+  CHECK(la.argmax(1).eq(3).sum().item<int64_t>() >= joint.argmax(1).eq(3).sum().item<int64_t>());
+  // The tau chosen is the first best on validation.
+  CHECK(de::choose_tau({0.0, 0.5, 1.0, 1.5}, [](double t) { return t == 0.5 || t == 1.5 ? 0.9 : 0.1; }) == 0.5);
+}
+
+TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a fixed batch", "[trainer]") {
+  de::TrainConfig c;
+  de::apply_preset("official", c);
+  de::validate(c);
+  const std::vector<int64_t> counts{60, 27, 12, 6};
+  c.methods = {de::Method::drolt};
+  const auto runs = de::runs_of(c);
+  REQUIRE(runs.size() == 1);
+  const de::Protocol proto(c, runs[0]);
+  const int64_t e = c.dro_start_epoch();
+  CHECK(e == 200);
+  CHECK(proto.sampler_at(e) == de::SamplerKind::class_aware);
+  CHECK(proto.sampler_at(e - 1) == de::SamplerKind::instance);  // the CE model before it
+  CHECK(proto.phase(e) == "dro");
+  CHECK(proto.total_epochs() == 300);  // 200 CE + 80 DRO-LT + 20 classifier epochs
+  CHECK(proto.row_name(de::ClassifierKind::crt) == "drolt-learned");
+
+  torch::manual_seed(4);
+  auto logits = torch::randn({16, 4});
+  auto features = torch::randn({16, 8});
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 0, 0, 2, 1, 0}, torch::kLong);
+  drolt::CentroidBank bank(4, 8);
+  bank->accumulate(torch::randn({40, 8}), torch::arange(4).repeat(10));
+  bank->finalize();
+  drolt::RobustCentroidLoss dro(de::dro_loss_options(c, counts, torch::kCPU));
+  const auto v = de::compute_loss(proto.loss_at(e, counts), logits, features, y, dro, bank);
+  namespace F = torch::nn::functional;
+  auto w = torch::tensor({1.0f, 27.0f / 60, 12.0f / 60, 6.0f / 60});
+  auto ce = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().weight(w));
+  drolt::RobustCentroidLoss ref(drolt::RobustCentroidLossOptions(4).temperature(1.0).radius(
+      drolt::RadiusPolicy::learned(0.5)));
+  auto expect = ce + ref->forward(features, y, bank);
+  CHECK(v.total.item<double>() == Approx(expect.item<double>()).epsilon(1e-6));
+  CHECK(v.base.item<double>() == Approx(ce.item<double>()).epsilon(1e-6));
+  // The warm-up is plain CE.
+  const auto warm = de::compute_loss(proto.loss_at(e - 1, counts), logits, features, y, dro, bank);
+  CHECK_FALSE(warm.dro.defined());
+  CHECK(warm.total.item<double>() == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-6));
+}
+
+TEST_CASE("trainer: every representation with every classifier, one row per pair", "[trainer]") {
+  auto cfg = tiny_config(tmpdir("methods"));
+  cfg.methods = {de::Method::ce, de::Method::resample, de::Method::reweight, de::Method::focal, de::Method::ldam_drw,
+                 de::Method::drolt};
+  cfg.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt, de::ClassifierKind::lws,
+                     de::ClassifierKind::tau_norm, de::ClassifierKind::ncm, de::ClassifierKind::logit_adjust};
+  cfg.resample_sampler = de::SamplerKind::class_aware;
+  cfg.la_tau = 0;  // logit adjustment with tau 0 is the joint classifier
+  cfg.plots = false;
+  const auto data = de::load_data(cfg);
+  std::ostringstream log;
+  auto rep = de::run_experiment(cfg, data, log);
+  std::vector<std::string> names;
+  for (const auto& r : rep.results) names.push_back(r.name);
+  const std::vector<std::string> expect{
+      "ce",           "crt",          "ce/lws",         "ce/tau-norm",         "ce/ncm",         "ce/la",
+      "resample",     "resample/crt", "resample/lws",   "resample/tau-norm",   "resample/ncm",   "resample/la",
+      "reweight",     "reweight/crt", "reweight/lws",   "reweight/tau-norm",   "reweight/ncm",   "reweight/la",
+      "focal",        "focal/crt",    "focal/lws",      "focal/tau-norm",      "focal/ncm",      "focal/la",
+      "ldam-drw",     "ldam-drw/crt", "ldam-drw/lws",   "ldam-drw/tau-norm",   "ldam-drw/ncm",   "ldam-drw/la",
+      "drolt-learned/nocrt", "drolt-learned", "drolt-learned/lws", "drolt-learned/tau-norm", "drolt-learned/ncm",
+      "drolt-learned/la"};
+  REQUIRE(names == expect);
+  for (size_t i = 0; i < rep.results.size(); ++i) {
+    const auto& r = rep.results[i];
+    INFO(r.name);
+    CHECK(r.test.all >= 0);
+    CHECK(r.test.all <= 100);
+    if (r.classifier == "ncm") {
+      CHECK(std::isnan(r.ece));
+    } else {
+      CHECK(r.ece >= 0);
+      CHECK(r.ece <= 100);
+    }
+    if (r.classifier == "tau-norm") {
+      CHECK(r.tau >= 0);
+      CHECK(r.tau <= 1);
+    }
+    if (r.classifier == "la") {
+      CHECK(r.tau == 0);
+      CHECK(r.per_class == rep.results[i - 5].per_class);  // = the joint row of the same representation
+      CHECK(same_number(r.ece, rep.results[i - 5].ece));
+    }
+  }
+  // The representation is trained once per method: 4 epochs + 2 cRT + 2 LWS each.
+  std::map<std::string, std::vector<std::string>> phases;
+  for (const auto& h : rep.history) phases[h.run].push_back(h.phase);
+  CHECK(phases["focal"] == std::vector<std::string>({"focal", "focal", "focal", "focal", "crt", "crt", "lws", "lws"}));
+  CHECK(phases["ldam-drw"] == std::vector<std::string>({"ldam", "ldam", "ldam", "ldam", "crt", "crt", "lws", "lws"}));
+  CHECK(phases["drolt-learned"] == std::vector<std::string>({"ce", "ce", "dro", "dro", "crt", "crt", "lws", "lws"}));
+  CHECK_THAT(log.str(), Catch::Contains("| ldam-drw/lws") && Catch::Contains("ECE"));
+}
+
+TEST_CASE("trainer: --resume is bit-identical in every stage kind", "[trainer]") {
+  // DRO-LT on a class-aware loader with CE(n_c / n_max) (the official recipe's
+  // shape), then cRT and LWS, the read-off classifiers in between.
+  auto base = tiny_config(tmpdir("stages-a"));
+  base.methods = {de::Method::drolt};
+  base.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt, de::ClassifierKind::lws,
+                      de::ClassifierKind::tau_norm, de::ClassifierKind::ncm, de::ClassifierKind::logit_adjust};
+  base.sampler = de::SamplerKind::class_aware;
+  base.weighting = de::Weighting::max_ratio;
+  base.dro_sum = true;
+  base.crt_sampler = de::SamplerKind::progressive;
+  const auto data = de::load_data(base);
+  std::ostringstream log;
+  de::make_dirs(base.out_dir);
+  de::Run whole(base, data, dro_spec(base), {});
+  auto ra = whole.run(log);
+  REQUIRE(ra.size() == 6);
+  REQUIRE(whole.lws_scales().defined());
+  CHECK_FALSE(torch::equal(whole.lws_scales(), torch::ones({4})));  // LWS did learn
+  for (int64_t stop : {1, 3, 4, 5, 6, 7}) {  // warm-up, DRO-LT, end of it, cRT, between stages, LWS
+    DYNAMIC_SECTION("interrupted after epoch " << stop) {
+      auto cb = base;
+      cb.out_dir = tmpdir("stages-b");
+      de::make_dirs(cb.out_dir);
+      cb.stop_after = stop;
+      de::Run first(cb, data, dro_spec(cb), {});
+      CHECK(first.run(log).empty());
+      cb.stop_after = -1;
+      cb.resume = true;
+      de::Run second(cb, data, dro_spec(cb), {});
+      auto rb = second.run(log);
+      REQUIRE(rb.size() == ra.size());
+      require_identical(*whole.model(), *second.model());
+      require_identical(*whole.loss(), *second.loss());
+      CHECK(torch::equal(whole.lws_scales(), second.lws_scales()));
+      for (size_t i = 0; i < ra.size(); ++i) {
+        INFO(ra[i].name);
+        CHECK(ra[i].name == rb[i].name);
+        CHECK(ra[i].per_class == rb[i].per_class);
+        CHECK(same_number(ra[i].ece, rb[i].ece));
+        CHECK(same_number(ra[i].tau, rb[i].tau));
+      }
+      REQUIRE(second.history().size() == whole.history().size());
+      for (size_t i = 0; i < whole.history().size(); ++i) CHECK(second.history()[i].loss == whole.history()[i].loss);
+    }
+  }
+}
+
+TEST_CASE("trainer: DRO-LT at several layers, each with its own bank and radii, resumes exactly", "[trainer]") {
+  // The loss: the base term plus the mean of the layers' DRO-LT losses.
+  torch::manual_seed(6);
+  auto logits = torch::randn({12, 4});
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 0, 1, 0, 3}, torch::kLong);
+  std::vector<torch::Tensor> feats{torch::randn({12, 5}), torch::randn({12, 7})};
+  std::vector<drolt::CentroidBank> banks{drolt::CentroidBank(4, 5), drolt::CentroidBank(4, 7)};
+  for (size_t l = 0; l < 2; ++l) {
+    banks[l]->accumulate(torch::randn({20, feats[l].size(1)}), torch::arange(4).repeat(5));
+    banks[l]->finalize();
+  }
+  std::vector<drolt::RobustCentroidLoss> losses{drolt::RobustCentroidLoss(4), drolt::RobustCentroidLoss(4)};
+  de::LossSpec spec;
+  spec.dro = true;
+  spec.lambda = 0.25;
+  const auto v = de::compute_loss(spec, logits, feats, y, losses, banks);
+  const double d0 = losses[0]->forward(feats[0], y, banks[0]).item<double>();
+  const double d1 = losses[1]->forward(feats[1], y, banks[1]).item<double>();
+  const double ce = torch::nn::functional::cross_entropy(logits, y).item<double>();
+  CHECK(v.dro.item<double>() == Approx((d0 + d1) / 2).epsilon(1e-6));
+  CHECK(v.total.item<double>() == Approx(0.75 * ce + 0.25 * (d0 + d1) / 2).epsilon(1e-6));
+
+  auto cfg = tiny_config(tmpdir("layers-a"));
+  de::make_dirs(cfg.out_dir);
+  cfg.methods = {de::Method::drolt};
+  cfg.dro_layers = {0, 2, 3};
+  cfg.centroid_mode = de::CentroidMode::ema;
+  auto bad = cfg;
+  bad.dro_layers = {3, 4, 3};
+  CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--dro-layers: expected layers in 0..3 (0 the stem, 3 the "
+                                                       "penultimate), got 4") &&
+                                           Catch::Contains("--dro-layers: expected distinct layers, got 3 twice"));
+  const auto data = de::load_data(cfg);
+  std::ostringstream log;
+  de::Run whole(cfg, data, dro_spec(cfg), {});
+  auto ra = whole.run(log);
+  REQUIRE(ra.size() == 2);
+  REQUIRE(whole.banks().size() == 3);
+  CHECK(whole.banks()[0]->centroids().size(1) == 16);  // the stem of ResNet-8
+  CHECK(whole.banks()[1]->centroids().size(1) == 32);
+  CHECK(whole.banks()[2]->centroids().size(1) == 64);
+  for (const auto& b : whole.banks()) CHECK(b->valid().all().item<bool>());
+  for (const auto& h : whole.history()) CHECK(std::isfinite(h.loss));
+
+  auto cb = cfg;
+  cb.out_dir = tmpdir("layers-b");
+  de::make_dirs(cb.out_dir);
+  cb.stop_after = 3;
+  de::Run first(cb, data, dro_spec(cb), {});
+  CHECK(first.run(log).empty());
+  cb.stop_after = -1;
+  cb.resume = true;
+  de::Run second(cb, data, dro_spec(cb), {});
+  auto rb = second.run(log);
+  REQUIRE(rb.size() == 2);
+  require_identical(*whole.model(), *second.model());
+  for (size_t l = 0; l < 3; ++l) {
+    auto la = whole.losses()[l], lb = second.losses()[l];
+    auto ba = whole.banks()[l], bb = second.banks()[l];
+    require_identical(*la, *lb);
+    require_identical(*ba, *bb);
+  }
+  for (size_t i = 0; i < ra.size(); ++i) CHECK(ra[i].per_class == rb[i].per_class);
 }

@@ -3,8 +3,10 @@
 // tests/test_distributed.cpp: 4 synthetic classes of 12x12 images, counts
 // 60/27/12/6 (exp, rho 10), ResNet-8, 4 epochs (DRO-LT from epoch 2) + 2 cRT epochs.
 #include <string>
+#include <vector>
 
 #include "../examples/common/config.hpp"
+#include "../examples/common/protocol.hpp"
 
 inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
   drolt_examples::TrainConfig c;
@@ -21,11 +23,17 @@ inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
   c.batch_size = 32;
   c.lr = 0.05;
   c.warmup_epochs = 1;
-  c.methods = {"ce", "crt", "drolt"};
-  c.radius_policy = "learned";
-  c.eps0 = 0.5;
+  c.methods = {drolt_examples::Method::ce, drolt_examples::Method::crt, drolt_examples::Method::drolt};
+  c.radius = drolt::RadiusPolicy::learned(0.5);
   c.seed = 3;
   c.out_dir = out;
   c.verbose = false;
   return c;
+}
+
+/// The run of `c` for method `m` (its representation and classifier stages).
+inline drolt_examples::RunSpec tiny_run_spec(const drolt_examples::TrainConfig& c, drolt_examples::Method m) {
+  auto only = c;
+  only.methods = {m};
+  return drolt_examples::runs_of(only).at(0);
 }

@@ -114,8 +114,10 @@ inline DataBundle load_data(const TrainConfig& cfg) {
     templates = torch::upsample_nearest2d(templates, {S, S});
     const int64_t per_class = cfg.n_max + std::max<int64_t>(cfg.val_per_class, 0);
     torch::Tensor trx, trY, tex, tey;
-    detail::synthetic_split(C, per_class, S, cfg.data_seed + 1, templates, trx, trY);
-    detail::synthetic_split(C, 30, S, cfg.data_seed + 2, templates, tex, tey);
+    // Seeds as unsigned: any --data-seed, INT64_MAX included, wraps instead of overflowing.
+    const auto seed = static_cast<uint64_t>(cfg.data_seed);
+    detail::synthetic_split(C, per_class, S, seed + 1, templates, trx, trY);
+    detail::synthetic_split(C, 30, S, seed + 2, templates, tex, tey);
     auto d = detail::assemble(cfg, trx, trY, tex, tey, C);
     d.description = "synthetic-LT (" + std::to_string(C) + " classes, " + std::to_string(S) + "x" +
                     std::to_string(S) + ")";

@@ -1,10 +1,10 @@
 // Multi-process (data-parallel) training for the example trainer, over
 // drolt::dist (c10d Gloo; docs/distributed.md).
 //
-// The process's place in the run is process-wide, like torch.distributed's
-// default group: drolt_train sets it once from RANK / WORLD_SIZE / MASTER_ADDR /
-// MASTER_PORT (process_dist() = DistContext::from_env()), and the trainer asks
-// it for its data shard and to reduce gradients, statistics and centroids.
+// drolt_train builds the process's place in the run once from RANK /
+// WORLD_SIZE / MASTER_ADDR / MASTER_PORT (DistContext::from_env()) and passes
+// it to the trainer, which asks it for its data shard and to reduce gradients,
+// statistics and centroids.
 // With one process (the default, and every build without drolt::dist) every
 // call is the identity and the trainer runs exactly as before.
 #pragma once
@@ -171,11 +171,5 @@ class DistContext {
   std::shared_ptr<drolt::dist::GlooGroup> group_;
 #endif
 };
-
-/// This process's place in the run (one process unless drolt_train set it).
-inline DistContext& process_dist() {
-  static DistContext d;
-  return d;
-}
 
 }  // namespace drolt_examples

@@ -39,31 +39,48 @@ inline std::string pct(double v) {
   return b;
 }
 
-/// The comparison table (Many / Medium / Few / All, nearest-centroid All), as
-/// Markdown; `counts` gives the split sizes in the header line.
-inline std::string format_table(const std::vector<EvalResult>& rs, const std::vector<int64_t>& counts) {
+/// The comparison table (Many / Medium / Few / All, ECE, nearest-centroid All,
+/// validation All), one row per (representation, classifier), as Markdown;
+/// `counts` and `thresholds` give the split sizes in the footer.
+inline std::string format_table(const std::vector<EvalResult>& rs, const std::vector<int64_t>& counts,
+                                const drolt::metrics::SplitThresholds& thresholds = {}) {
   int many = 0, med = 0, few = 0;
   for (auto n : counts) {
-    if (n > 100) {
+    if (n > thresholds.many_above) {
       ++many;
-    } else if (n < 20) {
+    } else if (n < thresholds.few_below) {
       ++few;
     } else {
       ++med;
     }
   }
   std::ostringstream o;
-  o << "| method                  |  Many  | Medium |  Few   |  All   | NC All | val All |\n";
-  o << "|-------------------------|--------|--------|--------|--------|--------|---------|\n";
+  o << "| method                  |  Many  | Medium |  Few   |  All   |  ECE   | NC All | val All |\n";
+  o << "|-------------------------|--------|--------|--------|--------|--------|--------|---------|\n";
   for (const auto& r : rs) {
     std::string n = r.name;
     n.resize(std::max<size_t>(n.size(), 23), ' ');
     o << "| " << n << " | " << pct(r.test.many) << " | " << pct(r.test.medium) << " | " << pct(r.test.few) << " | "
-      << pct(r.test.all) << " | " << pct(r.nc.all) << " | " << pct(r.val.all) << "  |\n";
+      << pct(r.test.all) << " | " << pct(r.ece) << " | " << pct(r.nc.all) << " | " << pct(r.val.all) << "  |\n";
   }
-  o << "(test top-1 %, classes: " << many << " Many (n>100), " << med << " Medium (20..100), " << few
-    << " Few (n<20); NC = nearest training centroid on the penultimate features; val = balanced validation split)\n";
+  o << "(test top-1 %, classes: " << many << " Many (n>" << thresholds.many_above << "), " << med << " Medium ("
+    << thresholds.few_below << ".." << thresholds.many_above << "), " << few << " Few (n<" << thresholds.few_below
+    << "); ECE = expected calibration error, 15 bins, %; NC = nearest training centroid on the penultimate "
+       "features; val = balanced validation split)\n";
   return o.str();
+}
+
+/// One result per representation that has radii (they do not change in the
+/// classifier stages).
+inline std::vector<const EvalResult*> radii_rows(const std::vector<EvalResult>& rs) {
+  std::vector<const EvalResult*> out;
+  for (const auto& r : rs) {
+    if (r.radii.empty()) continue;
+    bool seen = false;
+    for (const auto* o : out) seen = seen || o->representation == r.representation;
+    if (!seen) out.push_back(&r);
+  }
+  return out;
 }
 
 inline bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
@@ -115,24 +132,20 @@ inline std::vector<std::string> draw_plots(const TrainConfig& cfg, const DataBun
   } else {
     log << "plot failed: gnuplot " << dir << "/per_class_accuracy.gp\n";
   }
-  // Fig. 2 analogue: every run with learned radii.
+  // Fig. 2 analogue: every representation with learned radii.
   std::vector<const EvalResult*> with_radii;
-  for (const auto& r : rs) {
-    if (!r.radii.empty() && r.name.find("/nocrt") == std::string::npos && cfg.radius_policy == "learned") {
-      with_radii.push_back(&r);
-    }
-  }
+  if (cfg.radius.is_learned()) with_radii = radii_rows(rs);
   if (!with_radii.empty()) {
     {
       std::ofstream gp(dir + "/learned_radii.gp");
       gp << "set terminal pngcairo size 800,500 noenhanced\n"
          << "set output '" << dir << "/learned_radii.png'\n"
-         << "set title 'Learned radius per class vs class size (initial eps0 = " << cfg.eps0 << ")'\n"
+         << "set title 'Learned radius per class vs class size (initial eps0 = " << cfg.radius.eps0() << ")'\n"
          << "set xlabel 'training images of the class'\nset ylabel 'learned radius eps_c'\n"
          << "set logscale x\nset grid\nset key top right\n";
       gp << "plot ";
       for (size_t k = 0; k < with_radii.size(); ++k) {
-        gp << (k ? ", " : "") << "'-' using 1:2 with points pt 7 ps 1.5 title '" << with_radii[k]->name << "'";
+        gp << (k ? ", " : "") << "'-' using 1:2 with points pt 7 ps 1.5 title '" << with_radii[k]->representation << "'";
       }
       gp << "\n";
       for (const auto* r : with_radii) {
@@ -151,68 +164,61 @@ inline std::vector<std::string> draw_plots(const TrainConfig& cfg, const DataBun
   return drawn;
 }
 
-/// Runs every requested method on `data` and writes the outputs into cfg.out_dir.
-inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std::ostream& log) {
+/// Runs every requested representation on `data`, each with its classifier
+/// stages (protocol.hpp), and writes the outputs into cfg.out_dir. `dist` is
+/// this process's place in a multi-process run (one process by default).
+inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std::ostream& log,
+                             const DistContext& dist = DistContext()) {
   validate(cfg);
   make_dirs(cfg.out_dir);
   const auto t0 = std::chrono::steady_clock::now();
-  if (!cfg.resume && process_dist().is_main()) {
+  if (!cfg.resume && dist.is_main()) {
     std::remove((cfg.out_dir + "/metrics.jsonl").c_str());
   }
   Report rep;
   std::vector<EvalResult> all;
-  // When the CE network is trained anyway, DRO-LT (full-refresh centroids) takes
-  // its CE warm-up from it instead of recomputing it: the same computation, bit
-  // for bit (tests/test_trainer.cpp checks it).
-  const bool ce_run = cfg.wants("ce") || cfg.wants("crt");
-  const bool share_warmup = ce_run && cfg.wants("drolt") && cfg.centroid_mode == "full" &&
-                            cfg.warm_start.empty() && cfg.dro_start_epoch() > 0 && cfg.save_at < 0;
+  // When the CE network is trained anyway, DRO-LT (full-refresh centroids, the
+  // same linear classifier) takes its CE warm-up from it instead of
+  // recomputing it: the same computation, bit for bit (tests/test_trainer.cpp).
+  const bool ce_run = cfg.wants(Method::ce) || cfg.wants(Method::crt);
+  const bool share_warmup = ce_run && cfg.wants(Method::drolt) && cfg.centroid_mode == CentroidMode::full &&
+                            cfg.loss != BaseLoss::ldam && cfg.warm_start.empty() && cfg.dro_start_epoch() > 0 &&
+                            cfg.save_at < 0;
   std::string shared_ckpt;
-  if (ce_run) {
-    TrainConfig ce_cfg = cfg;
-    if (share_warmup) ce_cfg.save_at = cfg.dro_start_epoch();
-    Run run(ce_cfg, data, /*dro=*/false, /*with_crt=*/cfg.wants("crt"));
-    if (share_warmup) shared_ckpt = run.epoch_checkpoint_path(cfg.dro_start_epoch());
+  for (const auto& spec : runs_of(cfg)) {
+    if (rep.interrupted) break;
+    TrainConfig run_cfg = cfg;
+    const bool is_ce = spec.representation.method == Method::ce || spec.representation.method == Method::crt;
+    if (is_ce && share_warmup) run_cfg.save_at = cfg.dro_start_epoch();
+    if (spec.representation.dro && share_warmup && file_exists(shared_ckpt)) run_cfg.warm_start = shared_ckpt;
+    Run run(run_cfg, data, spec, dist);
+    if (is_ce && share_warmup) shared_ckpt = run.epoch_checkpoint_path(cfg.dro_start_epoch());
     auto rs = run.run(log);
     rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
     rep.interrupted = rep.interrupted || run.interrupted();
-    for (auto& r : rs) {
-      if (cfg.wants(r.name)) all.push_back(r);  // "ce" only when asked for
-    }
-  }
-  if (cfg.wants("drolt") && !rep.interrupted) {
-    TrainConfig dro_cfg = cfg;
-    if (share_warmup && file_exists(shared_ckpt)) dro_cfg.warm_start = shared_ckpt;
-    Run run(dro_cfg, data, /*dro=*/true, /*with_crt=*/true);
-    auto rs = run.run(log);
-    rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
-    rep.interrupted = rep.interrupted || run.interrupted();
-    // Table order: with cRT (the paper's protocol) first, then without.
-    std::stable_sort(rs.begin(), rs.end(), [](const EvalResult& a, const EvalResult& b) {
-      return a.name.size() < b.name.size();
-    });
     all.insert(all.end(), rs.begin(), rs.end());
   }
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (rep.interrupted) return rep;
   rep.results = all;
-  if (!process_dist().is_main()) return rep;  // rank 0 reports and writes the files
+  if (!dist.is_main()) return rep;  // rank 0 reports and writes the files
 
-  const std::string table = format_table(all, data.counts);
+  drolt::metrics::SplitThresholds thresholds;
+  thresholds.many_above = cfg.many_above;
+  thresholds.few_below = cfg.few_below;
+  const std::string table = format_table(all, data.counts, thresholds);
   log << "\n" << data.description << ", ResNet-" << cfg.depth << ", " << cfg.epochs << " epochs"
-      << (cfg.wants("crt") || cfg.wants("drolt") ? " + " + std::to_string(cfg.crt_epochs) + " cRT epochs" : "")
+      << " + " << cfg.crt_epochs << " epochs per trained classifier stage"
       << ", seed " << cfg.seed << "\n"
       << table;
-  for (const auto& r : all) {
-    if (!r.radii.empty() && r.name.find("/nocrt") == std::string::npos) {
-      log << "radii (" << r.name << "), class: n -> eps:";
-      for (size_t c = 0; c < r.radii.size() && c < data.counts.size() && c < 20; ++c) {
-        char b[48];
-        std::snprintf(b, sizeof(b), " %zu:%lld->%.3f", c, static_cast<long long>(data.counts[c]), r.radii[c]);
-        log << b;
-      }
-      log << (r.radii.size() > 20 ? " ..." : "") << "\n";
+  for (const auto* r : radii_rows(all)) {
+    log << "radii (" << r->representation << "), class: n -> eps:";
+    for (size_t c = 0; c < r->radii.size() && c < data.counts.size() && c < 20; ++c) {
+      char b[48];
+      std::snprintf(b, sizeof(b), " %zu:%lld->%.3f", c, static_cast<long long>(data.counts[c]), r->radii[c]);
+      log << b;
     }
+    log << (r->radii.size() > 20 ? " ..." : "") << "\n";
   }
 
   // Files.
@@ -231,14 +237,15 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     j["seed"] = cfg.seed;
     j["epochs"] = cfg.epochs;
     j["crt_epochs"] = cfg.crt_epochs;
-    j["policy"] = cfg.radius_policy;
+    j["policy"] = cfg.radius.name();
     j["lambda"] = cfg.lambda;
+    j["dro_sum"] = cfg.dro_sum;
     j["temperature"] = cfg.temperature;
-    j["eps0"] = cfg.eps0;
-    j["centroids"] = cfg.centroid_mode;
+    j["eps0"] = cfg.radius.eps0();
+    j["centroids"] = name_of(cfg.centroid_mode);
     j["wall_seconds"] = rep.seconds;
     j["results"] = json::array();
-    for (const auto& r : all) j["results"].push_back(to_json(r));
+    for (const auto& r : all) j["results"].push_back(r);
     std::ofstream f(dir + "/summary.json");
     f << j.dump(2) << "\n";
     rep.files.push_back(dir + "/summary.json");
@@ -255,13 +262,11 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     }
     rep.files.push_back(dir + "/per_class.csv");
   }
-  for (const auto& r : all) {
-    if (r.radii.empty() || r.name.find("/nocrt") != std::string::npos) continue;
-    std::string n = r.name;
-    const std::string p = dir + "/radii-" + n + ".csv";
+  for (const auto* r : radii_rows(all)) {
+    const std::string p = dir + "/radii-" + r->representation + ".csv";
     std::ofstream f(p);
     f << "class,train_count,radius\n";
-    for (size_t c = 0; c < r.radii.size(); ++c) f << c << "," << data.counts[c] << "," << r.radii[c] << "\n";
+    for (size_t c = 0; c < r->radii.size(); ++c) f << c << "," << data.counts[c] << "," << r->radii[c] << "\n";
     rep.files.push_back(p);
   }
   rep.files.push_back(dir + "/metrics.jsonl");

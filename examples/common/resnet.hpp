@@ -46,6 +46,9 @@ struct ResNetOptions {
   /// When true, forward() also returns the globally average-pooled output of
   /// every stage (for losses applied at several layers, the paper's Appendix H).
   TORCH_ARG(bool, stage_features) = false;
+  /// 0: a linear classifier. s > 0: a cosine classifier (LDAM, Cao et al. 2019),
+  /// logits s * cos(z, w_c) from normalised features and weights, no bias.
+  TORCH_ARG(double, cosine_scale) = 0.0;
 };
 
 /// What forward() returns.
@@ -57,6 +60,9 @@ struct ResNetOutput {
   /// Pooled stage outputs [B, w], [B, 2w], [B, 4w] when stage_features(true), else empty.
   /// The last one equals `features`.
   std::vector<torch::Tensor> stages;
+  /// The pooled output of the stem (first convolution, batch norm, ReLU), [B, w],
+  /// when stage_features(true).
+  torch::Tensor stem;
 };
 
 class BasicBlockImpl : public torch::nn::Module {
@@ -116,6 +122,7 @@ class ResNetImpl : public torch::nn::Module {
     if (options.in_channels() < 1) throw std::invalid_argument("ResNet in_channels must be >= 1");
     if (options.num_classes() < 1) throw std::invalid_argument("ResNet num_classes must be >= 1");
     if (options.base_width() < 1) throw std::invalid_argument("ResNet base_width must be >= 1");
+    if (!(options.cosine_scale() >= 0)) throw std::invalid_argument("ResNet cosine_scale must be >= 0");
     const int64_t n = (d - 2) / 6;
     const int64_t w = options.base_width();
 
@@ -155,18 +162,44 @@ class ResNetImpl : public torch::nn::Module {
     return h.mean({2, 3});
   }
 
+  /// Pooled features of layer `layer`: 0 the stem, 1..3 the stages (3 is the
+  /// penultimate representation; the paper's layers 0, 10, 20, 30 of ResNet-32).
+  torch::Tensor layer_features(const torch::Tensor& x, int64_t layer) {
+    if (layer == 3) return features(x);
+    auto h = torch::relu(bn1_->forward(conv1_->forward(x)));
+    for (int64_t s = 0; s < layer; ++s) h = stages_[static_cast<size_t>(s)]->forward(h);
+    return h.mean({2, 3});
+  }
+
+  /// Channels of layer `layer` (see layer_features).
+  int64_t layer_dim(int64_t layer) const { return layer == 0 ? options_.base_width() : options_.base_width() << (layer - 1); }
+
   /// Classifier on top of features.
-  torch::Tensor classify(const torch::Tensor& features) { return fc_->forward(features); }
+  torch::Tensor classify(const torch::Tensor& features) {
+    if (!is_cosine()) return fc_->forward(features);
+    return torch::matmul(classifier_input(features),
+                         torch::nn::functional::normalize(fc_->weight, normalize_rows()).t());
+  }
+
+  /// What the classifier's weights multiply: the features (linear classifier)
+  /// or s times the normalised features (cosine classifier).
+  torch::Tensor classifier_input(const torch::Tensor& features) const {
+    if (!is_cosine()) return features;
+    return torch::nn::functional::normalize(features, normalize_rows()) * options_.cosine_scale();
+  }
+
+  bool is_cosine() const { return options_.cosine_scale() > 0; }
 
   ResNetOutput forward(const torch::Tensor& x) {
     ResNetOutput out;
     auto h = torch::relu(bn1_->forward(conv1_->forward(x)));
+    if (options_.stage_features()) out.stem = h.mean({2, 3});
     for (auto& st : stages_) {
       h = st->forward(h);
       if (options_.stage_features()) out.stages.push_back(h.mean({2, 3}));
     }
     out.features = options_.stage_features() ? out.stages.back() : h.mean({2, 3});
-    out.logits = fc_->forward(out.features);
+    out.logits = classify(out.features);
     return out;
   }
 
@@ -186,6 +219,10 @@ class ResNetImpl : public torch::nn::Module {
   const ResNetOptions& options() const { return options_; }
 
  private:
+  static torch::nn::functional::NormalizeFuncOptions normalize_rows() {
+    return torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12);
+  }
+
   ResNetOptions options_;
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};

@@ -1,18 +1,14 @@
 // The DRO-LT example trainer as a library, so drolt_train and the tests drive
 // the same code.
 //
-// A *run* trains one backbone and evaluates it:
-//   run "ce"            : cross-entropy for cfg.epochs, evaluated as "ce";
-//                         then (if crt is asked for) classifier re-training with
-//                         class-balanced sampling, evaluated as "crt".
-//   run "drolt-<policy>": CE for dro_start epochs, then (1 - lambda) CE + lambda
-//                         DRO-LT with centroids refreshed every epoch (mode
-//                         full / previous / ema) up to cfg.epochs, evaluated as
-//                         "drolt-<policy>/nocrt", then classifier re-training,
-//                         evaluated as "drolt-<policy>" (the paper's protocol).
-// Every epoch of a run, including the re-training epochs, is checkpointed
-// (model, optimizers, centroid bank, loss radii, torch RNG state, epoch) and a
-// resumed run continues bit for bit (same thread count, same device).
+// A Run trains one representation and evaluates classifier stages on it; the
+// stages, their epochs and the names of their table rows are in protocol.hpp,
+// the losses in losses.hpp, the classifier math in classifiers.hpp, the
+// centroid refresh modes in centroids.hpp, the checkpoint pieces in
+// checkpoint.hpp. Every epoch of a run, classifier stages included, is
+// checkpointed (model, optimizers, samplers, centroid bank, loss radii, torch
+// RNG state, epoch, log) and a resumed run continues bit for bit (same thread
+// count, same device).
 #pragma once
 
 #include <drolt/data/samplers.hpp>
@@ -35,88 +31,18 @@
 #include <vector>
 
 #include "augment.hpp"
+#include "centroids.hpp"
+#include "checkpoint.hpp"
+#include "classifiers.hpp"
 #include "config.hpp"
 #include "data.hpp"
+#include "losses.hpp"
 #include "multiprocess.hpp"
+#include "protocol.hpp"
+#include "records.hpp"
 #include "resnet.hpp"
 
 namespace drolt_examples {
-
-using json = nlohmann::json;
-
-/// Many / Medium / Few / All accuracy in percent (NaN for an empty split).
-struct SplitAccuracy {
-  double many = std::nan(""), medium = std::nan(""), few = std::nan(""), all = std::nan("");
-};
-
-inline SplitAccuracy percent(const drolt::metrics::SplitAccuracy& s) {
-  return SplitAccuracy{100.0 * s.many, 100.0 * s.medium, 100.0 * s.few, 100.0 * s.overall};
-}
-
-inline json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-inline double number_or_nan(const json& j) { return j.is_null() ? std::nan("") : j.get<double>(); }
-
-/// What one evaluated model scored on the test set (percentages).
-struct EvalResult {
-  std::string name;
-  SplitAccuracy test;        // classifier: many / medium / few / all
-  SplitAccuracy nc;          // nearest training centroid on the penultimate features
-  SplitAccuracy val;         // classifier on the validation split (model selection)
-  std::vector<double> per_class;  // test accuracy per class, %
-  std::vector<double> radii;      // effective radii per class (DRO-LT runs), else empty
-  double train_seconds = 0;       // wall time of the run up to this evaluation
-  double mean_epoch_seconds = 0;  // mean wall time of a feature-learning epoch
-};
-
-/// One line of the per-epoch log.
-struct EpochRecord {
-  std::string run, phase;
-  int64_t epoch = 0;  // 0-based, global over the phases of a run
-  double lr = 0, loss = 0, ce = 0, dro = 0, train_acc = 0, val_acc = -1;
-  double seconds = 0, centroid_seconds = 0, images_per_s = 0;
-};
-
-inline json to_json(const SplitAccuracy& s) {
-  return json{{"many", number_or_null(s.many)},
-              {"medium", number_or_null(s.medium)},
-              {"few", number_or_null(s.few)},
-              {"all", number_or_null(s.all)}};
-}
-inline json per_class_json(const std::vector<double>& v) {
-  json a = json::array();
-  for (double x : v) a.push_back(number_or_null(x));
-  return a;
-}
-inline json to_json(const EvalResult& r) {
-  return json{{"name", r.name},
-              {"test", to_json(r.test)},
-              {"nearest_centroid", to_json(r.nc)},
-              {"val", to_json(r.val)},
-              {"per_class", per_class_json(r.per_class)},
-              {"radii", r.radii},
-              {"train_seconds", r.train_seconds},
-              {"mean_epoch_seconds", r.mean_epoch_seconds}};
-}
-inline EvalResult eval_result_from_json(const json& j) {
-  auto split = [](const json& s) {
-    SplitAccuracy a;
-    a.many = number_or_nan(s.at("many"));
-    a.medium = number_or_nan(s.at("medium"));
-    a.few = number_or_nan(s.at("few"));
-    a.all = number_or_nan(s.at("all"));
-    return a;
-  };
-  EvalResult r;
-  r.name = j.at("name").get<std::string>();
-  r.test = split(j.at("test"));
-  r.nc = split(j.at("nearest_centroid"));
-  r.val = split(j.at("val"));
-  for (const auto& v : j.at("per_class")) r.per_class.push_back(number_or_nan(v));
-  r.radii = j.at("radii").get<std::vector<double>>();
-  r.train_seconds = j.value("train_seconds", 0.0);
-  r.mean_epoch_seconds = j.value("mean_epoch_seconds", 0.0);
-  return r;
-}
 
 inline void make_dirs(const std::string& path) {
   std::string cur;
@@ -150,40 +76,82 @@ inline std::string format_duration(double s) {
   return buf;
 }
 
-/// Trains and evaluates one run (see the file comment).
+using Sampler = torch::data::samplers::Sampler<>;
+
+/// A sampler of `kind` over `targets` with its own seed (instance: torch's
+/// RandomSampler on the default generator). `epochs` is the progressive
+/// sampler's horizon.
+inline std::unique_ptr<Sampler> make_sampler(SamplerKind kind, const torch::Tensor& targets, int64_t k,
+                                             uint64_t seed, int64_t epochs) {
+  const auto o = drolt::data::ClassSamplerOptions().seed(seed);
+  switch (kind) {
+    case SamplerKind::instance:
+      return std::make_unique<torch::data::samplers::RandomSampler>(targets.size(0));
+    case SamplerKind::class_balanced:
+      return std::make_unique<drolt::data::ClassBalancedSampler>(targets, o);
+    case SamplerKind::class_aware:
+      return std::make_unique<drolt::data::ClassAwareSampler>(targets, k, o);
+    case SamplerKind::sqrt:
+      return std::make_unique<drolt::data::SqrtSampler>(targets, o);
+    case SamplerKind::progressive:
+      return std::make_unique<drolt::data::ProgressiveSampler>(targets, std::max<int64_t>(epochs, 1), o);
+  }
+  throw std::logic_error("make_sampler: unknown sampler");
+}
+
+/// Begins epoch `epoch` (counted from the sampler's first) of `s`.
+inline void begin_epoch(Sampler& s, int64_t epoch) {
+  if (auto* p = dynamic_cast<drolt::data::ProgressiveSampler*>(&s)) p->set_epoch(epoch);
+  s.reset(c10::nullopt);
+}
+
+/// Trains and evaluates one run (see the file comment and protocol.hpp).
 class Run {
  public:
-  Run(const TrainConfig& cfg, const DataBundle& data, bool dro, bool with_crt)
-      : cfg_(cfg), data_(data), dro_(dro), with_crt_(with_crt), device_(cfg.device) {
-    name_ = dro ? "drolt-" + cfg.radius_policy : "ce";
-    total_epochs_ = cfg.epochs + (with_crt ? cfg.crt_epochs : 0);
+  Run(const TrainConfig& cfg, const DataBundle& data, RunSpec spec, DistContext dist)
+      : cfg_(cfg), data_(data), proto_(cfg, std::move(spec)), dist_(std::move(dist)), device_(cfg.device) {
+    const auto& rep = proto_.representation();
+    name_ = rep.name;
     pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.train_x.size(2) >= 32 ? 4 : 2);
 
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-    model_ = ResNet(ResNetOptions(cfg.depth, data.channels, data.num_classes));
+    // DRO-LT layers other than the penultimate need the stages' pooled outputs.
+    layers_ = rep.dro ? cfg.dro_layers : std::vector<int64_t>{3};
+    model_ = ResNet(ResNetOptions(cfg.depth, data.channels, data.num_classes)
+                        .stage_features(layers_ != std::vector<int64_t>{3})
+                        .cosine_scale(rep.loss == BaseLoss::ldam ? cfg.ldam_scale : 0.0));
     model_->to(device_);
-    bank_ = drolt::CentroidBank(drolt::CentroidBankOptions(data.num_classes, model_->feature_dim())
-                                    .momentum(cfg.ema_momentum));
-    bank_->to(device_);
-    if (dro_) {
-      auto counts = torch::tensor(data.counts, torch::kLong);
-      loss_ = drolt::RobustCentroidLoss(drolt::RobustCentroidLossOptions(data.num_classes)
-                                            .temperature(cfg.temperature)
-                                            .radius(drolt::RadiusPolicy::parse(cfg.radius_policy, cfg.eps0))
-                                            .class_counts(counts)
-                                            // Labels were checked when the data was read; on
-                                            // CUDA the per-call checks would cost a host sync.
-                                            .validate_values(!device_.is_cuda()));
-      loss_->to(device_);
+    for (int64_t l : layers_) {  // one bank per layer
+      banks_.emplace_back(
+          drolt::CentroidBankOptions(data.num_classes, model_->layer_dim(l)).momentum(cfg.ema_momentum));
+      banks_.back()->to(device_);
+    }
+    if (rep.dro) {
+      for (size_t i = 0; i < layers_.size(); ++i) {  // and one loss (its own radii)
+        losses_.emplace_back(dro_loss_options(cfg, data.counts, device_));
+        losses_.back()->to(device_);
+        refresh_.push_back(make_centroid_refresh(cfg.centroid_mode,
+                                                 CentroidSource{model_, data.train_x, data.train_y, banks_[i], device_,
+                                                                &dist_, cfg.dro_start_epoch(), layers_[i]}));
+      }
+    }
+    if (rep.sampler != SamplerKind::instance) {
+      const int64_t first = rep.dro ? cfg.dro_start_epoch() : 0;
+      rep_sampler_ = make_sampler(rep.sampler, data.train_y, cfg.class_aware_k,
+                                  static_cast<uint64_t>(cfg.seed) * 7919 + 29, cfg.epochs - first);
     }
     std::vector<torch::optim::OptimizerParamGroup> groups;
     groups.emplace_back(model_->parameters(), std::make_unique<torch::optim::SGDOptions>(
                                                   torch::optim::SGDOptions(cfg.lr)
                                                       .momentum(cfg.momentum)
                                                       .weight_decay(cfg.weight_decay)));
-    if (dro_ && !loss_->parameters().empty()) {
+    std::vector<torch::Tensor> radii;
+    for (auto& l : losses_) {
+      for (auto& p : l->parameters()) radii.push_back(p);
+    }
+    if (!radii.empty()) {
       // Learned radii join the feature extractor's SGD (spec section 5).
-      groups.emplace_back(loss_->parameters(), std::make_unique<torch::optim::SGDOptions>(
+      groups.emplace_back(radii, std::make_unique<torch::optim::SGDOptions>(
                                                    torch::optim::SGDOptions(cfg.radius_lr)
                                                        .momentum(cfg.momentum)
                                                        .weight_decay(cfg.radius_weight_decay)));
@@ -192,31 +160,37 @@ class Run {
     // Several processes: rank 0's initial weights everywhere (the same seed gives
     // the same ones already; this does not rely on it).
     dist_.broadcast(*model_);
-    if (dro_) dist_.broadcast(*loss_);
+    for (auto& l : losses_) dist_.broadcast(*l);
   }
 
+  Run(const Run&) = delete;  // the centroid refresh holds the address of dist_
+  Run& operator=(const Run&) = delete;
+
   const std::string& name() const { return name_; }
+  const Protocol& protocol() const { return proto_; }
   std::string checkpoint_path() const { return cfg_.out_dir + "/checkpoint-" + name_ + ".pt"; }
   /// The extra copy written after epoch `epoch` when cfg.save_at == epoch.
   std::string epoch_checkpoint_path(int64_t epoch) const {
     return cfg_.out_dir + "/checkpoint-" + name_ + "-e" + std::to_string(epoch) + ".pt";
   }
   ResNet& model() { return model_; }
-  drolt::RobustCentroidLoss& loss() { return loss_; }
-  drolt::CentroidBank& bank() { return bank_; }
+  /// The DRO-LT loss and the bank of the first DRO-LT layer (the penultimate
+  /// features by default); loss() is empty outside DRO-LT runs.
+  drolt::RobustCentroidLoss& loss() { return losses_.empty() ? no_loss_ : losses_[0]; }
+  drolt::CentroidBank& bank() { return banks_[0]; }
+  const std::vector<drolt::RobustCentroidLoss>& losses() const { return losses_; }
+  const std::vector<drolt::CentroidBank>& banks() const { return banks_; }
+  /// LWS's per-class scales (undefined before an LWS stage).
+  const torch::Tensor& lws_scales() const { return lws_scale_; }
   const std::vector<EpochRecord>& history() const { return history_; }
   int64_t next_epoch() const { return next_epoch_; }
   bool interrupted() const { return interrupted_; }
-
-  std::string phase_of(int64_t e) const {
-    if (e >= cfg_.epochs) return "crt";
-    if (dro_ && e >= cfg_.dro_start_epoch()) return "dro";
-    return "ce";
-  }
+  std::string phase_of(int64_t e) const { return proto_.phase(e); }
 
   /// Runs (or resumes) to the end. Returns the results evaluated so far and
   /// written to <out>/result-<name>.json; empty when stopped by cfg.stop_after.
   std::vector<EvalResult> run(std::ostream& log) {
+    const int64_t total = proto_.total_epochs(), E = proto_.representation_epochs();
     if (cfg_.resume && file_exists(checkpoint_path())) {
       try {
         load_checkpoint(checkpoint_path());
@@ -226,27 +200,22 @@ class Run {
                                  "to start this run over)");
       }
       rewrite_jsonl();  // drops lines of epochs after the checkpoint (they will run again)
-      log << "[" << name_ << "] resumed from " << checkpoint_path() << " at epoch " << next_epoch_ << "/"
-          << total_epochs_ << "\n";
+      log << "[" << name_ << "] resumed from " << checkpoint_path() << " at epoch " << next_epoch_ << "/" << total
+          << "\n";
     } else {
       if (cfg_.resume) {
         log << "[" << name_ << "] --resume: no checkpoint at " << checkpoint_path() << ", starting fresh\n";
       }
-      if (dro_ && !cfg_.warm_start.empty()) {
+      if (proto_.representation().dro && !cfg_.warm_start.empty()) {
         load_warm_start(cfg_.warm_start);
         log << "[" << name_ << "] CE warm-up (epochs 1-" << next_epoch_ << ") taken from " << cfg_.warm_start
             << "\n";
       }
     }
-    for (int64_t e = next_epoch_; e < total_epochs_; ++e) {
-      EpochRecord rec;
-      if (e < cfg_.epochs) {
-        rec = train_backbone_epoch(e);
-      } else {
-        rec = train_classifier_epoch(e);
-      }
-      if ((e + 1) % cfg_.val_every == 0 || e + 1 == total_epochs_ || e + 1 == cfg_.epochs) {
-        rec.val_acc = evaluate_split(data_.val_x, data_.val_y).all;
+    for (int64_t e = next_epoch_; e < total; ++e) {
+      EpochRecord rec = proto_.in_representation(e) ? train_representation_epoch(e) : train_classifier_epoch(e);
+      if ((e + 1) % cfg_.val_every == 0 || e + 1 == total || e + 1 == E || proto_.ends_stage(e)) {
+        rec.val_acc = epoch_val_accuracy(e);
       }
       elapsed_ += seconds_since(rec_start_);
       next_epoch_ = e + 1;
@@ -254,21 +223,20 @@ class Run {
       print_progress(log, rec);
       append_jsonl(rec);
 
-      if (e + 1 == cfg_.epochs) {
-        auto r = evaluate(with_crt_ ? (dro_ ? name_ + "/nocrt" : std::string("ce")) : name_);
-        write_result(r);
+      if (e + 1 == E) {
+        snapshot_joint();
+        for (auto k : proto_.classifiers()) {
+          if (!is_trained(k)) write_result(evaluate(k));
+        }
       }
-      if (e + 1 == total_epochs_ && with_crt_) {
-        auto r = evaluate(dro_ ? name_ : std::string("crt"));
-        write_result(r);
-      }
-      if (cfg_.checkpoint_every > 0 && ((e + 1) % cfg_.checkpoint_every == 0 || e + 1 == total_epochs_)) {
+      if (proto_.ends_stage(e)) write_result(evaluate(proto_.classifier_at(e)));
+      if (cfg_.checkpoint_every > 0 && ((e + 1) % cfg_.checkpoint_every == 0 || e + 1 == total)) {
         save_checkpoint(checkpoint_path());
       }
       if (cfg_.save_at > 0 && next_epoch_ == cfg_.save_at) save_checkpoint(epoch_checkpoint_path(cfg_.save_at));
       // Several processes: rank 0 writes results and checkpoints that the others read.
       dist_.barrier();
-      if (cfg_.stop_after >= 0 && next_epoch_ >= cfg_.stop_after && next_epoch_ < total_epochs_) {
+      if (cfg_.stop_after >= 0 && next_epoch_ >= cfg_.stop_after && next_epoch_ < total) {
         log << "[" << name_ << "] stopping after epoch " << next_epoch_ << " (--stop-after)\n";
         interrupted_ = true;
         break;
@@ -276,20 +244,14 @@ class Run {
     }
     std::vector<EvalResult> out;
     if (interrupted_) return out;
-    for (const auto& n : result_names()) {
-      const std::string p = result_path(n);
+    for (auto k : proto_.classifiers()) {
+      const std::string p = result_path(proto_.row_name(k));
       if (file_exists(p)) {
         std::ifstream f(p);
-        out.push_back(eval_result_from_json(json::parse(f)));
+        out.push_back(json::parse(f).get<EvalResult>());
       }
     }
     return out;
-  }
-
-  std::vector<std::string> result_names() const {
-    if (!with_crt_) return {name_};
-    if (dro_) return {name_, name_ + "/nocrt"};
-    return {"ce", "crt"};
   }
 
   std::string result_path(const std::string& result_name) const {
@@ -301,84 +263,111 @@ class Run {
   // ---------------------------------------------------------------- checkpoints
   void save_checkpoint(const std::string& path) {
     if (!dist_.is_main()) return;  // every rank holds the same state
+    namespace ck = checkpoint;
     torch::serialize::OutputArchive ar;
     ar.write("epoch", torch::tensor(next_epoch_, torch::kLong));
     ar.write("elapsed", torch::tensor(elapsed_, torch::kDouble));
-    ar.write("fingerprint", string_tensor(fingerprint()));
-    ar.write("history", string_tensor(json(lines_).dump()));
-    torch::serialize::OutputArchive m, o, b;
+    ar.write("fingerprint", ck::string_tensor(fingerprint().dump()));
+    ar.write("history", ck::string_tensor(json(lines_).dump()));
+    torch::serialize::OutputArchive m, o;
     model_->save(m);
     ar.write("model", m);
     opt_->save(o);
     ar.write("optimizer", o);
-    bank_->save(b);
-    ar.write("bank", b);
-    if (dro_) {
+    for (size_t i = 0; i < banks_.size(); ++i) {
+      torch::serialize::OutputArchive b;
+      banks_[i]->save(b);
+      ar.write(layer_key("bank", i), b);
+    }
+    for (size_t i = 0; i < losses_.size(); ++i) {
       torch::serialize::OutputArchive l;
-      loss_->save(l);
-      ar.write("loss", l);
+      losses_[i]->save(l);
+      ar.write(layer_key("loss", i), l);
     }
-    if (crt_opt_) {
-      torch::serialize::OutputArchive c;
-      crt_opt_->save(c);
-      ar.write("crt_optimizer", c);
-      torch::serialize::OutputArchive sa;
-      sampler_->save(sa);
-      ar.write("crt_sampler", sa);
+    if (rep_sampler_) {
+      torch::serialize::OutputArchive s;
+      rep_sampler_->save(s);
+      ar.write("rep_sampler", s);
     }
-    // The data order and augmentation of the feature-learning epochs are drawn
-    // from torch's default CPU generator (augmentation in every phase).
-    ar.write("rng", cpu_rng_state());
-    const std::string tmp = path + ".tmp";
-    ar.save_to(tmp);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      throw std::runtime_error("cannot write checkpoint '" + path + "'");
+    if (joint_weight_.defined()) {
+      ar.write("joint_weight", joint_weight_);
+      ar.write("joint_bias", joint_bias_);
     }
+    if (stage_opt_) {
+      torch::serialize::OutputArchive c, s;
+      stage_opt_->save(c);
+      ar.write("stage_optimizer", c);
+      stage_sampler_->save(s);
+      ar.write("stage_sampler", s);
+      if (lws_scale_.defined()) ar.write("lws_scale", lws_scale_.detach());
+    }
+    // The data order and augmentation draw from torch's default CPU generator.
+    ar.write("rng", ck::cpu_rng_state());
+    ck::write(ar, path);
   }
 
   void load_checkpoint(const std::string& path) {
+    namespace ck = checkpoint;
     torch::serialize::InputArchive ar;
-    ar.load_from(path);
-    torch::Tensor t;
-    ar.read("fingerprint", t);
-    const std::string fp = tensor_string(t);
-    if (fp != fingerprint()) {
-      throw std::runtime_error("checkpoint '" + path +
-                               "' was written with different settings; refusing to resume.\n  checkpoint: " +
-                               fp + "\n  now:        " + fingerprint());
-    }
-    ar.read("epoch", t);
-    next_epoch_ = t.item<int64_t>();
-    ar.read("elapsed", t);
-    elapsed_ = t.item<double>();
-    ar.read("history", t);
-    history_from_json(json::parse(tensor_string(t)));
-    torch::serialize::InputArchive m, o, b;
-    ar.read("model", m);
-    model_->load(m);
-    model_->to(device_);
-    ar.read("optimizer", o);
-    opt_->load(o);
-    ar.read("bank", b);
-    bank_->load(b);
-    bank_->to(device_);
-    if (dro_) {
-      torch::serialize::InputArchive l;
-      ar.read("loss", l);
-      loss_->load(l);
-      loss_->to(device_);
-    }
-    if (next_epoch_ > cfg_.epochs) {
-      make_crt_state();
-      torch::serialize::InputArchive c;
-      ar.read("crt_optimizer", c);
-      crt_opt_->load(c);
-      torch::serialize::InputArchive sa;
-      ar.read("crt_sampler", sa);
-      sampler_->load(sa);
-    }
-    ar.read("rng", t);
-    set_cpu_rng_state(t);
+    ck::read(ar, path);
+    // Past the container's checks, any failure still names the file.
+    ck::reading(path, [&] {
+      const std::string fp = ck::read_string(ar, "fingerprint");
+      if (fp != fingerprint().dump()) {
+        throw std::runtime_error("checkpoint '" + path +
+                                 "' was written with different settings; refusing to resume.\n  checkpoint: " + fp +
+                                 "\n  now:        " + fingerprint().dump());
+      }
+      next_epoch_ = ck::read_tensor(ar, "epoch").item<int64_t>();
+      if (next_epoch_ < 0 || next_epoch_ > proto_.total_epochs()) {
+        throw std::runtime_error("checkpoint '" + path + "' is at epoch " + std::to_string(next_epoch_) +
+                                 ", expected one in [0, " + std::to_string(proto_.total_epochs()) + "]");
+      }
+      elapsed_ = ck::read_tensor(ar, "elapsed").item<double>();
+      history_from_json(json::parse(ck::read_string(ar, "history")));
+      torch::serialize::InputArchive m, o;
+      ar.read("model", m);
+      model_->load(m);
+      model_->to(device_);
+      ar.read("optimizer", o);
+      opt_->load(o);
+      for (size_t i = 0; i < banks_.size(); ++i) {
+        torch::serialize::InputArchive b;
+        ar.read(layer_key("bank", i), b);
+        banks_[i]->load(b);
+        banks_[i]->to(device_);
+      }
+      for (size_t i = 0; i < losses_.size(); ++i) {
+        torch::serialize::InputArchive l;
+        ar.read(layer_key("loss", i), l);
+        losses_[i]->load(l);
+        losses_[i]->to(device_);
+      }
+      if (rep_sampler_) {
+        torch::serialize::InputArchive s;
+        ar.read("rep_sampler", s);
+        rep_sampler_->load(s);
+      }
+      const int64_t E = proto_.representation_epochs();
+      if (next_epoch_ >= E) {
+        joint_weight_ = ck::read_tensor(ar, "joint_weight").to(device_);
+        joint_bias_ = ck::read_tensor(ar, "joint_bias").to(device_);
+      }
+      if (next_epoch_ > E) {
+        // The stage of the last epoch run; the next epoch may begin another.
+        const auto kind = proto_.classifier_at(next_epoch_ - 1);
+        if (kind == ClassifierKind::lws) {
+          lws_scale_ = ck::read_tensor(ar, "lws_scale").to(device_).requires_grad_(true);
+        }
+        make_stage_state(kind);
+        torch::serialize::InputArchive c, s;
+        ar.read("stage_optimizer", c);
+        stage_opt_->load(c);
+        ar.read("stage_sampler", s);
+        stage_sampler_->load(s);
+      }
+      ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
+    });
   }
 
   /// Starts a DRO-LT run from a CE run's checkpoint taken after epoch
@@ -388,57 +377,51 @@ class Run {
   /// Full-refresh centroids only (the cheap modes fill the bank during the last
   /// warm-up epoch, which a CE run does not do).
   void load_warm_start(const std::string& path) {
-    if (cfg_.centroid_mode != "full") {
+    namespace ck = checkpoint;
+    if (cfg_.centroid_mode != CentroidMode::full) {
       throw std::runtime_error("--warm-start needs --centroids full (the previous / ema modes build their first "
                                "centroids during the last CE epoch)");
     }
     if (!file_exists(path)) throw std::runtime_error("--warm-start: no checkpoint '" + path + "'");
     torch::serialize::InputArchive ar;
-    ar.load_from(path);
-    torch::Tensor t;
-    ar.read("fingerprint", t);
-    const json theirs = json::parse(tensor_string(t)), ours = json::parse(fingerprint());
-    for (const char* k : {"dataset", "rho", "n_max", "data_seed", "depth", "epochs", "batch", "lr", "seed",
-                          "schedule", "device"}) {
-      if (theirs.value(k, json()) != ours.value(k, json())) {
-        throw std::runtime_error(std::string("--warm-start: checkpoint '") + path + "' differs in '" + k +
-                                 "': " + theirs.value(k, json()).dump() + " vs " + ours.value(k, json()).dump());
+    ck::read(ar, path);
+    ck::reading(path, [&] {
+      const json theirs = json::parse(ck::read_string(ar, "fingerprint")), ours = fingerprint();
+      ck::require_same(theirs, ours,
+                       {"dataset", "rho", "n_max", "data_seed", "depth", "epochs", "batch", "lr", "seed", "schedule",
+                        "device", "model"},
+                       "--warm-start: ", path);
+      if (theirs.value("run", std::string()) != "ce") {
+        throw std::runtime_error("--warm-start: '" + path + "' is not a checkpoint of a CE run");
       }
-    }
-    if (theirs.value("run", std::string()) != "ce") {
-      throw std::runtime_error("--warm-start: '" + path + "' is not a checkpoint of a CE run");
-    }
-    ar.read("epoch", t);
-    const int64_t epoch = t.item<int64_t>();
-    if (epoch != cfg_.dro_start_epoch()) {
-      throw std::runtime_error("--warm-start: checkpoint '" + path + "' was taken after epoch " +
-                               std::to_string(epoch) + ", expected the DRO-LT start epoch " +
-                               std::to_string(cfg_.dro_start_epoch()) + " (--save-at on the CE run)");
-    }
-    next_epoch_ = epoch;
-    ar.read("elapsed", t);
-    elapsed_ = t.item<double>();
-    ar.read("history", t);
-    history_from_json(json::parse(tensor_string(t)));
-    for (auto& h : history_) h.run = name_;
-    torch::serialize::InputArchive m, o;
-    ar.read("model", m);
-    model_->load(m);
-    model_->to(device_);
-    // The CE optimizer has one parameter group (the network); ours may have a
-    // second one for learned radii. Load into a one-group SGD over the same
-    // parameters and move the per-parameter momentum buffers across.
-    ar.read("optimizer", o);
-    torch::optim::SGD ce_opt(model_->parameters(), torch::optim::SGDOptions(cfg_.lr)
-                                                       .momentum(cfg_.momentum)
-                                                       .weight_decay(cfg_.weight_decay));
-    ce_opt.load(o);
-    for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
-    ar.read("rng", t);
-    set_cpu_rng_state(t);
-    // The warm-up's log lines, relabelled, so metrics.jsonl covers the whole run.
-    for (auto& l : lines_) l["run"] = name_;
-    rewrite_jsonl();
+      const int64_t epoch = ck::read_tensor(ar, "epoch").item<int64_t>();
+      if (epoch != cfg_.dro_start_epoch()) {
+        throw std::runtime_error("--warm-start: checkpoint '" + path + "' was taken after epoch " +
+                                 std::to_string(epoch) + ", expected the DRO-LT start epoch " +
+                                 std::to_string(cfg_.dro_start_epoch()) + " (--save-at on the CE run)");
+      }
+      next_epoch_ = epoch;
+      elapsed_ = ck::read_tensor(ar, "elapsed").item<double>();
+      history_from_json(json::parse(ck::read_string(ar, "history")));
+      for (auto& h : history_) h.run = name_;
+      torch::serialize::InputArchive m, o;
+      ar.read("model", m);
+      model_->load(m);
+      model_->to(device_);
+      // The CE optimizer has one parameter group (the network); ours may have a
+      // second one for learned radii. Load into a one-group SGD over the same
+      // parameters and move the per-parameter momentum buffers across.
+      ar.read("optimizer", o);
+      torch::optim::SGD ce_opt(model_->parameters(), torch::optim::SGDOptions(cfg_.lr)
+                                                         .momentum(cfg_.momentum)
+                                                         .weight_decay(cfg_.weight_decay));
+      ce_opt.load(o);
+      for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
+      ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
+      // The warm-up's log lines, relabelled, so metrics.jsonl covers the whole run.
+      for (auto& l : lines_) l["run"] = name_;
+      rewrite_jsonl();
+    });
   }
 
  private:
@@ -447,43 +430,48 @@ class Run {
     return std::chrono::duration<double>(Clock::now() - t).count();
   }
 
-  static torch::Tensor string_tensor(const std::string& s) {
-    auto t = torch::empty({static_cast<int64_t>(s.size())}, torch::kUInt8);
-    std::copy(s.begin(), s.end(), t.data_ptr<uint8_t>());
-    return t;
-  }
-  static std::string tensor_string(const torch::Tensor& t) {
-    auto c = t.contiguous().to(torch::kUInt8);
-    const auto* p = c.data_ptr<uint8_t>();
-    return std::string(p, p + c.numel());
-  }
-  static torch::Tensor cpu_rng_state() {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    return gen.get_state();
-  }
-  static void set_cpu_rng_state(const torch::Tensor& s) {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(s);
+  /// "bank", "loss" for the first layer (the only one by default), "bank_<l>" for layer l after it.
+  std::string layer_key(const char* what, size_t i) const {
+    return i == 0 ? std::string(what) : std::string(what) + "_" + std::to_string(layers_[i]);
   }
 
   /// Settings that must match for a checkpoint to be resumed.
-  std::string fingerprint() const {
-    json j{{"run", name_},          {"dataset", cfg_.dataset},   {"rho", cfg_.rho},
-           {"n_max", cfg_.n_max},   {"data_seed", cfg_.data_seed}, {"depth", cfg_.depth},
-           {"epochs", cfg_.epochs}, {"batch", cfg_.batch_size},  {"lr", cfg_.lr},
-           {"seed", cfg_.seed},     {"crt_epochs", with_crt_ ? cfg_.crt_epochs : 0},
-           {"schedule", cfg_.schedule}, {"device", cfg_.device}};
-    if (dro_) {
-      j["lambda"] = cfg_.lambda;
+  json fingerprint() const {
+    const auto& rep = proto_.representation();
+    std::vector<std::string> classifiers;
+    for (auto k : proto_.classifiers()) classifiers.push_back(name_of(k));
+    json j{{"run", name_},
+           {"dataset", cfg_.dataset},
+           {"rho", cfg_.rho},
+           {"n_max", cfg_.n_max},
+           {"data_seed", cfg_.data_seed},
+           {"depth", cfg_.depth},
+           {"epochs", cfg_.epochs},
+           {"batch", cfg_.batch_size},
+           {"lr", cfg_.lr},
+           {"seed", cfg_.seed},
+           {"crt_epochs", proto_.trained_stages().empty() ? 0 : cfg_.crt_epochs},
+           {"schedule", name_of(cfg_.schedule)},
+           {"device", cfg_.device},
+           {"model", model_->is_cosine() ? "cosine" : "linear"},
+           {"classifiers", classifiers}};
+    if (rep.method != Method::ce && rep.method != Method::crt) {
+      j["loss"] = name_of(rep.loss);
+      j["weighting"] = name_of(rep.weighting);
+      j["sampler"] = name_of(rep.sampler);
+      j["drw"] = rep.drw;
+    }
+    if (rep.dro) {
+      j["lambda"] = cfg_.dro_sum ? -1.0 : cfg_.lambda;
       j["temperature"] = cfg_.temperature;
-      j["eps0"] = cfg_.eps0;
+      j["eps0"] = cfg_.radius.eps0();
       j["dro_start"] = cfg_.dro_start_epoch();
-      j["centroids"] = cfg_.centroid_mode;
+      j["dro_lr"] = cfg_.dro_lr;
+      j["centroids"] = name_of(cfg_.centroid_mode);
+      j["dro_layers"] = layers_;
     }
     if (dist_.active()) j["world_size"] = dist_.world();  // the data order depends on it
-    return j.dump();
+    return j;
   }
 
   /// Restores the history (and the log lines) saved in a checkpoint.
@@ -492,44 +480,15 @@ class Run {
     lines_.clear();
     for (const auto& j : a) {
       lines_.push_back(j);
-      EpochRecord r;
-      r.run = j.at("run");
-      r.phase = j.at("phase");
-      r.epoch = j.at("epoch");
-      r.lr = j.at("lr");
-      r.loss = j.at("loss");
-      r.ce = j.at("ce");
-      r.dro = j.at("dro");
-      r.train_acc = j.at("train_acc");
-      r.val_acc = j.value("val_acc", -1.0);
-      r.seconds = j.at("seconds");
-      r.centroid_seconds = j.at("centroid_seconds");
-      r.images_per_s = j.at("images_per_s");
-      history_.push_back(r);
+      history_.push_back(j.get<EpochRecord>());
     }
   }
 
-  json record_json(const EpochRecord& r) const {
-    json j{{"run", r.run},
-           {"phase", r.phase},
-           {"epoch", r.epoch},
-           {"lr", r.lr},
-           {"loss", r.loss},
-           {"ce", r.ce},
-           {"dro", r.dro},
-           {"train_acc", r.train_acc},
-           {"seconds", r.seconds},
-           {"centroid_seconds", r.centroid_seconds},
-           {"images_per_s", r.images_per_s},
-           {"seed", cfg_.seed}};
-    if (r.val_acc >= 0) j["val_acc"] = r.val_acc;
-    return j;
-  }
-
   void append_jsonl(const EpochRecord& r) {
-    json j = record_json(r);
-    if (dro_ && r.phase != "ce") {
-      auto radii = loss_->radii().detach().cpu().to(torch::kDouble);
+    json j = r;
+    j["seed"] = cfg_.seed;
+    if (!losses_.empty() && r.phase != "ce") {
+      auto radii = losses_[0]->radii().detach().cpu().to(torch::kDouble);
       j["radius_mean"] = radii.mean().item<double>();
       j["radius_min"] = radii.min().item<double>();
       j["radius_max"] = radii.max().item<double>();
@@ -562,12 +521,12 @@ class Run {
 
   void print_progress(std::ostream& log, const EpochRecord& r) {
     if (!cfg_.verbose || !dist_.is_main()) return;
-    // Time left: mean epoch time of this phase kind so far (classifier epochs are
-    // estimated at a third of a backbone epoch until one has run).
+    // Time left: mean epoch time of this stage kind so far (classifier epochs are
+    // estimated at a third of a representation epoch until one has run).
     double bb = 0, cl = 0;
     int nb = 0, nc = 0;
     for (const auto& h : history_) {
-      if (h.phase == "crt") {
+      if (Protocol::is_classifier_phase(h.phase)) {
         cl += h.seconds;
         ++nc;
       } else {
@@ -577,15 +536,16 @@ class Run {
     }
     const double mb = nb ? bb / nb : 0, mc = nc ? cl / nc : mb / 3;
     double left = 0;
-    for (int64_t e = next_epoch_; e < total_epochs_; ++e) left += e < cfg_.epochs ? mb : mc;
+    const int64_t total = proto_.total_epochs();
+    for (int64_t e = next_epoch_; e < total; ++e) left += proto_.in_representation(e) ? mb : mc;
     char buf[512];
-    if (r.phase == "crt") {
+    if (Protocol::is_classifier_phase(r.phase)) {
       std::snprintf(buf, sizeof(buf), "[%s] epoch %3lld/%lld %-3s lr %.4f loss %.4f train %5.1f%%", name_.c_str(),
-                    static_cast<long long>(r.epoch + 1), static_cast<long long>(total_epochs_), r.phase.c_str(),
-                    r.lr, r.loss, r.train_acc);
+                    static_cast<long long>(r.epoch + 1), static_cast<long long>(total), r.phase.c_str(), r.lr, r.loss,
+                    r.train_acc);
     } else {
       std::snprintf(buf, sizeof(buf), "[%s] epoch %3lld/%lld %-3s lr %.4f loss %.4f (ce %.4f dro %.4f) train %5.1f%%",
-                    name_.c_str(), static_cast<long long>(r.epoch + 1), static_cast<long long>(total_epochs_),
+                    name_.c_str(), static_cast<long long>(r.epoch + 1), static_cast<long long>(total),
                     r.phase.c_str(), r.lr, r.loss, r.ce, r.dro, r.train_acc);
     }
     log << buf;
@@ -607,7 +567,8 @@ class Run {
   double lr_factor(int64_t e) const {
     const int64_t w = std::min<int64_t>(cfg_.warmup_epochs, cfg_.epochs);
     if (e < w) return static_cast<double>(e + 1) / static_cast<double>(w);
-    if (cfg_.schedule == "cosine") {
+    if (cfg_.schedule == Schedule::constant) return 1.0;
+    if (cfg_.schedule == Schedule::cosine) {
       const double T = static_cast<double>(std::max<int64_t>(1, cfg_.epochs - w));
       return 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(e - w) / T));
     }
@@ -625,98 +586,117 @@ class Run {
     return x.to(device_);
   }
 
-  /// Features of the whole training set (eval mode, no augmentation) into the bank.
-  void refresh_centroids_full() {
-    torch::NoGradGuard g;
-    model_->eval();
-    bank_->reset();
-    const int64_t B = 512;
-    // This process's rows (all of them with one process); with several,
-    // finalize() adds up every rank's sums and counts.
-    auto rows = dist_.rows(data_.train_x.size(0));
-    for (int64_t s = 0; s < rows.size(0); s += B) {
-      auto idx = rows.narrow(0, s, std::min(B, rows.size(0) - s));
-      bank_->accumulate(model_->features(data_.train_x.index_select(0, idx).to(device_)),
-                        data_.train_y.index_select(0, idx).to(device_));
+  /// This rank's share of a batch every rank drew alike (at least one image;
+  /// `real` marks the images that do not only pad a share).
+  std::vector<int64_t> share_of(const std::vector<size_t>& batch, std::vector<bool>& real) const {
+    std::vector<int64_t> mine;
+    real.clear();
+    if (!dist_.active()) {
+      mine.assign(batch.begin(), batch.end());
+      real.assign(batch.size(), true);
+      return mine;
     }
-    dist_.finalize(bank_);
-    model_->train();
+    const size_t m = std::max(batch.size(), static_cast<size_t>(dist_.world()));
+    for (size_t i = static_cast<size_t>(dist_.rank()); i < m; i += static_cast<size_t>(dist_.world())) {
+      mine.push_back(static_cast<int64_t>(batch[i % batch.size()]));
+      real.push_back(i < batch.size());
+    }
+    return mine;
   }
 
-  EpochRecord train_backbone_epoch(int64_t e) {
+  EpochRecord train_representation_epoch(int64_t e) {
     rec_start_ = Clock::now();
+    frozen_ready_ = false;  // the representation changes
     EpochRecord rec;
     rec.run = name_;
     rec.epoch = e;
-    rec.phase = phase_of(e);
-    const double f = lr_factor(e);
-    auto& groups = opt_->param_groups();
-    static_cast<torch::optim::SGDOptions&>(groups[0].options()).lr(cfg_.lr * f);
-    if (groups.size() > 1) static_cast<torch::optim::SGDOptions&>(groups[1].options()).lr(cfg_.radius_lr * f);
-    rec.lr = cfg_.lr * f;
-
-    const bool dro_phase = rec.phase == "dro";
-    const int64_t start = cfg_.dro_start_epoch();
-    // Cheap centroid modes build their centroids during training passes, starting
-    // one epoch before the first DRO-LT epoch.
-    const bool feed_bank = dro_ && e >= start - 1 && cfg_.centroid_mode != "full";
-    if (dro_phase && cfg_.centroid_mode == "full") {
-      const auto t0 = Clock::now();
-      refresh_centroids_full();
-      rec.centroid_seconds = seconds_since(t0);
+    rec.phase = proto_.phase(e);
+    const bool dro = proto_.dro_at(e);
+    double lr = 0, radius_lr = 0;
+    if (dro && cfg_.dro_lr > 0) {  // the authors' constant learning rate
+      lr = cfg_.dro_lr;
+      radius_lr = cfg_.radius_lr;
+    } else {
+      const double f = lr_factor(e);
+      lr = cfg_.lr * f;
+      radius_lr = cfg_.radius_lr * f;
     }
-    if (feed_bank && cfg_.centroid_mode == "previous") bank_->reset();
+    auto& groups = opt_->param_groups();
+    static_cast<torch::optim::SGDOptions&>(groups[0].options()).lr(lr);
+    if (groups.size() > 1) static_cast<torch::optim::SGDOptions&>(groups[1].options()).lr(radius_lr);
+    rec.lr = lr;
+
+    const LossSpec spec = proto_.loss_at(e, data_.counts);
+    const bool feed = !refresh_.empty() && refresh_[0]->observes(e);
+    for (auto& r : refresh_) rec.centroid_seconds += r->before_epoch(e);
 
     model_->train();
-    const int64_t N = data_.train_x.size(0);
-    // Several processes: this rank's share of an order drawn from (seed, epoch),
-    // the same on every rank, and batch / WORLD_SIZE samples per step.
-    DistContext::Shard shard;
-    if (dist_.active()) shard = dist_.epoch_shard(N, cfg_.seed, e);
-    auto perm = dist_.active() ? shard.idx : torch::randperm(N, torch::kLong);
-    const int64_t NL = perm.size(0), BL = dist_.local_batch(cfg_.batch_size);
     double sum_loss = 0, sum_ce = 0, sum_dro = 0;
     int64_t correct = 0, seen = 0;
-    const double lambda = dro_phase ? cfg_.lambda : 0.0;
     const auto t_train = Clock::now();
-    for (int64_t s = 0; s < NL; s += BL) {
-      const int64_t n = std::min(BL, NL - s);
-      auto idx = perm.narrow(0, s, n);
+    // One optimisation step on the images `idx`; `keep` (when defined) selects
+    // the rows that feed the centroid bank.
+    auto step = [&](const torch::Tensor& idx, const torch::Tensor& keep) {
+      const int64_t n = idx.size(0);
       auto x = batch_x(idx, true);
       auto y = data_.train_y.index_select(0, idx).to(device_);
       auto out = model_->forward(x);
-      auto ce = torch::nn::functional::cross_entropy(out.logits, y);
-      torch::Tensor loss = ce;
-      torch::Tensor dro;
-      if (dro_phase) {
-        dro = loss_->forward(out.features, y, bank_);
-        loss = (1.0 - lambda) * ce + lambda * dro;
-      }
+      std::vector<torch::Tensor> feats;
+      for (int64_t l : layers_) feats.push_back(l == 3 ? out.features : l == 0 ? out.stem : out.stages[static_cast<size_t>(l - 1)]);
+      const LossValue v = compute_loss(spec, out.logits, feats, y, losses_, banks_);
       opt_->zero_grad();
-      loss.backward();
+      v.total.backward();
       if (dist_.active()) dist_.allreduce_gradients(trained_parameters());
       opt_->step();
-      if (dro_) loss_->project_();
-      if (feed_bank) {
-        auto fz = out.features, fy = y;
-        if (dist_.active()) {  // not the rows that only pad the shard
-          auto keep = shard.real.narrow(0, s, n).nonzero().view(-1).to(device_);
+      for (auto& l : losses_) l->project_();
+      for (size_t i = 0; feed && i < refresh_.size(); ++i) {
+        auto fz = feats[i], fy = y;
+        if (keep.defined()) {  // not the rows that only pad the shard
           fz = fz.index_select(0, keep);
           fy = fy.index_select(0, keep);
         }
-        if (cfg_.centroid_mode == "previous") {
-          bank_->accumulate(fz, fy);
-        } else {
-          dist_.ema_update(bank_, fz, fy);
-        }
+        refresh_[i]->observe(fz, fy);
       }
-      sum_loss += loss.item<double>() * static_cast<double>(n);
-      sum_ce += ce.item<double>() * static_cast<double>(n);
-      if (dro.defined()) sum_dro += dro.item<double>() * static_cast<double>(n);
+      sum_loss += v.total.item<double>() * static_cast<double>(n);
+      sum_ce += v.base.item<double>() * static_cast<double>(n);
+      if (v.dro.defined()) sum_dro += v.dro.item<double>() * static_cast<double>(n);
       correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
       seen += n;
+    };
+    if (proto_.sampler_at(e) == SamplerKind::instance) {
+      const int64_t N = data_.train_x.size(0);
+      // Several processes: this rank's share of an order drawn from (seed, epoch),
+      // the same on every rank, and batch / WORLD_SIZE samples per step.
+      DistContext::Shard shard;
+      if (dist_.active()) shard = dist_.epoch_shard(N, cfg_.seed, e);
+      auto perm = dist_.active() ? shard.idx : torch::randperm(N, torch::kLong);
+      const int64_t NL = perm.size(0), BL = dist_.local_batch(cfg_.batch_size);
+      for (int64_t s = 0; s < NL; s += BL) {
+        const int64_t n = std::min(BL, NL - s);
+        torch::Tensor keep;
+        if (dist_.active()) keep = shard.real.narrow(0, s, n).nonzero().view(-1).to(device_);
+        step(perm.narrow(0, s, n), keep);
+      }
+    } else {
+      // A re-balancing sampler (own generator, checkpointed); every rank draws
+      // the same global batch and takes its share.
+      const int64_t first = proto_.representation().dro ? cfg_.dro_start_epoch() : 0;
+      begin_epoch(*rep_sampler_, e - first);
+      std::vector<bool> real;
+      while (auto batch = rep_sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
+        auto ids = share_of(*batch, real);
+        torch::Tensor keep;
+        if (dist_.active()) {
+          std::vector<int64_t> k;
+          for (size_t i = 0; i < real.size(); ++i) {
+            if (real[i]) k.push_back(static_cast<int64_t>(i));
+          }
+          keep = torch::tensor(k, torch::kLong).to(device_);
+        }
+        step(torch::tensor(ids, torch::kLong), keep);
+      }
     }
-    if (feed_bank && cfg_.centroid_mode == "previous") dist_.finalize(bank_);
+    for (auto& r : refresh_) r->after_epoch(e);
     if (dist_.active()) {
       // The epoch's statistics over every rank's samples, and one set of
       // batch-norm statistics for evaluation, refreshes and checkpoints.
@@ -731,61 +711,91 @@ class Run {
     const double train_s = seconds_since(t_train);
     rec.loss = sum_loss / static_cast<double>(seen);
     rec.ce = sum_ce / static_cast<double>(seen);
-    rec.dro = dro_phase ? sum_dro / static_cast<double>(seen) : 0.0;
+    rec.dro = dro ? sum_dro / static_cast<double>(seen) : 0.0;
     rec.train_acc = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
     rec.images_per_s = static_cast<double>(seen) / std::max(train_s, 1e-9);
     rec.seconds = seconds_since(rec_start_);
     return rec;
   }
 
-  void make_crt_state() {
-    sampler_ = std::make_unique<drolt::data::ClassBalancedSampler>(
-        data_.train_y, drolt::data::ClassSamplerOptions().seed(static_cast<uint64_t>(cfg_.seed) * 7919 + 17));
-    crt_opt_ = std::make_unique<torch::optim::SGD>(model_->classifier()->parameters(),
-                                                   torch::optim::SGDOptions(cfg_.crt_lr)
-                                                       .momentum(cfg_.momentum)
-                                                       .weight_decay(cfg_.weight_decay));
+  // ---------------------------------------------------------------- classifier stages
+  /// The joint classifier as the representation left it; every trained stage starts from it.
+  void snapshot_joint() {
+    joint_weight_ = model_->classifier()->weight.detach().clone();
+    joint_bias_ = model_->classifier()->bias.detach().clone();
   }
 
-  /// One epoch of classifier re-training (cRT, Kang et al. 2020): frozen feature
-  /// extractor in eval mode, re-initialised classifier, class-balanced sampling
-  /// (class uniform, then an image of that class uniform), cosine learning rate.
-  EpochRecord train_classifier_epoch(int64_t e) {
-    rec_start_ = Clock::now();
-    const int64_t k = e - cfg_.epochs;  // 0-based re-training epoch
-    if (k == 0) {
-      torch::NoGradGuard g;
-      auto& fc = model_->classifier();
+  /// Optimizer and sampler of a trained stage, over its parameters.
+  void make_stage_state(ClassifierKind kind) {
+    stage_sampler_ = make_sampler(cfg_.crt_sampler, data_.train_y, cfg_.class_aware_k,
+                                  static_cast<uint64_t>(cfg_.seed) * 7919 + 17, cfg_.crt_epochs);
+    auto o = torch::optim::SGDOptions(cfg_.crt_lr).momentum(cfg_.momentum);
+    if (kind == ClassifierKind::crt) {
+      stage_opt_ = std::make_unique<torch::optim::SGD>(model_->classifier()->parameters(),
+                                                       o.weight_decay(cfg_.weight_decay));
+    } else {
+      // No weight decay on the scales: it would pull every class towards 0.
+      stage_opt_ = std::make_unique<torch::optim::SGD>(std::vector<torch::Tensor>{lws_scale_}, o);
+    }
+  }
+
+  void start_stage(ClassifierKind kind) {
+    torch::NoGradGuard g;
+    auto& fc = model_->classifier();
+    fc->weight.copy_(joint_weight_);
+    fc->bias.copy_(joint_bias_);
+    lws_scale_ = torch::Tensor();
+    if (kind == ClassifierKind::crt && cfg_.crt_reinit) {
       torch::nn::init::kaiming_normal_(fc->weight);
       torch::nn::init::zeros_(fc->bias);
-      make_crt_state();
+    } else if (kind == ClassifierKind::lws) {
+      lws_scale_ = torch::ones({data_.num_classes}, torch::TensorOptions().device(device_)).requires_grad_(true);
     }
+    make_stage_state(kind);
+  }
+
+  /// Logits of the trained stage `kind` on frozen features.
+  torch::Tensor stage_logits(ClassifierKind kind, const torch::Tensor& feats) {
+    if (kind != ClassifierKind::lws) return model_->classify(feats);
+    torch::Tensor joint;
+    {
+      torch::NoGradGuard g;
+      joint = model_->classify(feats);
+    }
+    return lws_logits(joint, lws_scale_);
+  }
+
+  std::vector<torch::Tensor> stage_parameters(ClassifierKind kind) {
+    if (kind == ClassifierKind::lws) return {lws_scale_};
+    return model_->classifier()->parameters();
+  }
+
+  /// One epoch of a trained classifier stage (cRT or LWS, Kang et al. 2020):
+  /// frozen feature extractor in eval mode, --crt-sampler sampling, --crt-lr
+  /// with a cosine or constant schedule.
+  EpochRecord train_classifier_epoch(int64_t e) {
+    rec_start_ = Clock::now();
+    const auto kind = proto_.classifier_at(e);
+    const int64_t k = proto_.epoch_in_stage(e);
+    if (k == 0) start_stage(kind);
     EpochRecord rec;
     rec.run = name_;
     rec.epoch = e;
-    rec.phase = "crt";
-    const double f = 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(k) / static_cast<double>(cfg_.crt_epochs)));
-    static_cast<torch::optim::SGDOptions&>(crt_opt_->param_groups()[0].options()).lr(cfg_.crt_lr * f);
+    rec.phase = proto_.phase(e);
+    const double f = cfg_.crt_schedule == Schedule::cosine
+                         ? 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(k) / static_cast<double>(cfg_.crt_epochs)))
+                         : 1.0;
+    static_cast<torch::optim::SGDOptions&>(stage_opt_->param_groups()[0].options()).lr(cfg_.crt_lr * f);
     rec.lr = cfg_.crt_lr * f;
 
     model_->eval();
-    // Class-balanced sampling with replacement (library sampler, own generator,
-    // state checkpointed): as many draws per epoch as training images.
-    sampler_->reset();
+    begin_epoch(*stage_sampler_, k);
     double sum_loss = 0;
     int64_t correct = 0, seen = 0;
     const auto t_train = Clock::now();
-    while (auto batch = sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
-      std::vector<int64_t> ids(batch->begin(), batch->end());
-      if (dist_.active()) {
-        // Every rank draws the same batch and takes its share (at least one image).
-        std::vector<int64_t> mine;
-        const size_t m = std::max(ids.size(), static_cast<size_t>(dist_.world()));
-        for (size_t i = static_cast<size_t>(dist_.rank()); i < m; i += static_cast<size_t>(dist_.world())) {
-          mine.push_back(ids[i % ids.size()]);
-        }
-        ids.swap(mine);
-      }
+    std::vector<bool> real;
+    while (auto batch = stage_sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
+      auto ids = share_of(*batch, real);
       const auto n = static_cast<int64_t>(ids.size());
       auto idx = torch::tensor(ids, torch::kLong);
       auto x = batch_x(idx, true);
@@ -795,12 +805,12 @@ class Run {
         torch::NoGradGuard g;
         feats = model_->features(x);
       }
-      auto logits = model_->classify(feats);
+      auto logits = stage_logits(kind, feats);
       auto loss = torch::nn::functional::cross_entropy(logits, y);
-      crt_opt_->zero_grad();
+      stage_opt_->zero_grad();
       loss.backward();
-      if (dist_.active()) dist_.allreduce_gradients(model_->classifier()->parameters());
-      crt_opt_->step();
+      if (dist_.active()) dist_.allreduce_gradients(stage_parameters(kind));
+      stage_opt_->step();
       sum_loss += loss.item<double>() * static_cast<double>(n);
       correct += logits.argmax(1).eq(y).sum().item<int64_t>();
       seen += n;
@@ -820,52 +830,128 @@ class Run {
     return rec;
   }
 
-  /// Features and predictions of a whole split, eval mode.
-  std::pair<torch::Tensor, torch::Tensor> infer(const torch::Tensor& xs) {
+  // ---------------------------------------------------------------- evaluation
+  drolt::metrics::SplitThresholds thresholds() const {
+    drolt::metrics::SplitThresholds t;
+    t.many_above = cfg_.many_above;
+    t.few_below = cfg_.few_below;
+    return t;
+  }
+
+  /// Penultimate features of a whole split (eval mode), on the CPU.
+  torch::Tensor infer_features(const torch::Tensor& xs) {
     torch::NoGradGuard g;
     model_->eval();
-    std::vector<torch::Tensor> feats, preds;
+    std::vector<torch::Tensor> feats;
     const int64_t N = xs.size(0), B = 500;
-    for (int64_t s = 0; s < N; s += B) {
-      auto out = model_->forward(xs.narrow(0, s, std::min(B, N - s)).to(device_));
-      feats.push_back(out.features.cpu());
-      preds.push_back(out.logits.argmax(1).cpu());
-    }
+    for (int64_t s = 0; s < N; s += B) feats.push_back(model_->features(xs.narrow(0, s, std::min(B, N - s)).to(device_)).cpu());
     model_->train();
-    return {torch::cat(feats), torch::cat(preds)};
+    return N == 0 ? torch::empty({0, model_->feature_dim()}) : torch::cat(feats);
   }
 
-  SplitAccuracy evaluate_split(const torch::Tensor& xs, const torch::Tensor& ys) {
-    if (!xs.defined() || xs.size(0) == 0) return SplitAccuracy{};
-    auto fp = infer(xs);
-    return percent(drolt::metrics::split_accuracy(fp.second, ys, data_.counts));
+  /// Features of the frozen representation (computed once after it is trained).
+  void ensure_frozen_features() {
+    if (frozen_ready_) return;
+    train_f_ = infer_features(data_.train_x);
+    test_f_ = infer_features(data_.test_x);
+    val_f_ = data_.val_x.defined() ? infer_features(data_.val_x) : torch::Tensor();
+    frozen_ready_ = true;
   }
 
-  EvalResult evaluate(const std::string& result_name) {
+  /// Scores [N, C] (CPU) of classifier `kind` on features `feats`, tau for tau-norm and la.
+  torch::Tensor scores(ClassifierKind kind, const torch::Tensor& feats, double tau) {
+    if (kind == ClassifierKind::ncm) return ncm_scores(train_f_, data_.train_y, feats, data_.num_classes);
+    torch::NoGradGuard g;
+    std::vector<torch::Tensor> out;
+    const int64_t N = feats.size(0), B = 500;
+    for (int64_t s = 0; s < N; s += B) {
+      auto f = feats.narrow(0, s, std::min(B, N - s)).to(device_);
+      torch::Tensor z;
+      switch (kind) {
+        case ClassifierKind::tau_norm:
+          z = tau_norm_logits(model_->classifier_input(f), model_->classifier()->weight, tau);
+          break;
+        case ClassifierKind::logit_adjust:
+          z = adjusted_logits(model_->classify(f), data_.counts, tau);
+          break;
+        case ClassifierKind::lws:
+          z = lws_logits(model_->classify(f), lws_scale_);
+          break;
+        default:
+          z = model_->classify(f);
+      }
+      out.push_back(z.cpu());
+    }
+    return N == 0 ? torch::empty({0, data_.num_classes}) : torch::cat(out);
+  }
+
+  /// tau of tau-norm / la: the configured one, or the best on the validation split.
+  double tau_of(ClassifierKind kind) {
+    const double fixed = kind == ClassifierKind::tau_norm ? cfg_.tau_norm_tau : cfg_.la_tau;
+    if (fixed >= 0) return fixed;
+    return choose_tau(kind == ClassifierKind::tau_norm ? tau_norm_grid() : logit_adjust_grid(), [&](double t) {
+      return drolt::metrics::accuracy(scores(kind, val_f_, t), data_.val_y);
+    });
+  }
+
+  /// Validation accuracy (%) after epoch e, with the classifier of that epoch.
+  double epoch_val_accuracy(int64_t e) {
+    if (!data_.val_x.defined() || data_.val_x.size(0) == 0) return std::nan("");
+    if (proto_.in_representation(e)) {
+      torch::NoGradGuard g;
+      model_->eval();
+      std::vector<torch::Tensor> preds;
+      const int64_t N = data_.val_x.size(0), B = 500;
+      for (int64_t s = 0; s < N; s += B) {
+        preds.push_back(model_->forward(data_.val_x.narrow(0, s, std::min(B, N - s)).to(device_)).logits.argmax(1).cpu());
+      }
+      model_->train();
+      return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.counts, thresholds())).all;
+    }
+    ensure_frozen_features();
+    const auto pred = scores(proto_.classifier_at(e), val_f_, 0.0);
+    return percent(drolt::metrics::split_accuracy(pred, data_.val_y, data_.counts, thresholds())).all;
+  }
+
+  EvalResult evaluate(ClassifierKind kind) {
+    ensure_frozen_features();
     EvalResult r;
-    r.name = result_name;
-    auto test = infer(data_.test_x);
-    auto pc = drolt::metrics::per_class_accuracy(test.second, data_.test_y, data_.num_classes).mul(100.0).contiguous();
+    r.name = proto_.row_name(kind);
+    r.representation = name_;
+    r.classifier = name_of(kind);
+    double tau = 0.0;
+    if (kind == ClassifierKind::tau_norm || kind == ClassifierKind::logit_adjust) {
+      tau = tau_of(kind);
+      r.tau = tau;
+    }
+    const auto th = thresholds();
+    auto test = scores(kind, test_f_, tau);
+    auto pred = test.argmax(1);
+    auto pc = drolt::metrics::per_class_accuracy(pred, data_.test_y, data_.num_classes).mul(100.0).contiguous();
     r.per_class.assign(pc.data_ptr<double>(), pc.data_ptr<double>() + pc.numel());
-    r.test = percent(drolt::metrics::split_accuracy(test.second, data_.test_y, data_.counts));
+    r.test = percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.counts, th));
+    if (kind != ClassifierKind::ncm) {  // NCM gives similarities, not probabilities
+      r.ece = 100.0 * drolt::metrics::expected_calibration_error(torch::softmax(test.to(torch::kDouble), 1), data_.test_y);
+    }
     // Nearest training centroid (exact means over a full pass, eval mode) on the
     // penultimate features.
-    auto train = infer(data_.train_x);
     drolt::CentroidBank nc_bank(data_.num_classes, model_->feature_dim());
-    nc_bank->accumulate(train.first, data_.train_y);
+    nc_bank->accumulate(train_f_, data_.train_y);
     nc_bank->finalize();
-    auto nc_pred = drolt::metrics::nearest_centroid_predict(test.first, nc_bank->centroids(), nc_bank->valid());
-    r.nc = percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.counts));
-    if (data_.val_x.defined()) r.val = evaluate_split(data_.val_x, data_.val_y);
-    if (dro_) {
-      auto radii = loss_->radii().detach().cpu().to(torch::kDouble).contiguous();
+    auto nc_pred = drolt::metrics::nearest_centroid_predict(test_f_, nc_bank->centroids(), nc_bank->valid());
+    r.nc = percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.counts, th));
+    if (val_f_.defined() && val_f_.size(0) > 0) {
+      r.val = percent(drolt::metrics::split_accuracy(scores(kind, val_f_, tau), data_.val_y, data_.counts, th));
+    }
+    if (!losses_.empty()) {
+      auto radii = losses_[0]->radii().detach().cpu().to(torch::kDouble).contiguous();
       r.radii.assign(radii.data_ptr<double>(), radii.data_ptr<double>() + radii.numel());
     }
     r.train_seconds = elapsed_;
     double s = 0;
     int n = 0;
     for (const auto& h : history_) {
-      if (h.phase != "crt") {
+      if (!Protocol::is_classifier_phase(h.phase)) {
         s += h.seconds;
         ++n;
       }
@@ -877,10 +963,10 @@ class Run {
   void write_result(const EvalResult& r) {
     if (!dist_.is_main()) return;
     std::ofstream f(result_path(r.name));
-    f << to_json(r).dump(2) << "\n";
+    f << json(r).dump(2) << "\n";
   }
 
-  /// Everything the optimizer updates (the network and, for DRO-LT, learned radii).
+  /// Everything the representation's optimizer updates (the network and, for DRO-LT, learned radii).
   std::vector<torch::Tensor> trained_parameters() const {
     std::vector<torch::Tensor> p;
     for (auto& g : opt_->param_groups()) p.insert(p.end(), g.params().begin(), g.params().end());
@@ -889,23 +975,28 @@ class Run {
 
   TrainConfig cfg_;
   const DataBundle& data_;
-  bool dro_, with_crt_;
+  Protocol proto_;
+  DistContext dist_;
   torch::Device device_;
   std::string name_;
-  int64_t total_epochs_ = 0;
   int64_t pad_ = 2;
   ResNet model_{nullptr};
-  drolt::CentroidBank bank_{nullptr};
-  drolt::RobustCentroidLoss loss_{nullptr};
-  std::unique_ptr<torch::optim::SGD> opt_, crt_opt_;
-  std::unique_ptr<drolt::data::ClassBalancedSampler> sampler_;
+  std::vector<int64_t> layers_;  // DRO-LT layers (3: the penultimate features)
+  std::vector<drolt::CentroidBank> banks_;
+  std::vector<drolt::RobustCentroidLoss> losses_;
+  std::vector<std::unique_ptr<CentroidRefresh>> refresh_;
+  drolt::RobustCentroidLoss no_loss_{nullptr};
+  std::unique_ptr<torch::optim::SGD> opt_, stage_opt_;
+  std::unique_ptr<Sampler> rep_sampler_, stage_sampler_;
+  torch::Tensor joint_weight_, joint_bias_, lws_scale_;
+  torch::Tensor train_f_, val_f_, test_f_;
+  bool frozen_ready_ = false;
   int64_t next_epoch_ = 0;
   double elapsed_ = 0;
   Clock::time_point rec_start_ = Clock::now();
   std::vector<EpochRecord> history_;
   std::vector<json> lines_;  // this run's metrics.jsonl lines, checkpointed with it
   bool interrupted_ = false;
-  const DistContext& dist_ = process_dist();
 };
 
 }  // namespace drolt_examples

@@ -2,7 +2,8 @@
 /// \file
 /// Evaluation metrics for long-tailed classification, kept apart from training
 /// code: confusion matrix, per-class / overall / top-k accuracy, Many / Medium /
-/// Few split accuracy (spec section 8), nearest-centroid accuracy, and a summary
+/// Few split accuracy (spec section 8), nearest-centroid accuracy, expected
+/// calibration error (spec section 13), and a summary
 /// that prints as text or JSON.
 ///
 /// "predictions" arguments accept either predicted labels (1-D integer [N]) or
@@ -227,6 +228,49 @@ inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torc
 inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torch::Tensor& targets,
                                     const std::vector<int64_t>& train_counts) {
   return split_accuracy(predictions, targets, train_counts, SplitThresholds{});
+}
+
+/// Expected calibration error (Guo et al. 2017; spec section 13): the
+/// confidence of a sample is its largest probability and its prediction the
+/// argmax; samples go into `bins` equal-width confidence bins ((b/B, (b+1)/B],
+/// a confidence of exactly 0 in the first), and
+/// `ECE = sum_b |B_b| / N * |acc(B_b) - conf(B_b)|`. `probabilities` is
+/// [N, C] with entries in [0, 1] (softmax of the logits); NaN when N = 0.
+inline double expected_calibration_error(const torch::Tensor& probabilities,
+                                         const torch::Tensor& targets, int64_t bins = 15) {
+  constexpr const char* caller = "drolt::metrics::expected_calibration_error";
+  TORCH_CHECK(
+      probabilities.defined() && probabilities.dim() == 2 && probabilities.is_floating_point(),
+      caller, ": expected floating-point probabilities [N, C], got ",
+      probabilities.defined() ? probabilities.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK(bins >= 1 && bins <= (int64_t{1} << 20), caller, ": expected 1 <= bins <= 2^20, got ",
+              bins);
+  const int64_t c = probabilities.size(1);
+  TORCH_CHECK(c > 0 || probabilities.size(0) == 0, caller,
+              ": expected probabilities with at least one column, got 0");
+  const torch::Tensor t = detail::check_targets(targets, c, caller);
+  TORCH_CHECK(probabilities.size(0) == t.size(0), caller,
+              ": expected as many probability rows as targets (", t.size(0), "), got ",
+              probabilities.size(0));
+  if (t.numel() == 0) return detail::nan();
+  const torch::Tensor p = probabilities.to(torch::kCPU, torch::kFloat64);
+  const double lo = p.min().item<double>(), hi = p.max().item<double>();
+  TORCH_CHECK(lo >= 0.0 && hi <= 1.0, caller,
+              ": expected probabilities in [0, 1] (softmax of the logits), got values in [", lo,
+              ", ", hi, "]");
+  const auto top = p.max(1);
+  const torch::Tensor conf = std::get<0>(top).contiguous();
+  const torch::Tensor correct = std::get<1>(top).eq(t).to(torch::kFloat64).contiguous();
+  const torch::Tensor bin = (conf * static_cast<double>(bins))
+                                .ceil()
+                                .sub(1)
+                                .clamp(0, static_cast<double>(bins - 1))
+                                .to(torch::kInt64);
+  const torch::Tensor n = torch::bincount(bin, {}, bins).to(torch::kFloat64);
+  const torch::Tensor sum_conf = torch::bincount(bin, conf, bins);
+  const torch::Tensor sum_acc = torch::bincount(bin, correct, bins);
+  // Per bin |B_b| * |acc - conf| = |sum_acc - sum_conf|; empty bins add 0.
+  return (sum_acc - sum_conf).abs().sum().item<double>() / static_cast<double>(t.size(0));
 }
 
 /// Label of the nearest valid centroid for each feature, int64 [N].

@@ -2,7 +2,8 @@
 /// \file
 /// Re-balancing samplers for torch::data::make_data_loader: class-balanced,
 /// square-root and progressively balanced (Kang et al., "Decoupling
-/// Representation and Classifier for Long-Tailed Recognition", ICLR 2020).
+/// Representation and Classifier for Long-Tailed Recognition", ICLR 2020), and
+/// class-aware (k images of one class, then k of the next; ClassAwareSampler).
 ///
 /// Each draw picks a class c with probability p_c, then one of its samples
 /// uniformly, with replacement. An epoch has `num_samples` draws (default: the
@@ -313,6 +314,197 @@ class ProgressiveSampler : public detail::ClassSamplerBase {
  private:
   int64_t total_epochs_;
   double t_ = 0.0;
+};
+
+/// Class-aware sampling as in the DRO-LT and classifier-balancing authors'
+/// loaders: `k` images of one class, then `k` of the next, the classes in a
+/// shuffled cycle (re-shuffled each time round) and each class's images in
+/// their own shuffled cycle, so every image of a class is drawn once before any
+/// is drawn again. An epoch has `n_max * C` draws by default (n_max the largest
+/// class, C the classes with samples); the cycles continue across epochs.
+/// Draws come from the sampler's own std::mt19937_64, as the other samplers.
+class ClassAwareSampler : public torch::data::samplers::Sampler<> {
+ public:
+  ClassAwareSampler(const torch::Tensor& targets, int64_t k, ClassSamplerOptions options = {})
+      : k_(k), rng_(options.seed()) {
+    constexpr const char* name = "drolt::data::ClassAwareSampler";
+    TORCH_CHECK(k >= 1, name, ": expected k >= 1 images per class in turn, got ", k);
+    TORCH_CHECK(targets.defined() && targets.dim() == 1 && targets.numel() > 0, name,
+                ": expected non-empty 1-D targets, got ",
+                targets.defined() ? targets.sizes() : torch::IntArrayRef{});
+    TORCH_CHECK(!targets.is_floating_point() && !targets.is_complex() &&
+                    targets.scalar_type() != torch::kBool,
+                name, ": expected integer targets, got ", targets.scalar_type());
+    TORCH_CHECK(options.num_samples() >= 0, name, ": expected num_samples >= 0, got ",
+                options.num_samples());
+    const torch::Tensor t = targets.to(torch::kCPU, torch::kInt64).contiguous();
+    const int64_t* y = t.data_ptr<int64_t>();
+    std::vector<std::vector<size_t>> pools;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      TORCH_CHECK(y[i] >= 0 && y[i] < (int64_t{1} << 24), name,
+                  ": expected labels in [0, 2^24), got ", y[i], " at index ", i);
+      if (static_cast<size_t>(y[i]) >= pools.size()) pools.resize(static_cast<size_t>(y[i]) + 1);
+      pools[static_cast<size_t>(y[i])].push_back(static_cast<size_t>(i));
+    }
+    size_t largest = 0;
+    for (size_t c = 0; c < pools.size(); ++c) {
+      if (pools[c].empty()) continue;
+      classes_.order.push_back(c);
+      largest = std::max(largest, pools[c].size());
+    }
+    for (auto& p : pools) images_.push_back(Cycle{std::move(p), 0});
+    num_targets_ = static_cast<size_t>(t.numel());
+    epoch_length_ = options.num_samples() > 0 ? static_cast<size_t>(options.num_samples())
+                                              : largest * classes_.order.size();
+    // Start "at the end" of every cycle, so the first draw shuffles it (as theirs).
+    classes_.position = classes_.order.size();
+    for (auto& c : images_) c.position = c.order.size();
+  }
+
+  void reset(c10::optional<size_t> new_size = c10::nullopt) override {
+    if (new_size.has_value()) epoch_length_ = *new_size;
+    indices_.resize(epoch_length_);
+    for (size_t i = 0; i < epoch_length_; ++i) {
+      if (in_class_ == 0) class_ = next_of(classes_);
+      indices_[i] = next_of(images_[class_]);
+      in_class_ = (in_class_ + 1) % static_cast<size_t>(k_);
+    }
+    position_ = 0;
+    ++epoch_;
+  }
+
+  c10::optional<std::vector<size_t>> next(size_t batch_size) override {
+    if (epoch_ < 0) reset();
+    if (position_ >= indices_.size()) return c10::nullopt;
+    const size_t end = std::min(indices_.size(), position_ + batch_size);
+    std::vector<size_t> batch(indices_.begin() + static_cast<std::ptrdiff_t>(position_),
+                              indices_.begin() + static_cast<std::ptrdiff_t>(end));
+    position_ = end;
+    return batch;
+  }
+
+  void save(torch::serialize::OutputArchive& archive) const override {
+    static_assert(std::is_trivially_copyable<std::mt19937_64>::value,
+                  "the sampler saves its engine as raw bytes");
+    auto rng_state = torch::empty({static_cast<int64_t>(sizeof(rng_))}, torch::kUInt8);
+    std::memcpy(rng_state.data_ptr<uint8_t>(), &rng_, sizeof(rng_));
+    archive.write("drolt_class_aware/rng", rng_state, /*is_buffer=*/true);
+    // Every cycle (classes first, then each class's images): order and position.
+    std::vector<int64_t> orders, positions;
+    auto put = [&](const Cycle& c) {
+      orders.insert(orders.end(), c.order.begin(), c.order.end());
+      positions.push_back(static_cast<int64_t>(c.position));
+    };
+    put(classes_);
+    for (const auto& c : images_) put(c);
+    archive.write("drolt_class_aware/orders", torch::tensor(orders, torch::kInt64), true);
+    archive.write("drolt_class_aware/positions", torch::tensor(positions, torch::kInt64), true);
+    std::vector<int64_t> idx(indices_.begin(), indices_.end());
+    archive.write("drolt_class_aware/indices", torch::tensor(idx, torch::kInt64), true);
+    archive.write(
+        "drolt_class_aware/state",
+        torch::tensor({static_cast<int64_t>(num_targets_), static_cast<int64_t>(position_),
+                       static_cast<int64_t>(epoch_length_), epoch_, static_cast<int64_t>(class_),
+                       static_cast<int64_t>(in_class_), k_},
+                      torch::kInt64),
+        true);
+  }
+
+  void load(torch::serialize::InputArchive& archive) override {
+    constexpr const char* name = "drolt::data::ClassAwareSampler::load";
+    torch::Tensor rng_state, orders, positions, idx, state;
+    archive.read("drolt_class_aware/rng", rng_state, true);
+    archive.read("drolt_class_aware/orders", orders, true);
+    archive.read("drolt_class_aware/positions", positions, true);
+    archive.read("drolt_class_aware/indices", idx, true);
+    archive.read("drolt_class_aware/state", state, true);
+    state = state.to(torch::kInt64).contiguous();
+    TORCH_CHECK(state.numel() == 7, name, ": expected 7 state values, got ", state.numel());
+    const int64_t* s = state.data_ptr<int64_t>();
+    TORCH_CHECK(s[0] == static_cast<int64_t>(num_targets_) && s[6] == k_, name,
+                ": expected an archive from a sampler over ", num_targets_, " targets with k ", k_,
+                ", got one over ", s[0], " targets with k ", s[6]);
+    TORCH_CHECK(rng_state.scalar_type() == torch::kUInt8 &&
+                    rng_state.numel() == static_cast<int64_t>(sizeof(rng_)),
+                name, ": expected a std::mt19937_64 state of ", sizeof(rng_), " bytes, got ",
+                rng_state.numel());
+    orders = orders.to(torch::kInt64).contiguous();
+    positions = positions.to(torch::kInt64).contiguous();
+    idx = idx.to(torch::kInt64).contiguous();
+    TORCH_CHECK(positions.numel() == static_cast<int64_t>(images_.size() + 1), name, ": expected ",
+                images_.size() + 1, " cycle positions, got ", positions.numel());
+    // Each cycle must hold the same elements as ours (a permutation of them).
+    const int64_t* o = orders.data_ptr<int64_t>();
+    const int64_t* pos = positions.data_ptr<int64_t>();
+    int64_t at = 0;
+    auto take = [&](Cycle& c, int64_t p) {
+      const auto n = static_cast<int64_t>(c.order.size());
+      TORCH_CHECK(at + n <= orders.numel() && p >= 0 && p <= n, name,
+                  ": expected cycles of the sizes of this sampler's classes, got others");
+      std::vector<size_t> got(o + at, o + at + n), mine = c.order;
+      std::vector<size_t> a = got;
+      std::sort(a.begin(), a.end());
+      std::sort(mine.begin(), mine.end());
+      TORCH_CHECK(a == mine, name,
+                  ": expected cycles over this sampler's classes and images, got others");
+      c.order = got;
+      c.position = static_cast<size_t>(p);
+      at += n;
+    };
+    Cycle classes = classes_;
+    std::vector<Cycle> images = images_;
+    take(classes, pos[0]);
+    for (size_t c = 0; c < images.size(); ++c) take(images[c], pos[c + 1]);
+    TORCH_CHECK(at == orders.numel(), name, ": expected ", at, " cycle entries, got ",
+                orders.numel());
+    const int64_t* p = idx.data_ptr<int64_t>();
+    for (int64_t i = 0; i < idx.numel(); ++i) {
+      TORCH_CHECK(p[i] >= 0 && p[i] < static_cast<int64_t>(num_targets_), name,
+                  ": expected indices in [0, ", num_targets_, "), got ", p[i]);
+    }
+    TORCH_CHECK(s[1] >= 0 && s[1] <= idx.numel() && s[2] >= 0 && s[4] >= 0 &&
+                    s[4] < static_cast<int64_t>(images.size()) && s[5] >= 0 && s[5] < k_,
+                name, ": expected a consistent sampler state, got a corrupt one");
+    std::memcpy(&rng_, rng_state.contiguous().data_ptr<uint8_t>(), sizeof(rng_));
+    classes_ = std::move(classes);
+    images_ = std::move(images);
+    indices_.assign(p, p + idx.numel());
+    position_ = static_cast<size_t>(s[1]);
+    epoch_length_ = static_cast<size_t>(s[2]);
+    epoch_ = s[3];
+    class_ = static_cast<size_t>(s[4]);
+    in_class_ = static_cast<size_t>(s[5]);
+  }
+
+  /// Draws per epoch.
+  size_t epoch_length() const { return epoch_length_; }
+  /// Images of one class drawn in a row.
+  int64_t k() const { return k_; }
+
+ private:
+  struct Cycle {
+    std::vector<size_t> order;
+    size_t position = 0;
+  };
+
+  size_t next_of(Cycle& c) {
+    if (c.position >= c.order.size()) {
+      for (size_t i = c.order.size(); i > 1; --i) {  // Fisher-Yates, portable draws
+        std::swap(c.order[i - 1], c.order[static_cast<size_t>(detail::uniform_below(rng_, i))]);
+      }
+      c.position = 0;
+    }
+    return c.order[c.position++];
+  }
+
+  int64_t k_;
+  std::mt19937_64 rng_;
+  Cycle classes_;
+  std::vector<Cycle> images_;
+  std::vector<size_t> indices_;
+  size_t position_ = 0, epoch_length_ = 0, num_targets_ = 0;
+  size_t class_ = 0, in_class_ = 0;
+  int64_t epoch_ = -1;
 };
 
 }  // namespace data
