@@ -5,7 +5,8 @@
 // the same centroids, those of one process that saw all the data, so the bank's
 // per-class float64 sums and counts are all-reduced before the means are taken.
 //
-//   auto group = drolt::dist::make_gloo_group(drolt::dist::GlooGroupOptions::from_env());
+//   auto group = drolt::dist::make_group(drolt::dist::GroupOptions::from_env());
+//   // NCCL on a CUDA build with a GPU (model, bank and loss on group.device), else Gloo
 //   drolt::dist::broadcast_parameters(*model, group.pg());      // same start everywhere
 //   ...each epoch: bank->clear_sums(); bank->accumulate(z, y) over this rank's shard;
 //   drolt::dist::finalize(bank, group.pg());                    // global centroids
