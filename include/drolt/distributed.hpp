@@ -148,7 +148,10 @@ inline void wait(const c10::intrusive_ptr<c10d::Work>& work, ProcessGroup& pg, c
     // Gloo enforces the group's timeout inside the collective and fails with the
     // more specific message; the wait's own limit (a little longer) is a second
     // line of defence so a stuck backend can never hang the caller.
-    work->wait(timeout == kNoTimeout ? kNoTimeout : timeout + std::chrono::milliseconds(2000));
+    const auto limit = timeout == kNoTimeout ? kNoTimeout : timeout + std::chrono::milliseconds(2000);
+    // A backend may report a timed-out wait by returning false (not throwing):
+    // the tensors then hold no result, so that is a failure too.
+    TORCH_CHECK(work->wait(limit), "the collective did not complete within ", limit.count(), " ms");
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "drolt::dist::", what, ": collective failed on rank ", pg.getRank(), " of ",
                 pg.getSize(), " (a peer died, hung or never called it; timeout ", timeout.count(),
