@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts N processes of the drolt trainer on this machine, as PyTorch's
-# launchers do: each gets RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1 and
-# MASTER_PORT, and they meet over Gloo (docs/distributed.md).
+# launchers do: each gets RANK, LOCAL_RANK (= RANK: on a machine with N GPUs,
+# process r uses GPU r), WORLD_SIZE, MASTER_ADDR=127.0.0.1 and MASTER_PORT, and
+# they meet over Gloo or NCCL (docs/distributed.md).
 #
 #   scripts/launch-local.sh N [trainer args...]
 #   scripts/launch-local.sh 2 --dataset fmnist --data /usr/share/... --out runs/two
@@ -57,9 +58,9 @@ trap 'exit 130' INT TERM
 
 for ((r = 0; r < n; r++)); do
   if ((r == 0)); then
-    RANK=0 "$exe" "$@" &
+    RANK=0 LOCAL_RANK=0 "$exe" "$@" &
   else
-    RANK=$r "$exe" "$@" > >(sed -u "s/^/[rank $r] /") 2>&1 &
+    RANK=$r LOCAL_RANK=$r "$exe" "$@" > >(sed -u "s/^/[rank $r] /") 2>&1 &
   fi
   pids+=($!)
 done
