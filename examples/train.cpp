@@ -48,6 +48,9 @@ int main(int argc, char** argv) {
   app.add_option("--val-per-class", cfg.val_per_class, "balanced validation images per class (left-out data)");
   app.add_option("--data-seed", cfg.data_seed, "seed of the long-tailed subset and validation split");
   app.add_option("--test-limit", cfg.test_limit, "evaluate on the first N test images only (0 = all)");
+  app.add_flag("--balanced-subset", cfg.balanced_subset,
+               "train on a class-balanced subset as large as the long-tailed one (its splits stay the long-tailed "
+               "profile's)");
   app.add_option("--many-above", cfg.many_above, "Many split: classes with more training images than this");
   app.add_option("--few-below", cfg.few_below, "Few split: classes with fewer training images than this");
   app.add_option("--depth", cfg.depth, "ResNet depth 6n+2: 8, 20, 32, 44, 56, 110");
@@ -82,8 +85,11 @@ int main(int argc, char** argv) {
   app.add_option("--centroids", centroids,
                  "centroid mode: full (refresh pass), previous (last epoch's training pass), ema");
   app.add_option("--dro-layers", cfg.dro_layers,
-                 "DRO-LT at these layers, each with its own bank and radii, losses averaged: 0 the stem, 1-3 the "
+                 "DRO-LT at these layers, each with its own bank and radii: 0 the stem, 1-3 the "
                  "stages (3 = penultimate, the default)")
+      ->delimiter(',');
+  app.add_option("--dro-layer-weights", cfg.dro_layer_weights,
+                 "weight w_l of each --dro-layers entry in sum_l w_l L_DRO (default 1/L each)")
       ->delimiter(',');
   app.add_option("--ema-momentum", cfg.ema_momentum, "EMA centroid momentum");
   app.add_option("--radius-lr", cfg.radius_lr, "SGD learning rate of learned radii");
@@ -110,6 +116,9 @@ int main(int argc, char** argv) {
                  "drolt: take the CE warm-up from a CE run's checkpoint saved with --save-at <dro-start>");
   app.add_option("--stop-after", cfg.stop_after, "stop a run after N epochs as if interrupted (tests --resume)");
   app.add_option("--val-every", cfg.val_every, "validation accuracy every N epochs");
+  app.add_flag("--layer-analysis", cfg.layer_analysis,
+               "after each representation: nearest-centroid accuracy at every layer for Many / Medium / Few "
+               "(layers-<run>.csv)");
   bool no_plots = false, quiet = false;
   app.add_flag("--no-plots", no_plots, "do not call gnuplot");
   app.add_flag("-q,--quiet", quiet, "no per-epoch progress lines");

@@ -584,26 +584,29 @@ TEST_CASE("trainer: --resume is bit-identical in every stage kind", "[trainer]")
 }
 
 TEST_CASE("trainer: DRO-LT at several layers, each with its own bank and radii, resumes exactly", "[trainer]") {
-  // The loss: the base term plus the mean of the layers' DRO-LT losses.
+  // The loss: the base term plus sum_l w_l L_DRO(layer l), with the module's weights.
   torch::manual_seed(6);
   auto logits = torch::randn({12, 4});
   auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 0, 1, 0, 3}, torch::kLong);
   std::vector<torch::Tensor> feats{torch::randn({12, 5}), torch::randn({12, 7})};
-  std::vector<drolt::CentroidBank> banks{drolt::CentroidBank(4, 5), drolt::CentroidBank(4, 7)};
-  for (size_t l = 0; l < 2; ++l) {
-    banks[l]->accumulate(torch::randn({20, feats[l].size(1)}), torch::arange(4).repeat(5));
-    banks[l]->finalize();
+  for (const auto& w : {std::vector<double>{0.5, 0.5}, std::vector<double>{0.2, 0.8}}) {
+    drolt::MultiLayerRobustCentroidLoss dro(drolt::MultiLayerRobustCentroidLossOptions(drolt::RobustCentroidLossOptions(4))
+                                                .add_layer("a", 5, w[0])
+                                                .add_layer("b", 7, w[1]));
+    for (size_t l = 0; l < 2; ++l) {
+      dro->bank(l)->accumulate(torch::randn({20, feats[l].size(1)}), torch::arange(4).repeat(5));
+      dro->bank(l)->finalize();
+    }
+    de::LossSpec spec;
+    spec.dro = true;
+    spec.lambda = 0.25;
+    const auto v = de::compute_loss(spec, logits, feats, y, dro);
+    const double d0 = dro->loss(0)->forward(feats[0], y, dro->bank(0)).item<double>();
+    const double d1 = dro->loss(1)->forward(feats[1], y, dro->bank(1)).item<double>();
+    const double ce = torch::nn::functional::cross_entropy(logits, y).item<double>();
+    CHECK(v.dro.item<double>() == Approx(w[0] * d0 + w[1] * d1).epsilon(1e-6));
+    CHECK(v.total.item<double>() == Approx(0.75 * ce + 0.25 * (w[0] * d0 + w[1] * d1)).epsilon(1e-6));
   }
-  std::vector<drolt::RobustCentroidLoss> losses{drolt::RobustCentroidLoss(4), drolt::RobustCentroidLoss(4)};
-  de::LossSpec spec;
-  spec.dro = true;
-  spec.lambda = 0.25;
-  const auto v = de::compute_loss(spec, logits, feats, y, losses, banks);
-  const double d0 = losses[0]->forward(feats[0], y, banks[0]).item<double>();
-  const double d1 = losses[1]->forward(feats[1], y, banks[1]).item<double>();
-  const double ce = torch::nn::functional::cross_entropy(logits, y).item<double>();
-  CHECK(v.dro.item<double>() == Approx((d0 + d1) / 2).epsilon(1e-6));
-  CHECK(v.total.item<double>() == Approx(0.75 * ce + 0.25 * (d0 + d1) / 2).epsilon(1e-6));
 
   auto cfg = tiny_config(tmpdir("layers-a"));
   de::make_dirs(cfg.out_dir);
@@ -615,6 +618,15 @@ TEST_CASE("trainer: DRO-LT at several layers, each with its own bank and radii, 
   CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--dro-layers: expected layers in 0..3 (0 the stem, 3 the "
                                                        "penultimate), got 4") &&
                                            Catch::Contains("--dro-layers: expected distinct layers, got 3 twice"));
+  bad = cfg;
+  bad.dro_layer_weights = {0.5, 0.5};
+  CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--dro-layer-weights: expected one weight per --dro-layers "
+                                                       "entry (3), got 2"));
+  bad.dro_layer_weights = {0.5, -1, std::nan("")};
+  CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--dro-layer-weights: expected finite weights >= 0, got -1") &&
+                                           Catch::Contains("got nan"));
+  bad.dro_layer_weights = {0, 0, 0};
+  CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--dro-layer-weights: expected at least one weight > 0"));
   const auto data = de::load_data(cfg);
   std::ostringstream log;
   de::Run whole(cfg, data, dro_spec(cfg), {});
@@ -625,7 +637,15 @@ TEST_CASE("trainer: DRO-LT at several layers, each with its own bank and radii, 
   CHECK(whole.banks()[1]->centroids().size(1) == 32);
   CHECK(whole.banks()[2]->centroids().size(1) == 64);
   for (const auto& b : whole.banks()) CHECK(b->valid().all().item<bool>());
-  for (const auto& h : whole.history()) CHECK(std::isfinite(h.loss));
+  int dro_epochs = 0;
+  for (const auto& h : whole.history()) {
+    CHECK(std::isfinite(h.loss));
+    if (h.dro == 0) continue;
+    ++dro_epochs;  // the bound's gap, per layer, in (0, 1) with learned radii from 0.5
+    REQUIRE(h.bound_gap.size() == 3);
+    for (double g : h.bound_gap) CHECK((g > 0 && g < 1));
+  }
+  CHECK(dro_epochs == 2);
 
   auto cb = cfg;
   cb.out_dir = tmpdir("layers-b");
@@ -646,4 +666,60 @@ TEST_CASE("trainer: DRO-LT at several layers, each with its own bank and radii, 
     require_identical(*ba, *bb);
   }
   for (size_t i = 0; i < ra.size(); ++i) CHECK(ra[i].per_class == rb[i].per_class);
+}
+
+TEST_CASE("trainer: layer analysis, balanced subset of the same size, the bound's gap at eps = 0", "[trainer]") {
+  auto cfg = tiny_config(tmpdir("analysis"));
+  de::make_dirs(cfg.out_dir);
+  cfg.methods = {de::Method::drolt};
+  cfg.layer_analysis = true;
+  cfg.radius = drolt::RadiusPolicy::shared(0.0);
+  const auto data = de::load_data(cfg);
+  std::ostringstream log;
+  de::Run run(cfg, data, dro_spec(cfg), {});
+  auto rs = run.run(log);
+  REQUIRE(rs.size() == 2);
+  // The analysis at the last layer is the nearest-centroid metric of the results.
+  const auto layers = run.layer_analysis();
+  REQUIRE(layers.size() == 4);
+  CHECK(layers[0].dim == 16);
+  CHECK(layers[3].dim == 64);
+  for (const auto& r : rs) {
+    CHECK(layers[3].test.all == r.nc.all);
+    CHECK(layers[3].test.medium == r.nc.medium);  // (no Many class here)
+    CHECK(layers[3].test.few == r.nc.few);
+  }
+  // ... and the CSV written after the representation holds the same rows.
+  std::ifstream f(cfg.out_dir + "/layers-" + run.name() + ".csv");
+  std::string line;
+  std::getline(f, line);
+  CHECK(line == "run,layer,name,dim,many,medium,few,all");
+  int rows = 0;
+  while (std::getline(f, line)) {
+    std::stringstream ss(line);
+    std::vector<std::string> cells;
+    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+    REQUIRE(cells.size() == 8);
+    CHECK(cells[1] == std::to_string(rows));
+    CHECK(std::stod(cells[7]) == Approx(layers[static_cast<size_t>(rows)].test.all).margin(1e-4));
+    ++rows;
+  }
+  CHECK(rows == 4);
+  // eps = 0: the bound is exact, its gap 0.
+  for (const auto& h : run.history()) {
+    if (h.dro == 0) continue;
+    REQUIRE(h.bound_gap.size() == 1);
+    CHECK(h.bound_gap[0] == Approx(0).margin(1e-12));
+  }
+
+  // A balanced subset of the same size: 105 / 4 = 26 per class, the long-tailed
+  // profile's splits.
+  auto bc = cfg;
+  bc.balanced_subset = true;
+  const auto bal = de::load_data(bc);
+  CHECK(bal.counts == std::vector<int64_t>{26, 26, 26, 26});
+  CHECK(bal.split_counts == data.counts);
+  CHECK(bal.train_y.size(0) == 104);
+  CHECK(torch::bincount(bal.train_y).eq(26).all().item<bool>());
+  CHECK(data.split_counts == data.counts);
 }

@@ -8,6 +8,7 @@
 
 #include <drolt/radius.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <sstream>
@@ -171,6 +172,11 @@ struct TrainConfig {
   int64_t val_per_class = 100;  // balanced validation split drawn from the left-out images
   int64_t data_seed = 0;        // seed of the long-tailed subset and validation split
   int64_t test_limit = 0;       // evaluate on the first N test images only (0 = all)
+  /// Train on a class-balanced subset with as many images as the long-tailed
+  /// one (its total / C per class); Many / Medium / Few stay the long-tailed
+  /// profile's classes, so that the splits compare like for like (the
+  /// "balanced set of the same size" of the paper's layer analysis).
+  bool balanced_subset = false;
   // synthetic data (tests only)
   int64_t synthetic_classes = 4;
   int64_t synthetic_size = 12;
@@ -220,10 +226,12 @@ struct TrainConfig {
   /// Constant learning rate of the DRO-LT epochs (> 0), or 0: the schedule goes on.
   double dro_lr = 0;
   CentroidMode centroid_mode = CentroidMode::full;
-  /// Layers with a DRO-LT loss (spec section 12): 0 the stem, 1..3 the ResNet
-  /// stages (3 = the penultimate features); each has its own bank and radii,
-  /// and their losses are averaged.
+  /// Layers with a DRO-LT loss (docs/math.md, "several layers"): 0 the stem,
+  /// 1..3 the ResNet stages (3 = the penultimate features); each has its own
+  /// bank and radii. The DRO-LT term is sum_l w_l L_DRO(layer l).
   std::vector<int64_t> dro_layers = {3};
+  /// The weights w_l, one per --dro-layers entry; empty = 1 / (number of layers) each.
+  std::vector<double> dro_layer_weights;
   double ema_momentum = 0.9;
   double radius_lr = 0.005;  // learned radii: SGD lr (spec section 5)
   double radius_weight_decay = 1e-4;
@@ -254,6 +262,9 @@ struct TrainConfig {
   /// DRO-LT runs: take the CE warm-up from this CE checkpoint (see save_at).
   std::string warm_start;
   bool plots = true;
+  /// After each representation: nearest-centroid accuracy at every layer
+  /// (stem, stages) for Many / Medium / Few, written to layers-<run>.csv.
+  bool layer_analysis = false;
   bool verbose = true;
   int64_t val_every = 1;
   /// Stop (as if interrupted) once this many epochs of a run have completed and
@@ -261,6 +272,11 @@ struct TrainConfig {
   int64_t stop_after = -1;
 
   int64_t dro_start_epoch() const { return dro_start < 0 ? epochs / 2 : dro_start; }
+  /// w_l of every --dro-layers entry (1 / L each unless given).
+  std::vector<double> dro_weights() const {
+    if (!dro_layer_weights.empty()) return dro_layer_weights;
+    return std::vector<double>(dro_layers.size(), 1.0 / static_cast<double>(std::max<size_t>(dro_layers.size(), 1)));
+  }
   int64_t drw_start_epoch() const { return drw_start < 0 ? epochs * 4 / 5 : drw_start; }
   bool wants(Method m) const {
     for (auto x : methods) {
@@ -368,6 +384,18 @@ inline void validate(const TrainConfig& c) {
     for (size_t j = 0; j < i; ++j) {
       if (c.dro_layers[j] == l) bad("--dro-layers: expected distinct layers, got " + std::to_string(l) + " twice");
     }
+  }
+  if (!c.dro_layer_weights.empty()) {
+    if (c.dro_layer_weights.size() != c.dro_layers.size()) {
+      bad("--dro-layer-weights: expected one weight per --dro-layers entry (" + std::to_string(c.dro_layers.size()) +
+          "), got " + std::to_string(c.dro_layer_weights.size()));
+    }
+    double total = 0;
+    for (double w : c.dro_layer_weights) {
+      if (!(w >= 0) || !std::isfinite(w)) bad("--dro-layer-weights: expected finite weights >= 0, got " + num(w));
+      total += w;
+    }
+    if (!(total > 0)) bad("--dro-layer-weights: expected at least one weight > 0");
   }
   if (!(c.ema_momentum >= 0 && c.ema_momentum < 1)) {
     bad("--ema-momentum: expected a value in [0, 1), got " + num(c.ema_momentum));

@@ -9,6 +9,7 @@
 #include <drolt/data/longtail.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <sys/stat.h>
@@ -23,6 +24,9 @@ struct DataBundle {
   torch::Tensor val_x, val_y;      // balanced validation split (left-out training images)
   torch::Tensor test_x, test_y;    // official test set
   std::vector<int64_t> counts;     // training images per class (class 0 = head)
+  /// Per-class counts that define Many / Medium / Few: `counts`, except with
+  /// --balanced-subset, where they stay the long-tailed profile's.
+  std::vector<int64_t> split_counts;
   int64_t num_classes = 0;
   int64_t channels = 0;
   std::vector<std::string> class_names;
@@ -72,6 +76,13 @@ inline DataBundle assemble(const TrainConfig& cfg, const torch::Tensor& train_im
   const auto profile = cfg.profile == "step" ? drolt::data::Profile::step : drolt::data::Profile::exp;
   auto lt = drolt::data::make_longtail(train_targets, C, cfg.n_max, cfg.rho, profile,
                                        static_cast<uint64_t>(cfg.data_seed));
+  d.split_counts = lt.counts;
+  if (cfg.balanced_subset) {  // as many images, spread evenly over the classes
+    int64_t total = 0;
+    for (auto n : lt.counts) total += n;
+    lt = drolt::data::make_longtail(train_targets, C, std::max<int64_t>(total / C, 1), 1.0, profile,
+                                    static_cast<uint64_t>(cfg.data_seed));
+  }
   d.counts = lt.counts;
   d.train_x = take(train_images, lt.indices);
   d.train_y = take(train_targets, lt.indices);

@@ -117,34 +117,41 @@ inline torch::Tensor base_loss(const LossSpec& spec, const torch::Tensor& logits
                           F::CrossEntropyFuncOptions().weight(spec.class_weights.to(logits.device(), logits.scalar_type())));
 }
 
+/// (1 - lambda) base + lambda DRO, or base + DRO (spec.sum: the authors' code).
+inline torch::Tensor combined(const LossSpec& spec, const torch::Tensor& base, const torch::Tensor& dro) {
+  return spec.sum ? base + dro : (1.0 - spec.lambda) * base + spec.lambda * dro;
+}
+
 /// The loss of one batch: the base term on the logits, plus, when spec.dro,
-/// the mean over layers of DRO-LT on each layer's features against its own
-/// bank (spec section 12; one layer, the penultimate, by default).
+/// the DRO-LT term on the features of every tapped layer (in the layers'
+/// order), each against its own bank, weighted as the module says:
+/// sum_l w_l L_DRO(z^(l)) (docs/math.md, "several layers").
 inline LossValue compute_loss(const LossSpec& spec, const torch::Tensor& logits,
                               const std::vector<torch::Tensor>& features, const torch::Tensor& y,
-                              std::vector<drolt::RobustCentroidLoss>& dro_losses,
-                              const std::vector<drolt::CentroidBank>& banks) {
+                              drolt::MultiLayerRobustCentroidLoss& dro) {
   LossValue v;
   v.base = base_loss(spec, logits, y);
   v.total = v.base;
   if (spec.dro) {
-    TORCH_CHECK(!dro_losses.empty() && dro_losses.size() == features.size() && banks.size() == features.size(),
-                "compute_loss: expected one DRO-LT loss and bank per layer, got ", dro_losses.size(), " losses, ",
-                banks.size(), " banks and ", features.size(), " feature tensors");
-    v.dro = dro_losses[0]->forward(features[0], y, banks[0]);
-    for (size_t l = 1; l < features.size(); ++l) v.dro = v.dro + dro_losses[l]->forward(features[l], y, banks[l]);
-    if (features.size() > 1) v.dro = v.dro / static_cast<double>(features.size());
-    v.total = spec.sum ? v.base + v.dro : (1.0 - spec.lambda) * v.base + spec.lambda * v.dro;
+    TORCH_CHECK(!dro.is_empty(), "compute_loss: a DRO-LT loss spec needs a DRO-LT module, got none");
+    v.dro = dro->forward(features, y);
+    v.total = combined(spec, v.base, v.dro);
   }
   return v;
 }
 
-/// One layer (the penultimate features).
+/// One layer (the penultimate features) with its loss and bank.
 inline LossValue compute_loss(const LossSpec& spec, const torch::Tensor& logits, const torch::Tensor& features,
                               const torch::Tensor& y, drolt::RobustCentroidLoss& dro_loss,
                               const drolt::CentroidBank& bank) {
-  std::vector<drolt::RobustCentroidLoss> losses{dro_loss};
-  return compute_loss(spec, logits, {features}, y, losses, {bank});
+  LossValue v;
+  v.base = base_loss(spec, logits, y);
+  v.total = v.base;
+  if (spec.dro) {
+    v.dro = dro_loss->forward(features, y, bank);
+    v.total = combined(spec, v.base, v.dro);
+  }
+  return v;
 }
 
 }  // namespace drolt_examples

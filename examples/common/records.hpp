@@ -51,6 +51,9 @@ struct EpochRecord {
   int64_t epoch = 0;  // 0-based, global over the stages of a run
   double lr = 0, loss = 0, ce = 0, dro = 0, train_acc = 0, val_acc = -1;
   double seconds = 0, centroid_seconds = 0, images_per_s = 0;
+  /// DRO-LT epochs: the bound's relative gap (upper - lower) / upper, mean over
+  /// the epoch's steps, per DRO-LT layer (layer order of --dro-layers); else empty.
+  std::vector<double> bound_gap;
 };
 
 inline void to_json(json& j, const SplitAccuracy& s) {
@@ -111,6 +114,7 @@ inline void to_json(json& j, const EpochRecord& r) {
            {"centroid_seconds", r.centroid_seconds},
            {"images_per_s", r.images_per_s}};
   if (r.val_acc >= 0) j["val_acc"] = r.val_acc;
+  if (!r.bound_gap.empty()) j["bound_gap"] = r.bound_gap;
 }
 inline void from_json(const json& j, EpochRecord& r) {
   r.run = j.at("run").get<std::string>();
@@ -125,6 +129,7 @@ inline void from_json(const json& j, EpochRecord& r) {
   r.seconds = j.at("seconds").get<double>();
   r.centroid_seconds = j.at("centroid_seconds").get<double>();
   r.images_per_s = j.at("images_per_s").get<double>();
+  r.bound_gap = j.contains("bound_gap") ? j.at("bound_gap").get<std::vector<double>>() : std::vector<double>{};
 }
 
 }  // namespace drolt_examples

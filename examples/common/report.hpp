@@ -99,7 +99,8 @@ inline std::vector<std::string> draw_plots(const TrainConfig& cfg, const DataBun
   // Fig. 4 analogue. Class order: by training count, head first.
   std::vector<size_t> order(data.counts.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return data.counts[a] > data.counts[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return data.split_counts[a] > data.split_counts[b]; });
   {
     std::ofstream gp(dir + "/per_class_accuracy.gp");
     gp << "set terminal pngcairo size 900,500 noenhanced\n"
@@ -206,7 +207,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   drolt::metrics::SplitThresholds thresholds;
   thresholds.many_above = cfg.many_above;
   thresholds.few_below = cfg.few_below;
-  const std::string table = format_table(all, data.counts, thresholds);
+  const std::string table = format_table(all, data.split_counts, thresholds);
   log << "\n" << data.description << ", ResNet-" << cfg.depth << ", " << cfg.epochs << " epochs"
       << " + " << cfg.crt_epochs << " epochs per trained classifier stage"
       << ", seed " << cfg.seed << "\n"

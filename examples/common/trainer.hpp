@@ -105,6 +105,10 @@ inline void begin_epoch(Sampler& s, int64_t epoch) {
   s.reset(c10::nullopt);
 }
 
+/// The name of ResNet layer `layer` (0 the stem, 1..3 the stages): the
+/// children "loss_<name>" / "bank_<name>" of the DRO-LT module.
+inline std::string layer_name(int64_t layer) { return layer == 0 ? "stem" : "stage" + std::to_string(layer); }
+
 /// Trains and evaluates one run (see the file comment and protocol.hpp).
 class Run {
  public:
@@ -121,19 +125,25 @@ class Run {
                         .stage_features(layers_ != std::vector<int64_t>{3})
                         .cosine_scale(rep.loss == BaseLoss::ldam ? cfg.ldam_scale : 0.0));
     model_->to(device_);
-    for (int64_t l : layers_) {  // one bank per layer
-      banks_.emplace_back(
-          drolt::CentroidBankOptions(data.num_classes, model_->layer_dim(l)).momentum(cfg.ema_momentum));
-      banks_.back()->to(device_);
-    }
     if (rep.dro) {
-      for (size_t i = 0; i < layers_.size(); ++i) {  // and one loss (its own radii)
-        losses_.emplace_back(dro_loss_options(cfg, data.counts, device_));
-        losses_.back()->to(device_);
+      // One module for every DRO-LT layer: a loss (its own radii) and a bank each.
+      auto opts = drolt::MultiLayerRobustCentroidLossOptions(dro_loss_options(cfg, data.counts, device_))
+                      .bank_momentum(cfg.ema_momentum);
+      const auto w = cfg.dro_weights();
+      for (size_t i = 0; i < layers_.size(); ++i) opts.add_layer(layer_name(layers_[i]), model_->layer_dim(layers_[i]), w[i]);
+      dro_ = drolt::MultiLayerRobustCentroidLoss(opts);
+      dro_->to(device_);
+      for (size_t i = 0; i < layers_.size(); ++i) {
+        banks_.push_back(dro_->bank(i));
+        losses_.push_back(dro_->loss(i));
         refresh_.push_back(make_centroid_refresh(cfg.centroid_mode,
                                                  CentroidSource{model_, data.train_x, data.train_y, banks_[i], device_,
                                                                 &dist_, cfg.dro_start_epoch(), layers_[i]}));
       }
+    } else {  // the penultimate layer's bank (nearest-centroid metric)
+      banks_.emplace_back(
+          drolt::CentroidBankOptions(data.num_classes, model_->layer_dim(3)).momentum(cfg.ema_momentum));
+      banks_.back()->to(device_);
     }
     if (rep.sampler != SamplerKind::instance) {
       const int64_t first = rep.dro ? cfg.dro_start_epoch() : 0;
@@ -224,6 +234,7 @@ class Run {
       append_jsonl(rec);
 
       if (e + 1 == E) {
+        if (cfg_.layer_analysis) write_layer_analysis(layer_analysis());
         snapshot_joint();
         for (auto k : proto_.classifiers()) {
           if (!is_trained(k)) write_result(evaluate(k));
@@ -252,6 +263,53 @@ class Run {
       }
     }
     return out;
+  }
+
+  /// Nearest-centroid accuracy of one layer's pooled features.
+  struct LayerAccuracy {
+    int64_t layer = 0;
+    int64_t dim = 0;
+    SplitAccuracy test;  // Many / Medium / Few / All, %
+  };
+
+  /// The paper's layer analysis: for the stem and every stage (0..3, 3 the
+  /// penultimate features), the test images classified by the nearest class
+  /// mean of the training images' pooled features at that layer (exact means
+  /// over the training set, eval mode). Layer 3 is the `nc` metric of evaluate().
+  std::vector<LayerAccuracy> layer_analysis() {
+    torch::NoGradGuard g;
+    model_->eval();
+    auto layer_of = [&](const torch::Tensor& xs, int64_t l) {
+      std::vector<torch::Tensor> feats;
+      const int64_t N = xs.size(0), B = 500;
+      for (int64_t s = 0; s < N; s += B) {
+        feats.push_back(model_->layer_features(xs.narrow(0, s, std::min(B, N - s)).to(device_), l).cpu());
+      }
+      return N == 0 ? torch::empty({0, model_->layer_dim(l)}) : torch::cat(feats);
+    };
+    std::vector<LayerAccuracy> out;
+    for (int64_t l = 0; l <= 3; ++l) {
+      drolt::CentroidBank bank(data_.num_classes, model_->layer_dim(l));
+      bank->accumulate(layer_of(data_.train_x, l), data_.train_y);
+      bank->finalize();
+      auto pred = drolt::metrics::nearest_centroid_predict(layer_of(data_.test_x, l), bank->centroids(), bank->valid());
+      out.push_back(LayerAccuracy{
+          l, model_->layer_dim(l),
+          percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.split_counts, thresholds()))});
+    }
+    model_->train();
+    return out;
+  }
+
+  /// <out>/layers-<run>.csv: one line per layer.
+  void write_layer_analysis(const std::vector<LayerAccuracy>& rows) const {
+    if (!dist_.is_main()) return;
+    std::ofstream f(cfg_.out_dir + "/layers-" + name_ + ".csv");
+    f << "run,layer,name,dim,many,medium,few,all\n";
+    for (const auto& r : rows) {
+      f << name_ << "," << r.layer << "," << layer_name(r.layer) << "," << r.dim << "," << r.test.many << ","
+        << r.test.medium << "," << r.test.few << "," << r.test.all << "\n";
+    }
   }
 
   std::string result_path(const std::string& result_name) const {
@@ -388,7 +446,7 @@ class Run {
     ck::reading(path, [&] {
       const json theirs = json::parse(ck::read_string(ar, "fingerprint")), ours = fingerprint();
       ck::require_same(theirs, ours,
-                       {"dataset", "rho", "n_max", "data_seed", "depth", "epochs", "batch", "lr", "seed", "schedule",
+                       {"dataset", "rho", "n_max", "data_seed", "balanced_subset", "depth", "epochs", "batch", "lr", "seed", "schedule",
                         "device", "model"},
                        "--warm-start: ", path);
       if (theirs.value("run", std::string()) != "ce") {
@@ -445,6 +503,7 @@ class Run {
            {"rho", cfg_.rho},
            {"n_max", cfg_.n_max},
            {"data_seed", cfg_.data_seed},
+           {"balanced_subset", cfg_.balanced_subset},
            {"depth", cfg_.depth},
            {"epochs", cfg_.epochs},
            {"batch", cfg_.batch_size},
@@ -469,6 +528,7 @@ class Run {
       j["dro_lr"] = cfg_.dro_lr;
       j["centroids"] = name_of(cfg_.centroid_mode);
       j["dro_layers"] = layers_;
+      if (layers_.size() > 1) j["dro_layer_weights"] = cfg_.dro_weights();
     }
     if (dist_.active()) j["world_size"] = dist_.world();  // the data order depends on it
     return j;
@@ -549,6 +609,13 @@ class Run {
                     r.phase.c_str(), r.lr, r.loss, r.ce, r.dro, r.train_acc);
     }
     log << buf;
+    if (!r.bound_gap.empty()) {  // the bound's relative gap, per DRO-LT layer
+      log << " gap";
+      for (double g : r.bound_gap) {
+        std::snprintf(buf, sizeof(buf), " %.3f", g);
+        log << buf;
+      }
+    }
     if (r.val_acc >= 0) {
       std::snprintf(buf, sizeof(buf), " val %5.1f%%", r.val_acc);
       log << buf;
@@ -633,6 +700,10 @@ class Run {
     model_->train();
     double sum_loss = 0, sum_ce = 0, sum_dro = 0;
     int64_t correct = 0, seen = 0;
+    // The bound's mean relative gap per DRO-LT layer, summed over the steps
+    // (on the device: read once at the end of the epoch).
+    std::vector<torch::Tensor> gap_sum;
+    int64_t gap_steps = 0;
     const auto t_train = Clock::now();
     // One optimisation step on the images `idx`; `keep` (when defined) selects
     // the rows that feed the centroid bank.
@@ -643,7 +714,17 @@ class Run {
       auto out = model_->forward(x);
       std::vector<torch::Tensor> feats;
       for (int64_t l : layers_) feats.push_back(l == 3 ? out.features : l == 0 ? out.stem : out.stages[static_cast<size_t>(l - 1)]);
-      const LossValue v = compute_loss(spec, out.logits, feats, y, losses_, banks_);
+      const LossValue v = dro_.is_empty() ? compute_loss(spec, out.logits, feats[0], y, no_loss_, banks_[0])
+                                          : compute_loss(spec, out.logits, feats, y, dro_);
+      if (dro) {
+        torch::NoGradGuard no_grad;
+        for (size_t i = 0; i < losses_.size(); ++i) {
+          auto g = drolt::bound_tightness(losses_[i], feats[i].detach(), y, banks_[i]).mean_relative_gap;
+          if (gap_sum.size() <= i) gap_sum.push_back(g.to(torch::kDouble));
+          else gap_sum[i] += g.to(torch::kDouble);
+        }
+        ++gap_steps;
+      }
       opt_->zero_grad();
       v.total.backward();
       if (dist_.active()) dist_.allreduce_gradients(trained_parameters());
@@ -697,17 +778,26 @@ class Run {
       }
     }
     for (auto& r : refresh_) r->after_epoch(e);
+    std::vector<double> gaps;
+    for (auto& g : gap_sum) gaps.push_back(g.item<double>());
     if (dist_.active()) {
       // The epoch's statistics over every rank's samples, and one set of
       // batch-norm statistics for evaluation, refreshes and checkpoints.
-      auto t = dist_.sum({sum_loss, sum_ce, sum_dro, static_cast<double>(correct), static_cast<double>(seen)});
+      std::vector<double> local{sum_loss, sum_ce, sum_dro, static_cast<double>(correct), static_cast<double>(seen),
+                                static_cast<double>(gap_steps)};
+      local.insert(local.end(), gaps.begin(), gaps.end());
+      auto t = dist_.sum(local);
       sum_loss = t[0];
       sum_ce = t[1];
       sum_dro = t[2];
       correct = static_cast<int64_t>(t[3]);
       seen = static_cast<int64_t>(t[4]);
+      gap_steps = static_cast<int64_t>(t[5]);
+      for (size_t i = 0; i < gaps.size(); ++i) gaps[i] = t[6 + i];
       dist_.average_buffers(*model_);
     }
+    for (double& g : gaps) g /= static_cast<double>(std::max<int64_t>(gap_steps, 1));
+    rec.bound_gap = gaps;
     const double train_s = seconds_since(t_train);
     rec.loss = sum_loss / static_cast<double>(seen);
     rec.ce = sum_ce / static_cast<double>(seen);
@@ -906,11 +996,11 @@ class Run {
         preds.push_back(model_->forward(data_.val_x.narrow(0, s, std::min(B, N - s)).to(device_)).logits.argmax(1).cpu());
       }
       model_->train();
-      return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.counts, thresholds())).all;
+      return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.split_counts, thresholds())).all;
     }
     ensure_frozen_features();
     const auto pred = scores(proto_.classifier_at(e), val_f_, 0.0);
-    return percent(drolt::metrics::split_accuracy(pred, data_.val_y, data_.counts, thresholds())).all;
+    return percent(drolt::metrics::split_accuracy(pred, data_.val_y, data_.split_counts, thresholds())).all;
   }
 
   EvalResult evaluate(ClassifierKind kind) {
@@ -929,7 +1019,7 @@ class Run {
     auto pred = test.argmax(1);
     auto pc = drolt::metrics::per_class_accuracy(pred, data_.test_y, data_.num_classes).mul(100.0).contiguous();
     r.per_class.assign(pc.data_ptr<double>(), pc.data_ptr<double>() + pc.numel());
-    r.test = percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.counts, th));
+    r.test = percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.split_counts, th));
     if (kind != ClassifierKind::ncm) {  // NCM gives similarities, not probabilities
       r.ece = 100.0 * drolt::metrics::expected_calibration_error(torch::softmax(test.to(torch::kDouble), 1), data_.test_y);
     }
@@ -939,9 +1029,9 @@ class Run {
     nc_bank->accumulate(train_f_, data_.train_y);
     nc_bank->finalize();
     auto nc_pred = drolt::metrics::nearest_centroid_predict(test_f_, nc_bank->centroids(), nc_bank->valid());
-    r.nc = percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.counts, th));
+    r.nc = percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.split_counts, th));
     if (val_f_.defined() && val_f_.size(0) > 0) {
-      r.val = percent(drolt::metrics::split_accuracy(scores(kind, val_f_, tau), data_.val_y, data_.counts, th));
+      r.val = percent(drolt::metrics::split_accuracy(scores(kind, val_f_, tau), data_.val_y, data_.split_counts, th));
     }
     if (!losses_.empty()) {
       auto radii = losses_[0]->radii().detach().cpu().to(torch::kDouble).contiguous();
@@ -986,6 +1076,7 @@ class Run {
   std::vector<drolt::RobustCentroidLoss> losses_;
   std::vector<std::unique_ptr<CentroidRefresh>> refresh_;
   drolt::RobustCentroidLoss no_loss_{nullptr};
+  drolt::MultiLayerRobustCentroidLoss dro_{nullptr};  // DRO-LT runs: every layer's loss and bank
   std::unique_ptr<torch::optim::SGD> opt_, stage_opt_;
   std::unique_ptr<Sampler> rep_sampler_, stage_sampler_;
   torch::Tensor joint_weight_, joint_bias_, lws_scale_;
