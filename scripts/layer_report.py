@@ -94,6 +94,8 @@ def main():
                     f.write(f"{model},{layer},{split},{m:.4f},{se:.4f},{n}\n")
     png = os.path.join(fig_dir, "layers.png")
     drew = draw(fig_csv, png, len(complete))
+    gap_png = os.path.join(fig_dir, "bound_gap.png")
+    drew_gap = draw_gaps(data, complete, gap_png)
 
     # Test accuracy of the DRO-LT runs (cRT and joint classifiers) and the baselines.
     def result(model, s, name):
@@ -223,6 +225,9 @@ def main():
         last_cells = ", ".join(fmt(*mean_se([x[l] for x in per_seed_last])[:2], digits=3) for l in range(L))
         w(f"| {label} | {mean_cells} | {last_cells} |")
     w("")
+    if drew_gap:
+        w("![the bound's relative gap per DRO-LT epoch and layer](figures/bound_gap.png)")
+        w("")
     if complete:
         m, se = diffs_all[("cRT", "all")]
         if not math.isnan(m):
@@ -238,6 +243,51 @@ def main():
     w("ResNet-20 and a 30-epoch schedule, which is far shorter than the paper's.")
     with open(out_md, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def draw_gaps(data, seeds, png):
+    """The bound's gap over the DRO-LT epochs, mean over seeds, per model and layer."""
+    if shutil.which("gnuplot") is None or not seeds:
+        return os.path.exists(png)
+    series = {}  # (model, layer) -> {epoch: [gap per seed]}
+    def layer_names(n):
+        return ["penultimate"] if n == 1 else ["stem", "stage 1", "stage 2", "penultimate"] if n == 4 else \
+            [f"layer {i}" for i in range(n)]
+
+    for model in ("drolt", "drolt-all"):
+        for s in seeds:
+            p = os.path.join(data, f"s{s}", model, "metrics.jsonl")
+            if not os.path.exists(p):
+                continue
+            with open(p) as f:
+                for line in f:
+                    j = json.loads(line)
+                    gaps = j.get("bound_gap") or []
+                    names = layer_names(len(gaps))
+                    for l, g in enumerate(gaps):
+                        series.setdefault((model, names[l]), {}).setdefault(j["epoch"] + 1, []).append(g)
+    if not series:
+        return False
+    dat = os.path.splitext(png)[0] + ".dat"
+    keys = sorted(series)
+    with open(dat, "w") as f:
+        for k in keys:
+            for e in sorted(series[k]):
+                f.write(f"{e} {sum(series[k][e]) / len(series[k][e])}\n")
+            f.write("\n\n")
+    label = {"drolt": "DRO-LT penultimate", "drolt-all": "DRO-LT all layers"}
+    plots = [f"'{dat}' index {i} using 1:2 with linespoints lw 2 pt 7 dt {1 if k[0] == 'drolt' else 2} "
+             f"title '{label[k[0]]}: {k[1]}'" for i, k in enumerate(keys)]
+    gp = ["set terminal pngcairo size 1000,450 noenhanced", f"set output '{png}'",
+          f"set title \"The bound's relative gap (upper - lower) / upper, epoch mean over steps, mean of {len(seeds)} seed(s)\"",
+          "set xlabel 'epoch'", "set ylabel 'relative gap'", "set grid", "set key outside right",
+          "plot " + ", ".join(plots)]
+    r = subprocess.run(["gnuplot"], input="\n".join(gp) + "\n", text=True, capture_output=True)
+    os.remove(dat)
+    if r.returncode != 0:
+        print("layer_report: gnuplot failed:\n" + r.stderr, file=sys.stderr)
+        return False
+    return True
 
 
 def draw(fig_csv, png, n_seeds):
