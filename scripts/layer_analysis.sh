@@ -69,7 +69,7 @@ for seed in $SEEDS; do
   run drolt-all "$seed" summary.json --method drolt --warm-start "$warm" --dro-layers 0,1,2,3
   python3 scripts/layer_report.py "$DATA_OUT" docs/layers.md docs/figures
   if [[ "$COMMIT" == 1 ]]; then
-    git add "$DATA_OUT/s$seed" docs/layers.md docs/figures/layers.png docs/figures/layers.csv
+    git add "$DATA_OUT/s$seed" docs/layers.md docs/figures/layers.png docs/figures/layers.csv docs/figures/bound_gap.png
     git commit -qm "docs/layers.md: layer analysis and DRO-LT at several layers, seed $seed" || true
   fi
 done
