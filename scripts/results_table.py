@@ -1,401 +1,478 @@
 #!/usr/bin/env python3
-"""Aggregates drolt_train runs into docs/results.md (used by scripts/reproduce.sh).
+"""Aggregates the runs of scripts/reproduce.sh into docs/results.md and its figures.
 
-Layout read: RUNS/<config>/seed<k>/{summary.json,metrics.jsonl}; every config is
-one drolt_train invocation per seed. Standard library only.
+Reads DATA (docs/data/results): rho<R>/seed<S>/<run>/{summary.json,result-*.json,
+metrics.jsonl,args.txt,host.jsonl} and tune/<method>/<value>/... with
+tune/<method>/chosen.txt. Writes whatever is complete; a missing cell says how
+many of its seeds exist. Every sentence of the summary is computed from the same
+numbers as the tables. Standard library only (+ gnuplot for the figures).
+
+  results_table.py --choose DIR ROW       # args.txt of DIR's sub-run with the best val All of ROW
+  results_table.py --choose-dir DIR ROW   # ... its folder name
+  results_table.py --data D --out MD --figures F [--rhos "100 50 10" ...]
 """
 import argparse
 import glob
 import json
 import math
 import os
-import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+
+SPLITS = ("many", "medium", "few", "all")
 
 
-def mean_std(xs):
+def result_path(run_dir, row):
+    return os.path.join(run_dir, "result-" + row.replace("/", "_") + ".json")
+
+
+def load_result(run_dir, row):
+    p = result_path(run_dir, row)
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def read(p, default=""):
+    try:
+        with open(p) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def best_sub(d, row):
+    """(name, val All) of the sub-run of d with the best validation All of row; ties: first name."""
+    best = None
+    for sub in sorted(os.listdir(d)):
+        r = load_result(os.path.join(d, sub), row)
+        if r is None or r["val"]["all"] is None:
+            continue
+        v = r["val"]["all"]
+        if best is None or v > best[1]:
+            best = (sub, v)
+    if best is None:
+        sys.exit(f"results_table.py: no finished run with row {row} under {d}")
+    return best
+
+
+def mean_sd(xs):
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
     if not xs:
-        return None, None
-    m = statistics.fmean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return m, s
+        return None, None, 0
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0), len(xs)
 
 
-def fmt(ms):
-    m, s = ms
-    if m is None:
-        return "-"
-    return f"{m:.1f} ± {s:.1f}"
+# label, run folder, row name
+TABLE1 = [
+    ("CE", "ce", "ce"),
+    ("ReSample (class-balanced family)", "resample", "resample"),
+    ("ReWeight (effective number)", "reweight", "reweight"),
+    ("Focal", "focal", "focal"),
+    ("LDAM-DRW", "ldam-drw", "ldam-drw"),
+    ("tau-norm (CE features)", "ce", "ce/tau-norm"),
+    ("cRT (CE features)", "ce", "crt"),
+    ("LWS (CE features)", "ce", "ce/lws"),
+    ("Logit adjustment (CE, post-hoc)", "ce", "ce/la"),
+    ("DRO-LT, eps = 0 + cRT", "drolt-erm", "drolt-erm"),
+    ("DRO-LT, shared eps + cRT", "drolt-shared", "drolt-shared"),
+    ("DRO-LT, eps0 / sqrt(n) + cRT", "drolt-sqrtn", "drolt-sqrtn"),
+    ("DRO-LT, learned eps + cRT", "drolt-learned", "drolt-learned"),
+    ("DRO-LT, the authors' recipe (learned eps)", "official", "drolt-learned"),
+]
+DRO_VARIANTS = ["drolt-erm", "drolt-shared", "drolt-sqrtn", "drolt-learned"]
+TABLE4 = [("CE", [("ce", "ce"), ("ce", "crt"), ("ce", "ce/lws")]),
+          ("ReSample", [("resample", "resample"), ("resample", "resample/crt"), ("resample", "resample/lws")]),
+          ("DRO-LT, learned eps", [("drolt-learned", "drolt-learned/nocrt"), ("drolt-learned", "drolt-learned"),
+                                   ("drolt-learned", "drolt-learned/lws")])]
+TUNE_ROW = {"ce": "crt"}
 
 
-def load_config(root, config):
-    """{result name: [per-seed result dict]}, [per-seed metrics lines], seeds."""
-    results, metrics, seeds = {}, [], []
-    for d in sorted(glob.glob(os.path.join(root, config, "seed*"))):
-        p = os.path.join(d, "summary.json")
-        if not os.path.exists(p):
-            continue
-        with open(p) as f:
-            summ = json.load(f)
-        seeds.append(summ["seed"])
-        for r in summ["results"]:
-            results.setdefault(r["name"], []).append(r)
-        lines = []
-        mp = os.path.join(d, "metrics.jsonl")
-        if os.path.exists(mp):
-            with open(mp) as f:
-                lines = [json.loads(x) for x in f if x.strip()]
-        metrics.append(lines)
-    return results, metrics, seeds
+class Data:
+    def __init__(self, root, rhos, seeds):
+        self.root, self.rhos, self.seeds = root, rhos, seeds  # seeds: {rho: [seeds]}
+
+    def run_dir(self, rho, seed, run):
+        return os.path.join(self.root, f"rho{rho}", f"seed{seed}", run)
+
+    def get(self, rho, run, row):
+        """{seed: result} over the seeds planned at rho."""
+        out = {}
+        for s in self.seeds[rho]:
+            r = load_result(self.run_dir(rho, s, run), row)
+            if r is not None:
+                out[s] = r
+        return out
 
 
-def split_stats(rs, key="test"):
-    out = {}
-    for k in ("many", "medium", "few", "all"):
-        out[k] = mean_std([r[key][k] for r in rs])
-    return out
+def cell(d, rho, run, row, key="all", field="test"):
+    rs = d.get(rho, run, row)
+    N = len(d.seeds[rho])
+    vals = [r[field][key] if field != "ece" else r.get("ece") for r in rs.values()]
+    m, s, n = mean_sd(vals)
+    if n == 0:
+        return f"not run yet (0/{N} seeds)"
+    txt = f"{m:.1f} ± {s:.1f}"
+    return txt if n == N else f"{txt} ({n}/{N} seeds)"
 
 
-def row(label, rs, extra=""):
-    t = split_stats(rs)
-    nc = mean_std([r["nearest_centroid"]["all"] for r in rs])
-    val = mean_std([r["val"]["all"] for r in rs])
-    return (f"| {label} | {fmt(t['many'])} | {fmt(t['medium'])} | {fmt(t['few'])} | **{fmt(t['all'])}** | "
-            f"{fmt(nc)} | {fmt(val)} | {len(rs)}{extra} |")
+def paired(d, rho, a, b, key="all", exclude=()):
+    ra, rb = d.get(rho, *a), d.get(rho, *b)
+    common = sorted((set(ra) & set(rb)) - set(exclude))
+    return [ra[s]["test"][key] - rb[s]["test"][key] for s in common]
 
 
-def phase_time(metrics, phase):
-    """Mean seconds of an epoch of `phase` over all runs/seeds, and mean centroid seconds."""
-    secs, cent = [], []
-    for lines in metrics:
-        for j in lines:
-            if j.get("phase") == phase:
-                secs.append(j["seconds"])
-                cent.append(j.get("centroid_seconds", 0.0))
-    if not secs:
-        return None, None
-    return statistics.fmean(secs), statistics.fmean(cent)
+def verdict(ds):
+    if len(ds) < 2:
+        return None
+    m, sd = statistics.fmean(ds), statistics.stdev(ds)
+    se = sd / math.sqrt(len(ds))
+    wins = sum(1 for x in ds if x > 0)
+    word = ("higher" if m > 0 else "lower") if abs(m) > 2 * se else "not distinguishable from seed noise"
+    return m, se, wins, len(ds), word
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+def fmt_v(v):
+    m, se, wins, n, word = v
+    return f"{m:+.1f} ± {se:.1f} (SE) points, {word}; higher in {wins} of {n} seeds"
 
 
-def final_val(summary):
-    name = "drolt-" + summary["policy"]
-    r = [x for x in summary["results"] if x["name"] == name][0]
-    return r["val"]
-
-
-def best_lambda_tau(tune):
+def best_variant(root):
+    """The DRO-LT variant with the best seed-0 validation All of its chosen tuning run."""
     best = None
-    for p in sorted(glob.glob(os.path.join(tune, "learned-l*-t*", "summary.json"))):
-        with open(p) as f:
-            s = json.load(f)
-        v = final_val(s)["all"]
-        if best is None or v > best[0]:
-            best = (v, s["lambda"], s["temperature"])
-    print(best[1], best[2])
+    for m in DRO_VARIANTS:
+        ch = read(os.path.join(root, "tune", m, "chosen.txt"))
+        if not ch:
+            continue
+        r = load_result(os.path.join(root, "tune", m, ch), m)
+        if r and (best is None or r["val"]["all"] > best[1]):
+            best = (m, r["val"]["all"])
+    return best
 
 
-def finish_tuning(tune, lam, tau):
-    rows, best = [], {}
-    for p in sorted(glob.glob(os.path.join(tune, "*", "summary.json"))):
-        with open(p) as f:
-            s = json.load(f)
-        v = final_val(s)
-        rows.append((s["policy"], s["lambda"], s["temperature"], s["eps0"], v))
-        k = s["policy"]
-        if k in ("shared", "sqrtn") and (k not in best or v["all"] > best[k][1]):
-            best[k] = (s["eps0"], v["all"])
-    f = lambda x: "-" if x is None else f"{x:.1f}"
-    with open(os.path.join(tune, "tuning.md"), "w") as out:
-        out.write("| policy | lambda | temperature | eps0 | val Many | val Medium | val Few | val All |\n")
-        out.write("|---|---|---|---|---|---|---|---|\n")
-        for pol, l, t, e, v in rows:
-            chosen = (pol == "learned" and str(l) == str(float(lam)) and str(t) == str(float(tau))) or \
-                     (pol in best and best[pol][0] == e)
-            mark = " **(chosen)**" if chosen else ""
-            out.write(f"| {pol}{mark} | {l} | {t} | {e} | {f(v['many'])} | {f(v['medium'])} | "
-                      f"{f(v['few'])} | {f(v['all'])} |\n")
-    with open(os.path.join(tune, "chosen.env"), "w") as out:
-        out.write(f"LAMBDA={lam}\nTAU={tau}\n")
-        out.write(f"EPS_SHARED={best['shared'][0]}\nEPS_SQRTN={best['sqrtn'][0]}\n")
-    with open(os.path.join(tune, "tuning.md")) as f:
-        print(f.read())
+def gnuplot(script, figdir, name, lines):
+    if shutil.which("gnuplot") is None:
+        lines.append(f"(gnuplot is not installed: figure {name} not drawn)\n")
+        return False
+    os.makedirs(figdir, exist_ok=True)
+    png = os.path.join(figdir, name)
+    full = (f"set terminal pngcairo size 800,480 noenhanced font ',10'\nset output '{png}'\n"
+            "set grid\nset key below\n" + script)
+    r = subprocess.run(["gnuplot"], input=full, text=True, capture_output=True)
+    if r.returncode != 0:
+        lines.append(f"(gnuplot failed on {name}: {r.stderr.strip()[:200]})\n")
+        return False
+    return True
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "--best-lambda-tau":
-        return best_lambda_tau(sys.argv[2])
-    if len(sys.argv) > 1 and sys.argv[1] == "--finish-tuning":
-        return finish_tuning(sys.argv[2], sys.argv[3], sys.argv[4])
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--commands", required=True, help="file with the commands that were run")
-    ap.add_argument("--wall", type=float, default=0.0, help="wall seconds of the whole reproduction")
-    ap.add_argument("--settings", default="", help="file with the shared settings (markdown)")
-    ap.add_argument("--tuning", default="", help="validation-split tuning table (step 2 of scripts/reproduce.sh)")
-    ap.add_argument("--tuning-commands", default="")
+    ap.add_argument("--choose", nargs=2)
+    ap.add_argument("--choose-dir", nargs=2)
+    ap.add_argument("--data")
+    ap.add_argument("--out")
+    ap.add_argument("--figures")
+    ap.add_argument("--rhos", default="100 50 10")
+    ap.add_argument("--seeds-100", default="0 1 2 3 4")
+    ap.add_argument("--seeds-other", default="0 1 2")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--crt-epochs", type=int, default=10)
+    ap.add_argument("--depth", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--wall", type=float, default=0)
+    ap.add_argument("--commands", default="")
+    ap.add_argument("--note", default="")
+    ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
+    if a.choose:
+        name, _ = best_sub(*a.choose)
+        print(read(os.path.join(a.choose[0], name, "args.txt")))
+        return 0
+    if a.choose_dir:
+        print(best_sub(*a.choose_dir)[0])
+        return 0
+    rhos = [int(x) for x in a.rhos.split()]
+    seeds = {r: [int(s) for s in (a.seeds_100 if r == 100 else a.seeds_other).split()] for r in rhos}
+    d = Data(a.data, rhos, seeds)
+    figrel = os.path.relpath(a.figures, os.path.dirname(os.path.abspath(a.out)))
+    L = []
+    L.append("# DRO-LT on Fashion-MNIST-LT: the paper's Tables 1, 2, 4 and Figures 2, 4, 6, 7\n")
+    L.append("Generated by `scripts/reproduce.sh` (aggregation and figures: `scripts/results_table.py`, "
+             f"reading `{a.data}`); do not edit by hand, re-run the script. "
+             "It resumes, so the set can be completed in several sittings; cells without all their "
+             "seeds say how many exist.\n")
+    if a.smoke:
+        L.append(f"**SMOKE RUN ({a.epochs} epochs, tiny test set): the numbers below test the "
+                 "pipeline and mean nothing.**\n")
+    L.append("## Setting\n")
+    L.append(f"- Data: Fashion-MNIST-LT, exponential profile, n_max = 500, rho in {{{', '.join(map(str, rhos))}}}; "
+             "the subset is fixed (data seed 0), seeds vary initialisation, order and augmentation. "
+             "Validation: 100 images per class from the training images the subset left out; every choice "
+             "is made on it. Test: the official balanced test set, read once per run for reporting.")
+    L.append(f"- Our recipe: ResNet-{a.depth}, SGD (momentum 0.9, batch 128), {a.epochs} epochs with {a.warmup} warm-up "
+             "epochs (lr from CE's tuning) and x0.1 at 80% and 90%; cRT / LWS: "
+             f"{a.crt_epochs} epochs, class-balanced. DRO-LT: CE for {a.epochs // 2} epochs (the CE run's own "
+             "checkpoint, `--warm-start`), then (1 - lambda) CE + lambda DRO-LT; full centroid refresh.")
+    off_dro = max(1, a.epochs * 80 // 200)
+    L.append(f"- The authors' recipe: `--preset official` (their released code: CE(n_c / n_max) + DRO-LT, "
+             "class-aware loader, constant lr 0.005, temperature 1, classifier not re-initialised), its 200 + 80 "
+             f"epochs scaled to {a.epochs} + {off_dro}, {a.warmup} warm-up epochs, classifier stage {2 * a.crt_epochs} epochs; no tuning.")
+    L.append("- Many: > 100 training images, Medium: 20-100, Few: < 20. Cells: test top-1 %, mean ± std over "
+             "seeds. The reported model is the last epoch's.\n")
 
-    main_rows = [
-        ("CE", "ce", "ce"),
-        ("cRT (CE features + class-balanced classifier re-training)", "ce", "crt"),
-        ("DRO-LT, eps = 0 (ERM) + cRT", "drolt-erm", "drolt-erm"),
-        ("DRO-LT, shared eps + cRT", "drolt-shared", "drolt-shared"),
-        ("DRO-LT, eps0 / sqrt(n) + cRT", "drolt-sqrtn", "drolt-sqrtn"),
-        ("DRO-LT, learned eps + cRT", "drolt-learned", "drolt-learned"),
-    ]
-    nocrt_rows = [
-        ("DRO-LT, eps = 0, no cRT", "drolt-erm", "drolt-erm/nocrt"),
-        ("DRO-LT, shared eps, no cRT", "drolt-shared", "drolt-shared/nocrt"),
-        ("DRO-LT, eps0 / sqrt(n), no cRT", "drolt-sqrtn", "drolt-sqrtn/nocrt"),
-        ("DRO-LT, learned eps, no cRT", "drolt-learned", "drolt-learned/nocrt"),
-    ]
-    cache = {}
+    best = best_variant(a.data)
+    bv = best[0] if best else None
 
-    def get(config, name):
-        if config not in cache:
-            cache[config] = load_config(a.runs, config)
-        return cache[config][0].get(name, [])
+    # ---------------------------------------------------------------- summary
+    S = []
+    labels = {run + ":" + row: lab for lab, run, row in TABLE1}
+    if bv:
+        bvl = labels[bv + ":" + bv]
+        S.append(f"- DRO-LT's best variant on the validation split (seed 0, rho = 100): **{bvl}** "
+                 f"(val All {best[1]:.1f}); it stands for DRO-LT + cRT below.")
+        for rho in rhos:
+            parts = []
+            for lab, b in [("cRT", ("ce", "crt")), ("LWS", ("ce", "ce/lws")), ("logit adjustment", ("ce", "ce/la"))]:
+                v = verdict(paired(d, rho, (bv, bv), b))
+                if v:
+                    parts.append(f"vs {lab} {fmt_v(v)}")
+            if parts:
+                S.append(f"- Does DRO-LT + cRT beat cRT, LWS and logit adjustment at rho = {rho}? Test All, paired "
+                         "by seed: " + "; ".join(parts) + ".")
+            else:
+                S.append(f"- rho = {rho}: DRO-LT + cRT against cRT / LWS / logit adjustment: not enough paired "
+                         "seeds yet (need 2).")
+    for rho in rhos:
+        v = verdict(paired(d, rho, ("drolt-learned", "drolt-learned"), ("drolt-erm", "drolt-erm")))
+        S.append(f"- Do learned radii beat eps = 0 (both + cRT) at rho = {rho}? " +
+                 (f"All {fmt_v(v)}." if v else "not enough paired seeds yet (need 2)."))
+    for rho in rhos:
+        v = verdict(paired(d, rho, ("official", "drolt-learned"), ("drolt-learned", "drolt-learned")))
+        S.append(f"- Does the authors' recipe beat ours (learned radii, + cRT) at rho = {rho}? " +
+                 (f"All {fmt_v(v)}." if v else "not enough paired seeds yet (need 2)."))
+    L.append("## Summary\n")
+    L.append("Computed from the tables below. \"Higher\" / \"lower\": the mean paired difference is more than "
+             "twice its standard error over seeds. At rho = 100 seed 0 is the tuning seed; the paired table "
+             "also gives seeds ≠ 0 alone.\n")
+    L.extend(S)
+    L.append("")
 
-    hdr = ("| method | Many | Medium | Few | All | NC All | val All | seeds |\n"
-           "|---|---|---|---|---|---|---|---|")
-    lines = []
-    lines.append("# DRO-LT on Fashion-MNIST-LT: reproduction of the paper's Table 1 / 2 protocol\n")
-    lines.append("Generated by `scripts/reproduce.sh` (aggregation: `scripts/results_table.py`); "
-                 "do not edit by hand, re-run the script.\n")
-    if a.settings and os.path.exists(a.settings):
-        with open(a.settings) as f:
-            lines.append(f.read())
-    lines.append("## Main table (test top-1 %, mean ± std over seeds)\n")
-    lines.append("Many: classes with > 100 training images, Medium: 20-100, Few: < 20 "
-                 "(spec section 8). NC All: nearest training centroid on the penultimate features. "
-                 "val All: balanced validation split (the only split used for choices).\n")
-    def table(rows):
-        lines.append(hdr)
-        for label, cfg, name in rows:
-            rs = get(cfg, name)
-            if rs:
-                lines.append(row(label, rs))
-        lines.append("")
+    # ---------------------------------------------------------------- Table 1
+    L.append("## Table 1: test All accuracy by imbalance ratio\n")
+    L.append("| method | " + " | ".join(f"rho = {r}" for r in rhos) + " |")
+    L.append("|---|" + "---|" * len(rhos))
+    for lab, run, row in TABLE1:
+        L.append(f"| {lab} | " + " | ".join(cell(d, r, run, row) for r in rhos) + " |")
+    L.append("")
 
-    table(main_rows)
-    lines.append("Feature learning without the final classifier re-training (same runs, evaluated "
-                 "before the cRT stage):\n")
-    table(nocrt_rows)
+    # ---------------------------------------------------------------- Table 2
+    if 100 in rhos:
+        L.append("## Table 2: Many / Medium / Few / All and calibration at rho = 100\n")
+        L.append("ECE: expected calibration error, 15 bins, % (not defined for NCM).\n")
+        L.append("| method | Many | Medium | Few | All | ECE |\n|---|---|---|---|---|---|")
+        for lab, run, row in TABLE1:
+            if not d.get(100, run, row):
+                L.append(f"| {lab} | " + " | ".join([f"not run yet (0/{len(seeds[100])} seeds)"] + ["-"] * 4) + " |")
+                continue
+            cs = [cell(d, 100, run, row, k) for k in SPLITS] + [cell(d, 100, run, row, "ece", "ece")]
+            L.append(f"| {lab} | " + " | ".join(cs) + " |")
+        L.append("")
+        # ------------------------------------------------------------ Table 4
+        L.append("## Table 4: representation x classifier (test All, rho = 100)\n")
+        L.append("| representation | joint | cRT | LWS |\n|---|---|---|---|")
+        for lab, cells in TABLE4:
+            L.append(f"| {lab} | " + " | ".join(cell(d, 100, run, row) for run, row in cells) + " |")
+        L.append("")
 
-    # Paired differences (same seed) against cRT and CE.
-    def deltas(a_cfg, a_name, b_cfg, b_name, key, exclude=()):
-        ra = {r_seed: r for r_seed, r in zip(cache_seeds(a_cfg), get(a_cfg, a_name))}
-        rb = {r_seed: r for r_seed, r in zip(cache_seeds(b_cfg), get(b_cfg, b_name))}
-        common = sorted((set(ra) & set(rb)) - set(exclude))
-        return [ra[s]["test"][key] - rb[s]["test"][key] for s in common
-                if ra[s]["test"][key] is not None and rb[s]["test"][key] is not None]
+    # ---------------------------------------------------------------- paired statistics
+    if bv:
+        L.append(f"## Paired differences: {labels[bv + ':' + bv]} minus each row\n")
+        L.append("Test accuracy points, mean ± standard error over the seeds both have; n seeds.\n")
+        for rho in rhos:
+            excl_sets = [((), "")] + ([((0,), " (seeds ≠ 0)")] if rho == 100 else [])
+            for excl, tag in excl_sets:
+                L.append(f"rho = {rho}{tag}:\n")
+                L.append("| against | Δ Many | Δ Medium | Δ Few | Δ All | n |\n|---|---|---|---|---|---|")
+                for lab, run, row in TABLE1:
+                    if run == bv:
+                        continue
+                    cs, n = [], 0
+                    for k in SPLITS:
+                        ds = paired(d, rho, (bv, bv), (run, row), k, excl)
+                        n = len(ds)
+                        cs.append("-" if n < 2 else
+                                  f"{statistics.fmean(ds):+.1f} ± {statistics.stdev(ds) / math.sqrt(n):.1f}")
+                    L.append(f"| {lab} | " + " | ".join(cs) + f" | {n} |")
+                L.append("")
+        L.append("Learned radii minus eps = 0 (both + cRT), All: " + "; ".join(
+            f"rho = {r}: " + (fmt_v(v) if (v := verdict(paired(d, r, ("drolt-learned",) * 2,
+                                                                 ("drolt-erm",) * 2))) else "fewer than 2 seeds")
+            for r in rhos) + ".\n")
 
-    def paired(a_cfg, a_name, b_cfg, b_name, key, exclude=()):
-        ds = deltas(a_cfg, a_name, b_cfg, b_name, key, exclude)
-        return mean_std(ds), len(ds)
-
-    def cache_seeds(config):
-        get(config, "")
-        return cache[config][2]
-
-    # Summary sentences, computed from the same numbers as the tables.
-    def verdict(a_cfg, a_name, b_cfg, b_name, key):
-        ds = deltas(a_cfg, a_name, b_cfg, b_name, key)
-        if not ds:
-            return None
-        m, sd = mean_std(ds)
-        wins = sum(1 for d in ds if d > 0)
-        if len(ds) > 1 and abs(m) > 2 * sd / math.sqrt(len(ds)):
-            word = "higher" if m > 0 else "lower"
-        else:
-            word = "not distinguishable from seed noise"
-        return (f"{m:+.1f} ± {sd:.1f} points ({word}; higher in {wins} of {len(ds)} seeds)")
-
-    summary = []
-    for a_label, a_cfg, a_name, b_label, b_cfg, b_name in [
-            ("DRO-LT (learned) + cRT", "drolt-learned", "drolt-learned", "cRT", "ce", "crt"),
-            ("DRO-LT (learned) + cRT", "drolt-learned", "drolt-learned", "CE", "ce", "ce"),
-            ("DRO-LT (learned) without cRT", "drolt-learned", "drolt-learned/nocrt", "CE", "ce", "ce"),
-            ("DRO-LT (learned) + cRT", "drolt-learned", "drolt-learned", "DRO-LT (eps = 0) + cRT",
-             "drolt-erm", "drolt-erm")]:
-        v_all = verdict(a_cfg, a_name, b_cfg, b_name, "all")
-        v_few = verdict(a_cfg, a_name, b_cfg, b_name, "few")
-        v_many = verdict(a_cfg, a_name, b_cfg, b_name, "many")
-        if v_all:
-            held = []
-            for key in ("all", "few"):
-                (m, sd), n = paired(a_cfg, a_name, b_cfg, b_name, key, exclude=(0,))
-                if m is not None and n:
-                    held.append(f"{key.capitalize()} {m:+.1f} ± {sd:.1f}")
-            tail = (f" Seeds not used for tuning only ({n}): " + ", ".join(held) + ".") if held else ""
-            summary.append(f"- {a_label} against {b_label}, paired by seed: All {v_all}; "
-                           f"Few {v_few}; Many {v_many}.{tail}")
-    if summary:
-        lines.append("## Summary\n")
-        lines.append("Computed by the script from the tables below. \"Higher\" / \"lower\" means "
-                     "the mean paired difference is more than twice its standard error over the "
-                     "seeds; with 3 seeds that is a weak test. (For scale: one class's accuracy on its "
-                     "1,000 test images has a binomial standard error of about 1.4 points.)\n")
-        lines.extend(summary)
-        lines.append("")
-
-    lines.append("## DRO-LT + cRT against the baselines, paired by seed\n")
-    lines.append("Differences in test accuracy points (mean ± std over seeds). Seed 0's DRO-LT runs "
-                 "with the chosen settings are the same computation as the tuning runs that won on "
-                 "the validation split, so they carry some selection optimism; the rows marked "
-                 "\"seeds ≠ 0\" use only seeds that played no part in any choice.\n")
-    lines.append("| comparison | Δ Many | Δ Medium | Δ Few | Δ All |\n|---|---|---|---|---|")
-    for exclude, tag in [((), ""), ((0,), ", seeds ≠ 0")]:
-        for label, b_cfg, b_name in [("vs CE", "ce", "ce"), ("vs cRT", "ce", "crt")]:
-            for a_label, a_cfg, a_name in [("learned", "drolt-learned", "drolt-learned"),
-                                           ("sqrt-n", "drolt-sqrtn", "drolt-sqrtn"),
-                                           ("shared", "drolt-shared", "drolt-shared"),
-                                           ("eps = 0", "drolt-erm", "drolt-erm")]:
-                cells = []
-                n = 0
-                for key in ("many", "medium", "few", "all"):
-                    (m, s), n = paired(a_cfg, a_name, b_cfg, b_name, key, exclude)
-                    cells.append("-" if m is None else f"{m:+.1f} ± {s:.1f}")
-                if n:
-                    lines.append(f"| DRO-LT {a_label} + cRT {label} ({n} seeds{tag}) | " + " | ".join(cells) + " |")
-    lines.append("")
-
-    # The paper's numbers next to ours (spec section 9), as gains over CE.
-    paper = [("CE", 38.32, "ce", "ce"), ("cRT", 41.24, "ce", "crt"),
-             ("DRO-LT, eps = 0", 43.92, "drolt-erm", "drolt-erm"),
-             ("DRO-LT, shared", 45.66, "drolt-shared", "drolt-shared"),
-             ("DRO-LT, sqrt-n", 46.92, "drolt-sqrtn", "drolt-sqrtn"),
-             ("DRO-LT, learned", 47.31, "drolt-learned", "drolt-learned")]
-    ours = {label: mean_std([r["test"]["all"] for r in get(cfg, name)])[0]
-            for label, _, cfg, name in paper}
-    if all(v is not None for v in ours.values()):
-        lines.append("## Next to the paper\n")
-        lines.append("The paper's Table 1 (CIFAR-100-LT, rho = 100, ResNet-32; DRO-LT rows with a "
-                     "re-trained classifier) and this reproduction, as All accuracy and gain over "
-                     "CE. The data differ (10 easy classes here, 100 there), so only the pattern "
-                     "can be compared.\n")
-        lines.append("| method | paper All | paper gain over CE | here All | here gain over CE |\n"
-                     "|---|---|---|---|---|")
-        for label, pv, _, _ in paper:
-            lines.append(f"| {label} | {pv:.2f} | {pv - 38.32:+.1f} | {ours[label]:.1f} | "
-                         f"{ours[label] - ours['CE']:+.1f} |")
-        dro = [ours[l] for l, _, _, _ in paper[2:]]
-        lines.append("")
-        lines.append(f"Here the four radius policies span {max(dro) - min(dro):.1f} points "
-                     f"(paper: {47.31 - 43.92:.1f}, ordered eps = 0 < shared < sqrt-n < learned); "
-                     f"the gain of DRO-LT + cRT over cRT is {ours['DRO-LT, learned'] - ours['cRT']:+.1f} "
-                     f"points (paper: {47.31 - 41.24:+.1f}). See the summary for which of these "
-                     "differences stand out from the seed noise.\n")
-
-    # Learned radii.
-    rs = get("drolt-learned", "drolt-learned")
-    if rs:
-        summ_counts = None
-        p = sorted(glob.glob(os.path.join(a.runs, "drolt-learned", "seed*", "summary.json")))
-        if p:
-            with open(p[0]) as f:
-                summ_counts = json.load(f)["counts"]
-        lines.append("## Learned radii (mean over seeds; initial value eps0)\n")
-        lines.append("| class | training images | radius |\n|---|---|---|")
-        C = len(rs[0]["radii"])
-        for c in range(C):
-            m, s = mean_std([r["radii"][c] for r in rs])
-            n = summ_counts[c] if summ_counts else "?"
-            lines.append(f"| {c} | {n} | {m:.3f} ± {s:.3f} |")
-        lines.append("")
-
-    # Centroid modes.
-    modes = [("full refresh pass (paper)", "drolt-learned", "drolt-learned"),
-             ("previous epoch's training passes", "drolt-learned-previous", "drolt-learned"),
-             ("EMA (momentum 0.9)", "drolt-learned-ema", "drolt-learned")]
-    if any(get(c, n) for _, c, n in modes):
-        lines.append("## Centroid modes (DRO-LT learned + cRT)\n")
-        lines.append("Accuracy: the multi-seed runs. Epoch time: mean wall seconds of a DRO-LT epoch "
-                     "(training pass plus, for the full mode, the refresh pass), from the timing runs "
-                     "(4 DRO-LT epochs each, one run at a time on all cores) when present.\n")
-        lines.append("| centroid mode | Many | Medium | Few | All | DRO epoch (s) | of which centroids (s) | seeds |\n"
-                     "|---|---|---|---|---|---|---|---|")
-        for label, cfg, name in modes:
-            rs = get(cfg, name)
+    # ---------------------------------------------------------------- figures
+    figs = []
+    tmp = tempfile.mkdtemp()
+    # Fig. 2: learned radii per class.
+    series = []
+    for rho in rhos:
+        rs = d.get(rho, "drolt-learned", "drolt-learned")
+        if not rs:
+            continue
+        s0 = min(rs)
+        counts = json.load(open(os.path.join(d.run_dir(rho, s0, "drolt-learned"), "summary.json")))["counts"]
+        p = os.path.join(tmp, f"radii{rho}.dat")
+        with open(p, "w") as f:
+            for c, n in enumerate(counts):
+                m, s, _ = mean_sd([r["radii"][c] for r in rs.values() if r.get("radii")])
+                if m is not None:
+                    f.write(f"{n} {m} {s}\n")
+        series.append(f"'{p}' using 1:2:3 with yerrorlines title 'rho = {rho} ({len(rs)} seeds)'")
+    if series and gnuplot("set logscale x\nset xlabel 'training images of the class'\nset ylabel 'learned radius'\n"
+                          "plot " + ", ".join(series) + "\n", a.figures, "repro-radii.png", L):
+        figs.append(("Learned radius per class against its training count (Fig. 2)", "repro-radii.png"))
+    # Fig. 4: per-class test error head to tail at rho = 100.
+    if 100 in rhos:
+        series = []
+        for lab, run, row in [("CE", "ce", "ce"), ("cRT", "ce", "crt")] + \
+                ([(labels[bv + ":" + bv], bv, bv)] if bv else []):
+            rs = d.get(100, run, row)
             if not rs:
                 continue
-            t = split_stats(rs)
-            mode = {"drolt-learned": "full", "drolt-learned-previous": "previous",
-                    "drolt-learned-ema": "ema"}[cfg]
-            tp = os.path.join(a.runs, "timing", mode, "metrics.jsonl")
-            if os.path.exists(tp):
-                with open(tp) as f:
-                    ep, cent = phase_time([[json.loads(x) for x in f if x.strip()]], "dro")
-            else:
-                ep, cent = phase_time(cache[cfg][1], "dro")
-            ep_s = "-" if ep is None else f"{ep:.2f}"
-            cent_s = "-" if cent is None else f"{cent:.2f}"
-            lines.append(f"| {label} | {fmt(t['many'])} | {fmt(t['medium'])} | {fmt(t['few'])} | "
-                         f"**{fmt(t['all'])}** | {ep_s} | {cent_s} | {len(rs)} |")
-        lines.append("")
-
-    if a.tuning and os.path.exists(a.tuning):
-        lines.append("## Hyper-parameter selection (validation split only, seed 0)\n")
-        lines.append("Step 2 of `scripts/reproduce.sh`: lambda x temperature with learned radii, then eps0 of the "
-                     "shared and sqrt-n policies at the chosen lambda / temperature; the best validation "
-                     "All (after cRT) was kept. The test set played no part.\n")
-        with open(a.tuning) as f:
-            lines.append(f.read())
-    # Hardware / commands.
-    lines.append("## Hardware, software, wall time\n")
-    try:
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        nproc = "?"
-    lines.append(f"- CPU: {cpu_name()}, {nproc} cores available to the runs; no GPU.")
-    lines.append(f"- OS: {platform.platform()}; LibTorch: Debian libtorch 1.13 (CPU, OpenBLAS).")
-    if a.wall > 0:
-        lines.append(f"- Wall time of the last invocation of `scripts/reproduce.sh`: {a.wall / 60:.1f} min "
-                     "(the script resumes: runs that already have a summary are skipped, so after an "
-                     "interruption this covers only what was left).")
-    epoch_s, n_runs = 0.0, 0
-    for mp in glob.glob(os.path.join(a.runs, "**", "metrics.jsonl"), recursive=True):
-        if os.sep + "timing" + os.sep in mp:  # the centroid-mode timing runs use all cores
+            s0 = min(rs)
+            counts = json.load(open(os.path.join(d.run_dir(100, s0, run), "summary.json")))["counts"]
+            order = sorted(range(len(counts)), key=lambda c: -counts[c])
+            p = os.path.join(tmp, f"pc-{run}-{row.replace('/', '_')}.dat")
+            with open(p, "w") as f:
+                for i, c in enumerate(order):
+                    m, s, _ = mean_sd([100.0 - r["per_class"][c] for r in rs.values()])
+                    f.write(f"{i} {m} {s}\n")
+            series.append(f"'{p}' using 1:2:3 with yerrorlines title '{lab} ({len(rs)} seeds)'")
+        if series and gnuplot("set xlabel 'class, most to fewest training images'\nset ylabel 'test error %'\nset yrange [0:100]\n"
+                              "plot " + ", ".join(series) + "\n", a.figures, "repro-per-class-error.png", L):
+            figs.append(("Per-class test error from head to tail, rho = 100 (Fig. 4)", "repro-per-class-error.png"))
+    # Figs. 6 and 7: validation accuracy against lambda and a shared radius (tuning runs).
+    for m, axis, key, name, title in [
+            ("drolt-learned", "lambda", "--lambda", "repro-val-lambda.png", "Validation All against lambda, learned radii (Fig. 6)"),
+            ("drolt-shared", "shared radius eps0", "--eps0", "repro-val-shared.png", "Validation All against a shared radius (Fig. 7)")]:
+        tdir = os.path.join(a.data, "tune", m)
+        if not os.path.isdir(tdir):
             continue
-        with open(mp) as f:
-            secs = [json.loads(x).get("seconds", 0.0) for x in f if x.strip()]
-        epoch_s += sum(secs)
+        pts = {}
+        for sub in sorted(os.listdir(tdir)):
+            r = load_result(os.path.join(tdir, sub), m)
+            args = read(os.path.join(tdir, sub, "args.txt")).split()
+            if r is None or key not in args:
+                continue
+            t = args[args.index("--temperature") + 1]
+            pts.setdefault(t, []).append((float(args[args.index(key) + 1]), r["val"]["all"]))
+        series = []
+        for t, xs in sorted(pts.items()):
+            p = os.path.join(tmp, f"{m}-t{t}.dat")
+            with open(p, "w") as f:
+                for x, y in sorted(xs):
+                    f.write(f"{x} {y}\n")
+            series.append(f"'{p}' using 1:2 with linespoints title 'temperature {t}'")
+        if series and gnuplot(f"set xlabel '{axis}'\nset ylabel 'validation All %'\nplot " + ", ".join(series) + "\n",
+                              a.figures, name, L):
+            figs.append((title + ", seed 0, rho = 100", name))
+    # The bound's relative gap over epochs.
+    series = []
+    for rho in rhos[:1]:
+        for s in seeds[rho]:
+            mp = os.path.join(d.run_dir(rho, s, "drolt-learned"), "metrics.jsonl")
+            if not os.path.exists(mp):
+                continue
+            p = os.path.join(tmp, f"gap{rho}-{s}.dat")
+            with open(mp) as f, open(p, "w") as o:
+                for line in f:
+                    j = json.loads(line) if line.strip() else {}
+                    if j.get("bound_gap"):
+                        o.write(f"{j['epoch']} {j['bound_gap'][0]}\n")
+            series.append(f"'{p}' using 1:2 with linespoints title 'rho = {rho}, seed {s}'")
+    if series and gnuplot("set xlabel 'epoch'\nset ylabel '(upper - lower) / upper'\nplot " + ", ".join(series) + "\n",
+                          a.figures, "repro-bound-gap.png", L):
+        figs.append(("The bound's relative gap over the DRO-LT epochs, learned radii", "repro-bound-gap.png"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    L.append("## Figures\n")
+    for title, name in figs:
+        L.append(f"- {title}: ![]({figrel}/{name})")
+    L.append("- Nearest-centroid accuracy per layer (Figs. 3 / 8): [docs/layers.md](layers.md) "
+             "(`scripts/layer_analysis.sh`).\n")
+
+    # ---------------------------------------------------------------- tuning
+    L.append("## Hyper-parameter selection (validation split only, seed 0, rho = 100)\n")
+    L.append("Every method has the same budget, 6 training runs (3 values of its main hyper-parameter x 2 of a "
+             "second; DRO-LT: lambda x temperature {0.07, 1.0}); the best validation All of the named row wins. "
+             "tau of tau-norm (0, 0.1, ..., 1) and of logit adjustment (0, 0.25, ..., 2) are chosen on the "
+             "validation split inside each run, for every representation. The shared and sqrt-n variants use "
+             "the lambda chosen for learned radii. The authors' recipe and the epochs are not tuned. "
+             "The test set plays no part.\n")
+    L.append("| method | runs | values (val All %) | chosen |\n|---|---|---|---|")
+    tune = os.path.join(a.data, "tune")
+    for m in ["ce", "resample", "reweight", "focal", "ldam-drw"] + DRO_VARIANTS:
+        tdir = os.path.join(tune, m)
+        if not os.path.isdir(tdir):
+            L.append(f"| {m} | 0 / 6 | not run yet | - |")
+            continue
+        row = TUNE_ROW.get(m, m)
+        vals = []
+        for sub in sorted(os.listdir(tdir)):
+            r = load_result(os.path.join(tdir, sub), row)
+            if r is not None:
+                vals.append(f"{sub}: {r['val']['all']:.1f}")
+        ch = read(os.path.join(tdir, "chosen.txt"), "-")
+        L.append(f"| {m} (row `{row}`) | {len(vals)} / 6 | " + ", ".join(vals) + f" | {ch} |")
+    L.append("")
+
+    # ---------------------------------------------------------------- compute
+    L.append("## Compute: where each run ran, and how long\n")
+    hosts, total, n_runs = {}, 0.0, 0
+    for hp in sorted(glob.glob(os.path.join(a.data, "**", "host.jsonl"), recursive=True)):
+        rel = os.path.relpath(hp, a.data).split(os.sep)
+        if rel[0] == "rho100" and rel[1] == "seed0" and rel[2] != "official":
+            continue  # the tuning run itself, counted under tune/
         n_runs += 1
-    if n_runs:
-        lines.append(f"- Sum of the epoch times of all {n_runs} runs (tuning included; training passes "
-                     f"and centroid refreshes, evaluation excluded): {epoch_s / 3600:.1f} h of one "
-                     "thread each, 2 runs at a time. Runs made while other work shared the 2 cores "
-                     "count their slower epochs, so this overstates an idle machine's time.")
-    lines.append("")
-    lines.append("## Exact commands\n")
-    lines.append("```sh")
-    with open(a.commands) as f:
-        lines.append(f.read().rstrip())
-    lines.append("```\n")
-    if a.tuning_commands and os.path.exists(a.tuning_commands):
-        lines.append("Tuning runs (step 2 of `scripts/reproduce.sh`, seed 0, validation split):\n")
-        lines.append("```sh")
-        with open(a.tuning_commands) as f:
-            lines.append(f.read().rstrip())
-        lines.append("```\n")
+        with open(hp) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                j = json.loads(line)
+                where = j["gpu"] or j["cpu"]
+                k = (j["host"], where, j["device"], j["threads"], j["jobs"])
+                hosts.setdefault(k, [0, 0.0])
+                hosts[k][0] += 1
+                hosts[k][1] += j["wall_s"]
+                total += j["wall_s"]
+    L.append(f"{n_runs} distinct runs so far (seed 0 at rho = 100 is the tuning run), "
+             f"{total / 3600:.2f} h of summed wall time (measured). Sittings per machine:\n")
+    L.append("| host | CPU / GPU | device | threads | parallel jobs | sittings | wall h |\n|---|---|---|---|---|---|---|")
+    for (h, w, dev, th, jb), (n, s) in sorted(hosts.items()):
+        L.append(f"| {h} | {w} | {dev} | {th} | {jb} | {n} | {s / 3600:.2f} |")
+    L.append("")
+    if a.wall:
+        L.append(f"Wall time of the last invocation of `scripts/reproduce.sh`: {a.wall / 60:.1f} min (finished "
+                 "runs are skipped, so this covers only what it ran).\n")
+    L.append("On a GPU machine the same script runs with `DEVICE=cuda JOBS=1 THREADS=4 SKIP_BUILD=1 "
+             "DROLT_TRAIN=<a CUDA build of drolt_train> COMMIT=1 scripts/reproduce.sh`; its runs record the "
+             "GPU's name (nvidia-smi) in host.jsonl and appear as their own line above. Runs are resumed with "
+             "the device they started on (a checkpoint is continued bit-identically only on the same device "
+             "and thread count).\n")
+    L.append("## Commands\n")
+    L.append("Every run is `drolt_train --data DATA --depth {d} --val-per-class 100 --threads T --device D "
+             "--no-plots -q <args> --out <folder> --resume`, with <args> the run's `args.txt`:\n".format(d=a.depth))
+    L.append("```")
+    for ap_ in sorted(glob.glob(os.path.join(a.data, "**", "args.txt"), recursive=True)):
+        L.append(f"{os.path.relpath(os.path.dirname(ap_), a.data)}: {read(ap_)}")
+    L.append("```\n")
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(L) + "\n")
     print(f"wrote {a.out}")
+    return 0
 
 
 if __name__ == "__main__":
