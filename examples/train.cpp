@@ -252,8 +252,7 @@ int main(int argc, char** argv) {
     for (size_t c = 0; c < data.counts.size() && c < 20; ++c) std::cout << (c ? "," : "") << data.counts[c];
     std::cout << (data.counts.size() > 20 ? ",..." : "") << "), " << data.val_size() << " validation, "
               << data.test->size() << " test; "
-              << (cfg.imagenet_depth ? "ImageNet ResNet-" + std::to_string(cfg.imagenet_depth)
-                                     : "ResNet-" + std::to_string(cfg.depth))
+              << de::network_name(cfg)
               << (cfg.amp ? " (bf16 autocast)" : "") << ", " << threads << " thread(s), device " << cfg.device
               << "\n";
     auto rep = de::run_experiment(cfg, data, std::cout, dist);

@@ -296,6 +296,11 @@ struct TrainConfig {
   }
 };
 
+/// "ResNet-32" (CIFAR) or "ImageNet ResNet-50", for logs and tables.
+inline std::string network_name(const TrainConfig& c) {
+  return c.imagenet_depth ? "ImageNet ResNet-" + std::to_string(c.imagenet_depth) : "ResNet-" + std::to_string(c.depth);
+}
+
 /// Upper bounds of the user-given counts: far above any real run, and low
 /// enough that no sum or product of them in the trainer overflows int64.
 constexpr int64_t kMaxEpochs = 1000000;

@@ -334,6 +334,7 @@ class Run {
       ar.read("model", m);
       model_->load(m);
       model_->to(device_);
+      if (cfg_.channels_last) model_->to_channels_last();
       ar.read("optimizer", o);
       opt_->load(o);
       for (size_t i = 0; i < banks_.size(); ++i) {
@@ -413,6 +414,7 @@ class Run {
       ar.read("model", m);
       model_->load(m);
       model_->to(device_);
+      if (cfg_.channels_last) model_->to_channels_last();
       // The CE optimizer has one parameter group (the network); ours may have a
       // second one for learned radii. Load into a one-group SGD over the same
       // parameters and move the per-parameter momentum buffers across.
