@@ -8,6 +8,9 @@
 //   drolt_train --method drolt --policy sqrtn --eps0 1 --out runs/sqrtn
 //   drolt_train --method ce,drolt --classifier joint,crt,lws,tau-norm,ncm,la
 //   drolt_train --dataset cifar100 --data /path/to/cifar-100-binary --depth 32 --epochs 200
+//   drolt_train --dataset list --data /data/imagenet --train-set ImageNet_LT_train.txt
+//               --val-set ImageNet_LT_val.txt --test-set ImageNet_LT_test.txt --arch resnet50
+//               --device cuda --amp                   # (one line; see examples/README.md)
 //
 // See examples/common/protocol.hpp for the protocol and docs/results.md for results.
 #include <CLI/CLI.hpp>
@@ -29,7 +32,7 @@ int main(int argc, char** argv) {
   de::TrainConfig cfg;
   CLI::App app{"drolt_train: DRO-LT (Samuel & Chechik, ICCV 2021) example trainer on long-tailed data"};
   std::string preset, policy, eps0_text, loss, weighting, sampler, resample_sampler, reweight, schedule, centroids,
-      crt_schedule, crt_sampler;
+      crt_schedule, crt_sampler, arch;
   std::vector<std::string> methods, classifiers;
   double eps0 = 0.5;
   app.add_option("--preset", preset,
@@ -40,8 +43,23 @@ int main(int argc, char** argv) {
                  "classifier stages on every representation: " + de::enum_choices<de::ClassifierKind>() +
                      " (comma separated; default: the paper's protocol)");
   app.add_option("--policy", policy, "DRO-LT radius policy: erm, shared, sqrtn, learned");
-  app.add_option("--dataset", cfg.dataset, "fashion-mnist, cifar10, cifar100");
-  app.add_option("--data", cfg.data_dir, "data directory (IDX .gz files or CIFAR binary files)");
+  app.add_option("--dataset", cfg.dataset,
+                 "fashion-mnist, cifar10, cifar100, or your images: list (ImageNet-LT / Places-LT list files), "
+                 "folder (class-folder trees), inaturalist (iNaturalist 2018 / 2019 JSON)");
+  app.add_option("--data", cfg.data_dir,
+                 "data directory (IDX .gz files or CIFAR binary files); list, inaturalist: the root of the image paths");
+  app.add_option("--train-set", cfg.train_set, "list, folder, inaturalist: the training list file / folder / JSON");
+  app.add_option("--val-set", cfg.val_set, "list, folder, inaturalist: the validation list file / folder / JSON");
+  app.add_option("--test-set", cfg.test_set, "list, folder, inaturalist: the test list file / folder / JSON");
+  app.add_option("--loader", cfg.loader,
+                 "images: memory (decode once, keep in memory; one image size), stream (decode on loader threads "
+                 "every epoch, ImageNet transforms), auto (memory for images up to 64x64)");
+  app.add_option("--image-size", cfg.image_size, "images, stream: side of the training and evaluation crops");
+  app.add_option("--resize", cfg.resize, "images, stream: shorter side before the evaluation center crop (0: size*8/7)");
+  app.add_option("--workers", cfg.workers, "images, stream: decoding threads per loader");
+  app.add_flag("--make-longtail", cfg.make_longtail,
+               "images: draw a long-tailed subset (--profile, --rho, --n-max) and a validation split from a "
+               "balanced training set, as for the built-in sets");
   app.add_option("--profile", cfg.profile, "long-tail profile: exp or step");
   app.add_option("--rho", cfg.rho, "imbalance ratio n_max / n_min");
   app.add_option("--n-max", cfg.n_max, "training images of the largest class");
@@ -54,6 +72,11 @@ int main(int argc, char** argv) {
   app.add_option("--many-above", cfg.many_above, "Many split: classes with more training images than this");
   app.add_option("--few-below", cfg.few_below, "Few split: classes with fewer training images than this");
   app.add_option("--depth", cfg.depth, "ResNet depth 6n+2: 8, 20, 32, 44, 56, 110");
+  app.add_option("--arch", arch,
+                 "network: resnet8, resnet20, resnet32, ... (CIFAR ResNets, as --depth) or resnet10, resnet18, "
+                 "resnet34, resnet50 (torchvision's ImageNet ResNets, for 224 px images)");
+  app.add_flag("--amp", cfg.amp, "CUDA: bf16 autocast for the network (DRO-LT and the centroids stay float32)");
+  app.add_flag("--channels-last", cfg.channels_last, "CUDA: channels-last convolutions");
   app.add_option("--epochs", cfg.epochs, "representation epochs (drolt: CE warm-up + DRO-LT)");
   app.add_option("--batch-size", cfg.batch_size, "mini-batch size");
   app.add_option("--lr", cfg.lr, "SGD learning rate");
@@ -162,6 +185,25 @@ int main(int argc, char** argv) {
       }
     }
     if (given("--crt-sampler")) cfg.crt_sampler = de::parse_enum<de::SamplerKind>("--crt-sampler", crt_sampler);
+    if (given("--arch")) {
+      const std::string digits = arch.rfind("resnet", 0) == 0 ? arch.substr(6) : std::string();
+      const bool number = !digits.empty() && digits.size() <= 4 &&
+                          digits.find_first_not_of("0123456789") == std::string::npos;
+      const int64_t d = number ? std::stoll(digits) : -1;
+      if (d == 10 || d == 18 || d == 34 || d == 50) {
+        cfg.imagenet_depth = d;
+      } else if (d >= 8 && (d - 2) % 6 == 0) {
+        if (given("--depth") && cfg.depth != d) {
+          throw std::invalid_argument("--arch " + arch + " and --depth " + std::to_string(cfg.depth) +
+                                      ": expected one depth, got two");
+        }
+        cfg.depth = d;
+        cfg.imagenet_depth = 0;
+      } else {
+        throw std::invalid_argument("--arch: expected resnet10, resnet18, resnet34, resnet50 (ImageNet) or a CIFAR "
+                                    "resnet of depth 6n+2 (resnet8, resnet20, resnet32, ...), got '" + arch + "'");
+      }
+    }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
@@ -172,8 +214,13 @@ int main(int argc, char** argv) {
   if (no_flip) cfg.flip = false;
   if (no_plots) cfg.plots = false;
   if (quiet) cfg.verbose = false;
-  if (cfg.dataset != "fashion-mnist" && cfg.data_dir == de::TrainConfig().data_dir) {
+  if ((cfg.dataset == "cifar10" || cfg.dataset == "cifar100") && cfg.data_dir == de::TrainConfig().data_dir) {
     std::cerr << "drolt_train: --dataset " << cfg.dataset << " needs --data DIR (the binary CIFAR files)\n";
+    return 2;
+  }
+  if ((cfg.dataset == "list" || cfg.dataset == "inaturalist") && !app.count("--data")) {
+    std::cerr << "drolt_train: --dataset " << cfg.dataset
+              << " needs --data DIR (the root the image paths of --train-set are relative to)\n";
     return 2;
   }
 
@@ -210,11 +257,13 @@ int main(int argc, char** argv) {
   try {
     const auto t0 = std::chrono::steady_clock::now();
     de::DataBundle data = de::load_data(cfg);
-    std::cout << data.description << ": " << data.train_x.size(0) << " training images (";
+    std::cout << data.description << ": " << data.train->size() << " training images (";
     for (size_t c = 0; c < data.counts.size() && c < 20; ++c) std::cout << (c ? "," : "") << data.counts[c];
-    std::cout << (data.counts.size() > 20 ? ",..." : "") << "), " << (data.val_x.defined() ? data.val_x.size(0) : 0)
-              << " validation, " << data.test_x.size(0) << " test; ResNet-" << cfg.depth << ", " << threads
-              << " thread(s), device " << cfg.device << "\n";
+    std::cout << (data.counts.size() > 20 ? ",..." : "") << "), " << data.val_size() << " validation, "
+              << data.test->size() << " test; "
+              << de::network_name(cfg)
+              << (cfg.amp ? " (bf16 autocast)" : "") << ", " << threads << " thread(s), device " << cfg.device
+              << "\n";
     auto rep = de::run_experiment(cfg, data, std::cout, dist);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (rep.interrupted) {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -723,3 +724,248 @@ TEST_CASE("trainer: layer analysis, balanced subset of the same size, the bound'
   CHECK(torch::bincount(bal.train_y).eq(26).all().item<bool>());
   CHECK(data.split_counts == data.counts);
 }
+
+#ifdef DROLT_HAS_IMAGES
+#include <drolt/data/image_codec.hpp>
+
+namespace {
+
+/// Writes an IDX file (big-endian header: magic, then the sizes) of uint8 data.
+void write_idx(const std::string& path, uint32_t magic, const std::vector<uint32_t>& dims, const torch::Tensor& data) {
+  std::vector<uint8_t> bytes;
+  auto put = [&](uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<uint8_t>(v >> s));
+  };
+  put(magic);
+  for (uint32_t d : dims) put(d);
+  auto c = data.contiguous();
+  bytes.insert(bytes.end(), c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
+  drolt::data::write_file_bytes(path, bytes);
+}
+
+/// A Fashion-MNIST-like set, generated: 10 classes of 12x12 gray images (a fixed
+/// pattern per class plus noise), class by class; per_class images of each.
+void fake_split(int64_t per_class, uint64_t seed, torch::Tensor& images, torch::Tensor& labels) {
+  torch::manual_seed(77);
+  auto templates = torch::upsample_nearest2d(torch::rand({10, 1, 6, 6}), {12, 12});
+  torch::manual_seed(seed);
+  labels = torch::arange(10, torch::kLong).repeat_interleave(per_class);
+  auto x = (templates.index_select(0, labels) + 0.4 * torch::randn({10 * per_class, 1, 12, 12})).clamp(0, 1);
+  images = x.mul(255).round().to(torch::kUInt8).squeeze(1);  // [N, 12, 12]
+}
+
+/// The same images as IDX files (idx/), as PNG files in class folders
+/// (folder/train/classK/NNNNN.png, folder/test/...) and as list files
+/// (train.txt, test.txt: "train/classK/NNNNN.png K", relative to folder/).
+void write_fake_fashion(const std::string& root) {
+  std::system(("mkdir -p '" + root + "/idx' '" + root + "/folder'").c_str());
+  for (const char* split : {"train", "test"}) {
+    const bool train = std::string(split) == "train";
+    torch::Tensor x, y;
+    fake_split(train ? 26 : 8, train ? 1 : 2, x, y);
+    const std::string prefix = train ? "train" : "t10k";
+    const auto n = static_cast<uint32_t>(x.size(0));
+    write_idx(root + "/idx/" + prefix + "-images-idx3-ubyte", 0x803, {n, 12, 12}, x);
+    write_idx(root + "/idx/" + prefix + "-labels-idx1-ubyte", 0x801, {n}, y.to(torch::kUInt8));
+    std::ofstream list(root + "/folder/" + split + ".txt");
+    for (int64_t c = 0; c < 10; ++c) {
+      std::system(("mkdir -p '" + root + "/folder/" + split + "/class" + std::to_string(c) + "'").c_str());
+    }
+    for (int64_t i = 0; i < x.size(0); ++i) {
+      const int64_t c = y[i].item<int64_t>();
+      char name[64];
+      std::snprintf(name, sizeof(name), "%s/class%lld/%05lld.png", split, static_cast<long long>(c),
+                    static_cast<long long>(i));
+      drolt::data::write_file_bytes(root + "/folder/" + name, drolt::data::encode_png(x[i]));
+      list << name << " " << c << "\n";
+    }
+  }
+}
+
+de::TrainConfig fake_fashion_config(const std::string& out) {
+  auto c = tiny_config(out);
+  c.n_max = 20;
+  c.rho = 10;
+  c.val_per_class = 5;
+  c.many_above = 10;
+  c.few_below = 4;
+  c.methods = {de::Method::drolt};
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("trainer: PNG list files and class folders train bit for bit as the IDX files", "[trainer][images]") {
+  const std::string root = tmpdir("fake-fashion");
+  write_fake_fashion(root);
+  auto idx = fake_fashion_config(tmpdir("fake-idx"));
+  idx.dataset = "fashion-mnist";
+  idx.data_dir = root + "/idx";
+  auto list = fake_fashion_config(tmpdir("fake-list"));
+  list.dataset = "list";
+  list.data_dir = root + "/folder";
+  list.train_set = root + "/folder/train.txt";
+  list.test_set = root + "/folder/test.txt";
+  list.make_longtail = true;
+  auto folder = fake_fashion_config(tmpdir("fake-folder"));
+  folder.dataset = "folder";
+  folder.train_set = root + "/folder/train";
+  folder.test_set = root + "/folder/test";
+  folder.make_longtail = true;
+  for (auto* c : {&idx, &list, &folder}) de::validate(*c);
+
+  const auto a = de::load_data(idx);
+  for (auto* c : {&list, &folder}) {
+    INFO(c->dataset);
+    const auto b = de::load_data(*c);
+    // The same long-tailed subset, validation split and test set, to the bit.
+    REQUIRE(b.counts == a.counts);
+    REQUIRE_FALSE(b.train->streaming());
+    REQUIRE(b.channels == 1);
+    REQUIRE(torch::equal(b.train_x, a.train_x));
+    REQUIRE(torch::equal(b.train_y, a.train_y));
+    REQUIRE(torch::equal(b.val_x, a.val_x));
+    REQUIRE(torch::equal(b.test_x, a.test_x));
+    REQUIRE(torch::equal(b.test_y, a.test_y));
+  }
+  REQUIRE(a.counts.front() == 20);
+  REQUIRE(a.counts.back() == 2);
+
+  // The same training: DRO-LT (CE warm-up, DRO-LT, cRT), same weights and metrics.
+  const auto spec = dro_spec(idx);
+  const auto b = de::load_data(list);
+  for (auto* c : {&idx, &list}) de::make_dirs(c->out_dir);
+  // One after the other: a Run seeds torch's generator when constructed.
+  std::ostringstream log;
+  auto pa = std::make_unique<de::Run>(idx, a, spec, de::DistContext());
+  const auto res_a = pa->run(log);
+  auto pb = std::make_unique<de::Run>(list, b, spec, de::DistContext());
+  const auto res_b = pb->run(log);
+  de::Run& ra = *pa;
+  de::Run& rb = *pb;
+  require_identical(*ra.model(), *rb.model());
+  REQUIRE(torch::equal(ra.loss()->radii(), rb.loss()->radii()));
+  REQUIRE(res_a.size() == res_b.size());
+  REQUIRE_FALSE(res_a.empty());
+  for (size_t i = 0; i < res_a.size(); ++i) {
+    CHECK(res_a[i].test.all == res_b[i].test.all);
+    CHECK(res_a[i].test.few == res_b[i].test.few);
+    CHECK(res_a[i].per_class == res_b[i].per_class);
+    CHECK(same_number(res_a[i].ece, res_b[i].ece));
+  }
+  for (size_t e = 0; e < ra.history().size(); ++e) CHECK(ra.history()[e].loss == rb.history()[e].loss);
+}
+
+TEST_CASE("trainer: a streamed JPEG class-folder set trains end to end, ImageNet ResNet-10", "[trainer][images]") {
+  const std::string root = tmpdir("jpeg-set");
+  torch::manual_seed(5);
+  const int64_t C = 3;
+  for (const char* split : {"train", "val", "test"}) {
+    const int64_t per_class = std::string(split) == "train" ? 8 : 3;
+    for (int64_t c = 0; c < C; ++c) {
+      const std::string dir = root + "/" + split + "/c" + std::to_string(c);
+      std::system(("mkdir -p '" + dir + "'").c_str());
+      for (int64_t i = 0; i < per_class; ++i) {
+        // Sizes differ (the streaming loader resizes); class c is brightest in channel c.
+        const int64_t h = 66 + 4 * i, w = 80 - 2 * i;
+        auto img = torch::rand({h, w, 3}) * 0.5;
+        img.select(2, c).add_(0.5);
+        auto u8 = img.mul(255).clamp(0, 255).to(torch::kUInt8);
+        drolt::data::write_file_bytes(dir + "/" + std::to_string(i) + ".jpg", drolt::data::encode_jpeg(u8, 90));
+      }
+    }
+  }
+  auto c = tiny_config(tmpdir("jpeg-run"));
+  c.dataset = "folder";
+  c.train_set = root + "/train";
+  c.val_set = root + "/val";
+  c.test_set = root + "/test";
+  c.loader = "auto";  // over 64 px: streamed
+  c.image_size = 32;
+  c.workers = 2;
+  c.imagenet_depth = 10;
+  c.batch_size = 8;
+  c.epochs = 2;
+  c.dro_start = 1;
+  c.crt_epochs = 1;
+  c.many_above = 5;
+  c.few_below = 2;
+  c.methods = {de::Method::drolt};
+  de::validate(c);
+  const auto data = de::load_data(c);
+  REQUIRE(data.train->streaming());
+  REQUIRE(data.counts == std::vector<int64_t>({8, 8, 8}));
+  REQUIRE(data.val_size() == 9);
+  REQUIRE(data.class_names == std::vector<std::string>({"c0", "c1", "c2"}));
+  de::make_dirs(c.out_dir);
+  de::Run run(c, data, dro_spec(c), de::DistContext());
+  std::ostringstream log;
+  const auto res = run.run(log);
+  REQUIRE(res.size() == 2);  // DRO-LT + cRT, DRO-LT's joint classifier
+  for (const auto& r : res) {
+    CHECK(r.test.all >= 0);
+    CHECK(r.test.all <= 100);
+    CHECK(r.per_class.size() == 3);
+  }
+  REQUIRE(run.history().size() == 3);
+  for (const auto& h : run.history()) CHECK(std::isfinite(h.loss));
+  CHECK(run.history()[1].dro > 0);
+  CHECK(run.model()->feature_dim() == 512);
+  // A second pass of the same epoch gives the same images: the loader's draws
+  // depend on (seed, epoch, position) only.
+  std::vector<torch::Tensor> batches = {torch::arange(0, 5, torch::kLong), torch::arange(5, 24, torch::kLong)};
+  data.train->begin(batches, true, 7);
+  auto x1 = torch::cat({data.train->next(batches[0]), data.train->next(batches[1])});
+  data.train->begin({torch::arange(0, 24, torch::kLong)}, true, 7);
+  auto x2 = data.train->next(torch::arange(0, 24, torch::kLong));
+  CHECK(x1.sizes() == torch::IntArrayRef({24, 3, 32, 32}));
+  CHECK(torch::equal(x1, x2));
+}
+
+TEST_CASE("trainer: image data, --arch and --amp flag combinations are refused with the reason", "[trainer][images]") {
+  auto c = tiny_config(tmpdir("image-bad"));
+  auto msg = [&](auto edit) {
+    auto d = c;
+    edit(d);
+    try {
+      de::validate(d);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK_THAT(msg([](de::TrainConfig& d) { d.amp = true; }), Catch::Contains("--amp: expected --device cuda"));
+  CHECK_THAT(msg([](de::TrainConfig& d) { d.channels_last = true; }), Catch::Contains("--channels-last"));
+  CHECK_THAT(msg([](de::TrainConfig& d) {
+               d.imagenet_depth = 50;
+               d.dro_layers = {2, 3};
+             }),
+             Catch::Contains("layer 3 (the penultimate features) only"));
+  CHECK_THAT(msg([](de::TrainConfig& d) { d.imagenet_depth = 42; }), Catch::Contains("--arch: expected resnet10"));
+  CHECK_THAT(msg([](de::TrainConfig& d) { d.dataset = "list"; }), Catch::Contains("expected --train-set (a list file)"));
+  CHECK_THAT(msg([](de::TrainConfig& d) { d.train_set = "x.txt"; }),
+             Catch::Contains("expected --dataset list, folder or inaturalist, got --dataset synthetic"));
+  CHECK_THAT(msg([](de::TrainConfig& d) {
+               d.dataset = "folder";
+               d.train_set = d.test_set = "/tmp";
+               d.loader = "disk";
+             }),
+             Catch::Contains("--loader: expected auto, memory or stream, got 'disk'"));
+  CHECK_THAT(msg([](de::TrainConfig& d) {
+               d.dataset = "folder";
+               d.train_set = d.test_set = "/tmp";
+               d.classifiers = {de::ClassifierKind::tau_norm};
+             }),
+             Catch::Contains("give --val-set"));
+  // A folder of images of different sizes cannot be held in memory.
+  const std::string root = tmpdir("mixed-sizes");
+  std::system(("mkdir -p '" + root + "/a' '" + root + "/b'").c_str());
+  drolt::data::write_file_bytes(root + "/a/1.png", drolt::data::encode_png(torch::zeros({8, 8}, torch::kUInt8)));
+  drolt::data::write_file_bytes(root + "/b/1.png", drolt::data::encode_png(torch::zeros({9, 8}, torch::kUInt8)));
+  auto d = c;
+  d.dataset = "folder";
+  d.train_set = d.test_set = root;
+  d.loader = "memory";
+  CHECK_THROWS_WITH(de::load_data(d), Catch::Contains("--loader memory needs images of one size"));
+}
+#endif  // DROLT_HAS_IMAGES

@@ -17,7 +17,9 @@
 #include <cstdint>
 #include <memory>
 
+#include "amp.hpp"
 #include "config.hpp"
+#include "data.hpp"
 #include "multiprocess.hpp"
 #include "resnet.hpp"
 
@@ -26,12 +28,13 @@ namespace drolt_examples {
 /// What a refresh needs: the model, the training set and the bank it fills.
 struct CentroidSource {
   ResNet model;
-  torch::Tensor train_x, train_y;
+  std::shared_ptr<DataSplit> train;  // the training images, read without augmentation
   drolt::CentroidBank bank;
   torch::Device device;
   const DistContext* dist;
   int64_t first_dro_epoch;
   int64_t layer = 3;  // the ResNet layer whose pooled features the bank holds
+  Precision precision{};
 };
 
 class CentroidRefresh {
@@ -61,11 +64,18 @@ class FullRefresh : public CentroidRefresh {
     const int64_t B = 512;
     // This process's rows (all of them with one process); with several,
     // finalize() adds up every rank's sums and counts.
-    auto rows = s_.dist->rows(s_.train_x.size(0));
-    for (int64_t i = 0; i < rows.size(0); i += B) {
-      auto idx = rows.narrow(0, i, std::min(B, rows.size(0) - i));
-      s_.bank->accumulate(s_.model->layer_features(s_.train_x.index_select(0, idx).to(s_.device), s_.layer),
-                          s_.train_y.index_select(0, idx).to(s_.device));
+    auto rows = s_.dist->rows(s_.train->size());
+    std::vector<torch::Tensor> batches;
+    for (int64_t i = 0; i < rows.size(0); i += B) batches.push_back(rows.narrow(0, i, std::min(B, rows.size(0) - i)));
+    s_.train->begin(batches, /*augment=*/false, e);
+    for (const auto& idx : batches) {
+      auto x = s_.precision.input(s_.train->next(idx), s_.device);
+      torch::Tensor f;
+      {
+        AutocastGuard amp(s_.precision.amp);
+        f = s_.model->layer_features(x, s_.layer);
+      }
+      s_.bank->accumulate(Precision::float32(f), s_.train->targets().index_select(0, idx).to(s_.device));
     }
     s_.dist->finalize(s_.bank);
     s_.model->train();

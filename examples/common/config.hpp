@@ -163,9 +163,27 @@ struct TrainConfig {
   std::vector<ClassifierKind> classifiers;
 
   // ------------------------------------------------------------------ data
-  /// fashion-mnist (IDX files), cifar10, cifar100 (binary version), synthetic (tests).
+  /// fashion-mnist (IDX files), cifar10, cifar100 (binary version), synthetic
+  /// (tests), or a user's images: list (ImageNet-LT / Places-LT list files),
+  /// folder (class-folder trees), inaturalist (iNaturalist 2018 / 2019 JSON).
   std::string dataset = "fashion-mnist";
+  /// The built-in sets' files; for list and inaturalist the root that relative
+  /// image paths start from.
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  /// Image data sets: each split's list file, JSON or class-folder tree (val optional).
+  std::string train_set, val_set, test_set;
+  /// Image data sets: memory (decode every image once, keep them as tensors;
+  /// images of one size, small sets), stream (decode on loader threads every
+  /// epoch, torchvision's ImageNet transforms), auto (memory when the first
+  /// training image is at most 64 x 64 pixels).
+  std::string loader = "auto";
+  int64_t image_size = 224;  // stream: side of the training / evaluation crops
+  int64_t resize = 0;        // stream: shorter side before the evaluation center crop; 0 = image_size * 8 / 7
+  int64_t workers = 4;       // stream: decoding threads per loader
+  /// Image data sets: draw a long-tailed subset (--profile, --rho, --n-max) and
+  /// the validation split (--val-per-class) from a balanced training set, as for
+  /// the built-in sets; without it the training set is used as listed.
+  bool make_longtail = false;
   std::string profile = "exp";  // exp | step
   double rho = 100.0;           // imbalance ratio n_max / n_min
   int64_t n_max = 500;          // images of the largest class
@@ -186,6 +204,10 @@ struct TrainConfig {
 
   // ------------------------------------------------------------------ model
   int64_t depth = 32;  // ResNet-(6n+2)
+  /// 0: the CIFAR ResNet of `depth`; 10, 18, 34, 50: torchvision's ImageNet ResNet (--arch resnet50).
+  int64_t imagenet_depth = 0;
+  bool amp = false;            // CUDA: bf16 autocast for the network (loss and centroids in float32)
+  bool channels_last = false;  // CUDA: channels-last convolution weights and inputs
 
   // ------------------------------------------------------------------ optimisation
   int64_t epochs = 60;  // epochs of representation learning (CE warm-up + DRO-LT for drolt)
@@ -271,6 +293,10 @@ struct TrainConfig {
   /// been checkpointed; -1 = never. For testing --resume.
   int64_t stop_after = -1;
 
+  bool image_data() const { return dataset == "list" || dataset == "folder" || dataset == "inaturalist"; }
+  /// "resnet32" (CIFAR, --depth) or "resnet50" (ImageNet layout), as --arch names them.
+  std::string arch_name() const { return "resnet" + std::to_string(imagenet_depth ? imagenet_depth : depth); }
+
   int64_t dro_start_epoch() const { return dro_start < 0 ? epochs / 2 : dro_start; }
   /// w_l of every --dro-layers entry (1 / L each unless given).
   std::vector<double> dro_weights() const {
@@ -285,6 +311,11 @@ struct TrainConfig {
     return false;
   }
 };
+
+/// "ResNet-32" (CIFAR) or "ImageNet ResNet-50", for logs and tables.
+inline std::string network_name(const TrainConfig& c) {
+  return c.imagenet_depth ? "ImageNet ResNet-" + std::to_string(c.imagenet_depth) : "ResNet-" + std::to_string(c.depth);
+}
 
 /// Upper bounds of the user-given counts: far above any real run, and low
 /// enough that no sum or product of them in the trainer overflows int64.
@@ -332,8 +363,61 @@ inline void validate(const TrainConfig& c) {
 
   if (c.methods.empty()) bad("--method: expected at least one of " + enum_choices<Method>());
   if (c.dataset != "fashion-mnist" && c.dataset != "cifar10" && c.dataset != "cifar100" &&
-      c.dataset != "synthetic") {
-    bad("--dataset: expected fashion-mnist, cifar10 or cifar100, got '" + c.dataset + "'");
+      c.dataset != "synthetic" && !c.image_data()) {
+    bad("--dataset: expected fashion-mnist, cifar10, cifar100, list, folder or inaturalist, got '" + c.dataset + "'");
+  }
+  if (c.image_data()) {
+#ifndef DROLT_HAS_IMAGES
+    bad("--dataset " + c.dataset +
+        ": this drolt_train was built without drolt::images (needs TurboJPEG, libpng, nlohmann_json)");
+#endif
+    const char* what = c.dataset == "folder" ? "a class-folder tree" : c.dataset == "list" ? "a list file" : "a JSON file";
+    if (c.train_set.empty()) bad("--dataset " + c.dataset + ": expected --train-set (" + what + "), got none");
+    if (c.test_set.empty()) bad("--dataset " + c.dataset + ": expected --test-set (" + what + "), got none");
+    if (c.loader != "auto" && c.loader != "memory" && c.loader != "stream") {
+      bad("--loader: expected auto, memory or stream, got '" + c.loader + "'");
+    }
+    if (c.image_size < 8 || c.image_size > 1024) {
+      bad("--image-size: expected a side in [8, 1024] pixels, got " + std::to_string(c.image_size));
+    }
+    if (c.resize != 0 && (c.resize < c.image_size || c.resize > 4096)) {
+      bad("--resize: expected 0 (image size * 8 / 7) or a side in [--image-size, 4096], got " +
+          std::to_string(c.resize));
+    }
+    if (c.workers < 1 || c.workers > 256) bad("--workers: expected 1 to 256 threads, got " + std::to_string(c.workers));
+  } else {
+    if (!c.train_set.empty() || !c.val_set.empty() || !c.test_set.empty()) {
+      bad("--train-set / --val-set / --test-set: expected --dataset list, folder or inaturalist, got --dataset " +
+          c.dataset + " (its files come from --data)");
+    }
+    if (c.loader != "auto") bad("--loader " + c.loader + ": expected --dataset list, folder or inaturalist, got " + c.dataset);
+    if (c.make_longtail) {
+      bad("--make-longtail: the built-in sets always get a long-tailed subset; expected --dataset list, folder or "
+          "inaturalist, got " + c.dataset);
+    }
+  }
+  if (c.imagenet_depth != 0 && c.imagenet_depth != 10 && c.imagenet_depth != 18 && c.imagenet_depth != 34 &&
+      c.imagenet_depth != 50) {
+    bad("--arch: expected resnet10, resnet18, resnet34, resnet50 or a CIFAR resnet(6n+2), got resnet" +
+        std::to_string(c.imagenet_depth));
+  }
+  if (c.imagenet_depth != 0 && c.dro_layers != std::vector<int64_t>{3}) {
+    bad("--dro-layers: the ImageNet ResNets (--arch resnet" + std::to_string(c.imagenet_depth) +
+        ") support DRO-LT at layer 3 (the penultimate features) only");
+  }
+  if (c.balanced_subset && c.image_data()) {
+    bad("--balanced-subset: expected a built-in data set (fashion-mnist, cifar10, cifar100), got --dataset " +
+        c.dataset);
+  }
+  if (c.imagenet_depth != 0 && c.layer_analysis) {
+    bad("--layer-analysis: expected a CIFAR ResNet (--depth); the ImageNet ResNets (--arch resnet" +
+        std::to_string(c.imagenet_depth) + ") expose the penultimate features only");
+  }
+  if (c.amp && c.device != "cuda") {
+    bad("--amp: expected --device cuda (bf16 autocast on the GPU), got --device " + c.device);
+  }
+  if (c.channels_last && c.device != "cuda") {
+    bad("--channels-last: expected --device cuda (it only speeds up cuDNN convolutions), got --device " + c.device);
   }
   if (c.profile != "exp" && c.profile != "step") bad("--profile: expected exp or step, got '" + c.profile + "'");
   if (!(c.rho >= 1.0) || !std::isfinite(c.rho)) bad("--rho: expected an imbalance ratio >= 1, got " + num(c.rho));
@@ -412,9 +496,13 @@ inline void validate(const TrainConfig& c) {
   if (trained_stage && c.crt_epochs == 0) {
     bad("--crt-epochs: crt, lws (and drolt's default protocol) train a classifier; expected at least 1 epoch, got 0");
   }
-  if (needs_val && c.val_per_class == 0) {
+  if (needs_val && c.val_per_class == 0 && !(c.image_data() && !c.val_set.empty())) {
     bad("--classifier: tau-norm and la choose tau on the validation split; give --val-per-class > 0 or "
         "--tau-norm-tau / --la-tau");
+  }
+  if (needs_val && c.image_data() && c.val_set.empty() && !c.make_longtail) {
+    bad("--classifier: tau-norm and la choose tau on the validation split; give --val-set (or --make-longtail "
+        "with --val-per-class > 0) or --tau-norm-tau / --la-tau");
   }
   if (!(c.crt_lr > 0)) bad("--crt-lr: expected a positive learning rate, got " + num(c.crt_lr));
   if (c.tau_norm_tau > 1 || !std::isfinite(c.tau_norm_tau)) {

@@ -1,7 +1,9 @@
 // Data for the example trainer: a long-tailed training subset, a balanced
-// validation split drawn from the images the subset left out, and the official
-// (balanced) test set, all held as in-memory float tensors (the long-tailed
-// training sets here are small: 1,230 images for Fashion-MNIST-LT).
+// validation split drawn from the images the subset left out (or a given
+// validation set), and the test set. Every split is a DataSplit: its labels in
+// memory, its images either in memory as float tensors (the built-in sets, and
+// small image sets: 1,230 images for Fashion-MNIST-LT) or decoded on loader
+// threads on every pass (image_data.hpp: ImageNet-LT, iNaturalist).
 #pragma once
 
 #include <drolt/data/cifar.hpp>
@@ -11,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
@@ -19,7 +22,52 @@
 
 namespace drolt_examples {
 
+/// One split as the trainer reads it. A pass is announced with begin() (its
+/// batches, in order) and its images are then taken batch by batch with next().
+class DataSplit {
+ public:
+  virtual ~DataSplit() = default;
+  int64_t size() const { return targets_.size(0); }
+  /// Labels, int64 [N], on the CPU.
+  const torch::Tensor& targets() const { return targets_; }
+  /// Whether the images are decoded (and augmented, see begin) by a loader;
+  /// false: in memory, and the trainer augments batches itself.
+  virtual bool streaming() const = 0;
+  /// Begins a pass over `batches` (row indices, in this order); streaming:
+  /// `augment` picks the training transform, whose draws depend on (seed, epoch, position).
+  virtual void begin(const std::vector<torch::Tensor>& batches, bool augment, int64_t epoch) = 0;
+  /// The images [n, C, H, W] of the next batch of the pass, which must be `idx`.
+  virtual torch::Tensor next(const torch::Tensor& idx) = 0;
+
+ protected:
+  torch::Tensor targets_;
+};
+
+/// Images held in memory as one float tensor.
+class TensorSplit : public DataSplit {
+ public:
+  TensorSplit(torch::Tensor images, torch::Tensor targets) : images_(std::move(images)) {
+    targets_ = std::move(targets);
+  }
+  bool streaming() const override { return false; }
+  void begin(const std::vector<torch::Tensor>&, bool, int64_t) override {}
+  torch::Tensor next(const torch::Tensor& idx) override { return images_.index_select(0, idx); }
+
+ private:
+  torch::Tensor images_;
+};
+
+/// 0 .. n-1 in consecutive batches of `b` (the evaluation passes).
+inline std::vector<torch::Tensor> sequential_batches(int64_t n, int64_t b) {
+  std::vector<torch::Tensor> out;
+  for (int64_t s = 0; s < n; s += b) out.push_back(torch::arange(s, std::min(n, s + b), torch::kLong));
+  return out;
+}
+
 struct DataBundle {
+  // The splits as the trainer reads them (val: null when there is none).
+  std::shared_ptr<DataSplit> train, val, test;
+  // In-memory data: the images as tensors (undefined when streaming); labels always.
   torch::Tensor train_x, train_y;  // long-tailed training subset, normalised, [N, C, H, W] / [N]
   torch::Tensor val_x, val_y;      // balanced validation split (left-out training images)
   torch::Tensor test_x, test_y;    // official test set
@@ -29,6 +77,8 @@ struct DataBundle {
   std::vector<int64_t> split_counts;
   int64_t num_classes = 0;
   int64_t channels = 0;
+  int64_t height = 0;  // side of the images the network sees
+  int64_t val_size() const { return val ? val->size() : 0; }
   std::vector<std::string> class_names;
   std::string description;
 };
@@ -66,6 +116,14 @@ inline void normalise(DataBundle& d) {
   d.test_x = (d.test_x - mean) / std;
 }
 
+/// The in-memory tensors of `d` as its splits.
+inline void tensor_splits(DataBundle& d) {
+  d.height = d.train_x.size(2);
+  d.train = std::make_shared<TensorSplit>(d.train_x, d.train_y);
+  d.test = std::make_shared<TensorSplit>(d.test_x, d.test_y);
+  d.val = d.val_x.defined() ? std::make_shared<TensorSplit>(d.val_x, d.val_y) : nullptr;
+}
+
 /// Long-tailed subset + validation split of a balanced training set, plus the test set.
 inline DataBundle assemble(const TrainConfig& cfg, const torch::Tensor& train_images,
                            const torch::Tensor& train_targets, const torch::Tensor& test_images,
@@ -100,6 +158,7 @@ inline DataBundle assemble(const TrainConfig& cfg, const torch::Tensor& train_im
   }
   normalise(d);
   d.class_names = class_names_for(cfg.dataset, C);
+  tensor_splits(d);
   return d;
 }
 
@@ -115,9 +174,23 @@ inline void synthetic_split(int64_t C, int64_t per_class, int64_t size, uint64_t
 
 }  // namespace detail
 
-/// Loads the data set `cfg.dataset` from `cfg.data_dir`. Throws std::runtime_error
-/// with a readable message when the directory or files are missing.
+}  // namespace drolt_examples
+
+#include "image_data.hpp"  // a user's images (needs DataSplit, DataBundle, detail::normalise)
+
+namespace drolt_examples {
+
+/// Loads the data set `cfg.dataset` from `cfg.data_dir` (or a user's images,
+/// image_data.hpp). Throws std::runtime_error with a readable message when the
+/// directory or files are missing.
 inline DataBundle load_data(const TrainConfig& cfg) {
+  if (cfg.image_data()) {
+#ifdef DROLT_HAS_IMAGES
+    return load_image_data(cfg);
+#else
+    throw std::runtime_error("--dataset " + cfg.dataset + ": this drolt_train was built without drolt::images");
+#endif
+  }
   if (cfg.dataset == "synthetic") {
     const int64_t C = cfg.synthetic_classes, S = cfg.synthetic_size;
     torch::manual_seed(static_cast<uint64_t>(cfg.data_seed) + 12345);

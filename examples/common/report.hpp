@@ -208,7 +208,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   thresholds.many_above = cfg.many_above;
   thresholds.few_below = cfg.few_below;
   const std::string table = format_table(all, data.split_counts, thresholds);
-  log << "\n" << data.description << ", ResNet-" << cfg.depth << ", " << cfg.epochs << " epochs"
+  log << "\n" << data.description << ", " << network_name(cfg) << ", " << cfg.epochs << " epochs"
       << " + " << cfg.crt_epochs << " epochs per trained classifier stage"
       << ", seed " << cfg.seed << "\n"
       << table;
@@ -226,7 +226,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   const std::string dir = cfg.out_dir;
   {
     std::ofstream f(dir + "/table.md");
-    f << data.description << ", ResNet-" << cfg.depth << ", seed " << cfg.seed << "\n\n" << table;
+    f << data.description << ", " << network_name(cfg) << ", seed " << cfg.seed << "\n\n" << table;
     rep.files.push_back(dir + "/table.md");
   }
   {
@@ -235,6 +235,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     j["counts"] = data.counts;
     j["class_names"] = data.class_names;
     j["depth"] = cfg.depth;
+    if (cfg.imagenet_depth) j["arch"] = cfg.arch_name();
     j["seed"] = cfg.seed;
     j["epochs"] = cfg.epochs;
     j["crt_epochs"] = cfg.crt_epochs;

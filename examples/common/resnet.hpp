@@ -14,6 +14,10 @@
 //   drolt_examples::ResNet net(drolt_examples::ResNetOptions(32, 1, 10));
 //   auto out = net->forward(x);     // out.features [B, 64], out.logits [B, 10]
 //
+// With imagenet_depth(10, 18, 34 or 50) the same class holds a torchvision-
+// layout ResNet (resnet_imagenet.hpp, 224 px input, 2048-d features for 50)
+// instead, so the trainer drives both families through one interface.
+//
 // Header-only; needs only LibTorch.
 #pragma once
 
@@ -24,6 +28,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "resnet_imagenet.hpp"
 
 namespace drolt_examples {
 
@@ -49,6 +55,10 @@ struct ResNetOptions {
   /// 0: a linear classifier. s > 0: a cosine classifier (LDAM, Cao et al. 2019),
   /// logits s * cos(z, w_c) from normalised features and weights, no bias.
   TORCH_ARG(double, cosine_scale) = 0.0;
+  /// 0: the CIFAR ResNet of `depth`. 10, 18, 34 or 50: torchvision's ImageNet
+  /// ResNet of that depth instead (`depth`, base_width and shortcut unused;
+  /// no stage_features).
+  TORCH_ARG(int64_t, imagenet_depth) = 0;
 };
 
 /// What forward() returns.
@@ -114,6 +124,10 @@ TORCH_MODULE(BasicBlock);
 class ResNetImpl : public torch::nn::Module {
  public:
   explicit ResNetImpl(const ResNetOptions& options) : options_(options) {
+    if (options.imagenet_depth() != 0) {
+      build_imagenet();
+      return;
+    }
     const int64_t d = options.depth();
     if (d < 8 || (d - 2) % 6 != 0) {
       throw std::invalid_argument("ResNet depth must be 6n + 2 with n >= 1 (8, 20, 32, 44, 56, 110), got " +
@@ -157,6 +171,7 @@ class ResNetImpl : public torch::nn::Module {
 
   /// Penultimate features only, [B, feature_dim()].
   torch::Tensor features(const torch::Tensor& x) {
+    if (imagenet_) return imagenet_->features(x);
     auto h = torch::relu(bn1_->forward(conv1_->forward(x)));
     for (auto& st : stages_) h = st->forward(h);
     return h.mean({2, 3});
@@ -166,13 +181,17 @@ class ResNetImpl : public torch::nn::Module {
   /// penultimate representation; the paper's layers 0, 10, 20, 30 of ResNet-32).
   torch::Tensor layer_features(const torch::Tensor& x, int64_t layer) {
     if (layer == 3) return features(x);
+    if (imagenet_) throw std::invalid_argument("ImageNet ResNet: only layer 3 (the penultimate features) is pooled");
     auto h = torch::relu(bn1_->forward(conv1_->forward(x)));
     for (int64_t s = 0; s < layer; ++s) h = stages_[static_cast<size_t>(s)]->forward(h);
     return h.mean({2, 3});
   }
 
   /// Channels of layer `layer` (see layer_features).
-  int64_t layer_dim(int64_t layer) const { return layer == 0 ? options_.base_width() : options_.base_width() << (layer - 1); }
+  int64_t layer_dim(int64_t layer) const {
+    if (layer == 3) return feature_dim_;
+    return layer == 0 ? options_.base_width() : options_.base_width() << (layer - 1);
+  }
 
   /// Classifier on top of features.
   torch::Tensor classify(const torch::Tensor& features) {
@@ -192,6 +211,11 @@ class ResNetImpl : public torch::nn::Module {
 
   ResNetOutput forward(const torch::Tensor& x) {
     ResNetOutput out;
+    if (imagenet_) {
+      out.features = imagenet_->features(x);
+      out.logits = classify(out.features);
+      return out;
+    }
     auto h = torch::relu(bn1_->forward(conv1_->forward(x)));
     if (options_.stage_features()) out.stem = h.mean({2, 3});
     for (auto& st : stages_) {
@@ -210,15 +234,41 @@ class ResNetImpl : public torch::nn::Module {
   std::vector<torch::Tensor> backbone_parameters() {
     std::vector<torch::Tensor> out;
     for (auto& kv : named_parameters(/*recurse=*/true)) {
-      if (kv.key().rfind("fc.", 0) != 0) out.push_back(kv.value());
+      if (kv.key().rfind("fc.", 0) != 0 && kv.key().rfind("backbone.fc.", 0) != 0) out.push_back(kv.value());
     }
     return out;
   }
 
   int64_t feature_dim() const { return feature_dim_; }
   const ResNetOptions& options() const { return options_; }
+  bool is_imagenet() const { return static_cast<bool>(imagenet_); }
+
+  /// Convolution weights in channels-last (NHWC) memory order, which cuDNN's
+  /// fastest bf16 / fp16 kernels use; values and parameter identity unchanged.
+  void to_channels_last() {
+    torch::NoGradGuard g;
+    for (auto& p : parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+  }
 
  private:
+  void build_imagenet() {
+    const int64_t d = options_.imagenet_depth();
+    if (d != 10 && d != 18 && d != 34 && d != 50) {
+      throw std::invalid_argument("ImageNet ResNet depth must be 10, 18, 34 or 50, got " + std::to_string(d));
+    }
+    if (options_.stage_features()) {
+      throw std::invalid_argument("ImageNet ResNet: stage_features is not supported (DRO-LT at layer 3 only)");
+    }
+    if (options_.num_classes() < 1) throw std::invalid_argument("ResNet num_classes must be >= 1");
+    if (!(options_.cosine_scale() >= 0)) throw std::invalid_argument("ResNet cosine_scale must be >= 0");
+    imagenet_ = register_module(
+        "backbone", ImageNetResNet(ImageNetResNetOptions(d, options_.num_classes()).in_channels(options_.in_channels())));
+    fc_ = imagenet_->classifier();  // registered once, as backbone.fc
+    feature_dim_ = imagenet_->feature_dim();
+  }
+
   static torch::nn::functional::NormalizeFuncOptions normalize_rows() {
     return torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12);
   }
@@ -228,6 +278,7 @@ class ResNetImpl : public torch::nn::Module {
   torch::nn::BatchNorm2d bn1_{nullptr};
   std::vector<torch::nn::Sequential> stages_;
   torch::nn::Linear fc_{nullptr};
+  ImageNetResNet imagenet_{nullptr};
   int64_t feature_dim_ = 0;
 };
 TORCH_MODULE(ResNet);

@@ -166,16 +166,21 @@ class ImageNetResNetImpl : public torch::nn::Module {
   }
 
   ImageNetResNetOutput forward(const torch::Tensor& x) {
+    ImageNetResNetOutput out;
+    out.features = features(x);
+    out.logits = fc_(out.features);
+    return out;
+  }
+
+  /// The globally average-pooled output of the last stage, [B, feature_dim()].
+  torch::Tensor features(const torch::Tensor& x) {
     TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(),
                 "drolt_examples::ImageNetResNet: expected input [B, ", options_.in_channels(),
                 ", H, W], got ", x.sizes());
     torch::Tensor y = torch::relu(bn1_(conv1_(x)));
     y = torch::max_pool2d(y, 3, 2, 1);
     for (auto& stage : stages_) y = stage->forward(y);
-    ImageNetResNetOutput out;
-    out.features = torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
-    out.logits = fc_(out.features);
-    return out;
+    return torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
   }
 
   /// 512 (depth 10-34) or 2048 (depth 50).

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <vector>
 
+#include "amp.hpp"
 #include "augment.hpp"
 #include "centroids.hpp"
 #include "checkpoint.hpp"
@@ -116,15 +117,19 @@ class Run {
       : cfg_(cfg), data_(data), proto_(cfg, std::move(spec)), dist_(std::move(dist)), device_(cfg.device) {
     const auto& rep = proto_.representation();
     name_ = rep.name;
-    pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.train_x.size(2) >= 32 ? 4 : 2);
+    pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.height >= 32 ? 4 : 2);
+    precision_.amp = cfg.amp;
+    precision_.channels_last = cfg.channels_last;
 
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
     // DRO-LT layers other than the penultimate need the stages' pooled outputs.
     layers_ = rep.dro ? cfg.dro_layers : std::vector<int64_t>{3};
     model_ = ResNet(ResNetOptions(cfg.depth, data.channels, data.num_classes)
                         .stage_features(layers_ != std::vector<int64_t>{3})
-                        .cosine_scale(rep.loss == BaseLoss::ldam ? cfg.ldam_scale : 0.0));
+                        .cosine_scale(rep.loss == BaseLoss::ldam ? cfg.ldam_scale : 0.0)
+                        .imagenet_depth(cfg.imagenet_depth));
     model_->to(device_);
+    if (cfg.channels_last) model_->to_channels_last();
     if (rep.dro) {
       // One module for every DRO-LT layer: a loss (its own radii) and a bank each.
       auto opts = drolt::MultiLayerRobustCentroidLossOptions(dro_loss_options(cfg, data.counts, device_))
@@ -137,8 +142,8 @@ class Run {
         banks_.push_back(dro_->bank(i));
         losses_.push_back(dro_->loss(i));
         refresh_.push_back(make_centroid_refresh(cfg.centroid_mode,
-                                                 CentroidSource{model_, data.train_x, data.train_y, banks_[i], device_,
-                                                                &dist_, cfg.dro_start_epoch(), layers_[i]}));
+                                                 CentroidSource{model_, data.train, banks_[i], device_, &dist_,
+                                                                cfg.dro_start_epoch(), layers_[i], precision_}));
       }
     } else {  // the penultimate layer's bank (nearest-centroid metric)
       banks_.emplace_back(
@@ -277,27 +282,17 @@ class Run {
   /// mean of the training images' pooled features at that layer (exact means
   /// over the training set, eval mode). Layer 3 is the `nc` metric of evaluate().
   std::vector<LayerAccuracy> layer_analysis() {
-    torch::NoGradGuard g;
-    model_->eval();
-    auto layer_of = [&](const torch::Tensor& xs, int64_t l) {
-      std::vector<torch::Tensor> feats;
-      const int64_t N = xs.size(0), B = 500;
-      for (int64_t s = 0; s < N; s += B) {
-        feats.push_back(model_->layer_features(xs.narrow(0, s, std::min(B, N - s)).to(device_), l).cpu());
-      }
-      return N == 0 ? torch::empty({0, model_->layer_dim(l)}) : torch::cat(feats);
-    };
     std::vector<LayerAccuracy> out;
     for (int64_t l = 0; l <= 3; ++l) {
       drolt::CentroidBank bank(data_.num_classes, model_->layer_dim(l));
-      bank->accumulate(layer_of(data_.train_x, l), data_.train_y);
+      bank->accumulate(infer_features(*data_.train, l), data_.train_y);
       bank->finalize();
-      auto pred = drolt::metrics::nearest_centroid_predict(layer_of(data_.test_x, l), bank->centroids(), bank->valid());
+      auto pred =
+          drolt::metrics::nearest_centroid_predict(infer_features(*data_.test, l), bank->centroids(), bank->valid());
       out.push_back(LayerAccuracy{
           l, model_->layer_dim(l),
           percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.split_counts, thresholds()))});
     }
-    model_->train();
     return out;
   }
 
@@ -387,6 +382,7 @@ class Run {
       ar.read("model", m);
       model_->load(m);
       model_->to(device_);
+      if (cfg_.channels_last) model_->to_channels_last();
       ar.read("optimizer", o);
       opt_->load(o);
       for (size_t i = 0; i < banks_.size(); ++i) {
@@ -466,6 +462,7 @@ class Run {
       ar.read("model", m);
       model_->load(m);
       model_->to(device_);
+      if (cfg_.channels_last) model_->to_channels_last();
       // The CE optimizer has one parameter group (the network); ours may have a
       // second one for learned radii. Load into a one-group SGD over the same
       // parameters and move the per-parameter momentum buffers across.
@@ -531,6 +528,14 @@ class Run {
       if (layers_.size() > 1) j["dro_layer_weights"] = cfg_.dro_weights();
     }
     if (dist_.active()) j["world_size"] = dist_.world();  // the data order depends on it
+    if (cfg_.imagenet_depth) j["arch"] = cfg_.arch_name();
+    if (cfg_.image_data()) {
+      j["train_set"] = cfg_.train_set;
+      j["make_longtail"] = cfg_.make_longtail;
+      j["streaming"] = data_.train->streaming();
+      if (data_.train->streaming()) j["image_size"] = cfg_.image_size;
+    }
+    if (cfg_.amp) j["amp"] = true;
     return j;
   }
 
@@ -647,10 +652,35 @@ class Run {
   }
 
   // ---------------------------------------------------------------- helpers
+  /// The images of training batch `idx` (the next one of the pass begun on
+  /// data_.train), augmented when `augment`: by the loader when streaming, here
+  /// (random crop with padding, flip) when in memory.
   torch::Tensor batch_x(const torch::Tensor& idx, bool augment) const {
-    auto x = data_.train_x.index_select(0, idx);
-    if (augment) x = augment_batch(x, pad_, cfg_.flip);
-    return x.to(device_);
+    auto x = data_.train->next(idx);
+    if (augment && !data_.train->streaming()) x = augment_batch(x, pad_, cfg_.flip);
+    return precision_.input(x, device_);
+  }
+
+  /// The network's forward pass under --amp, its outputs in float32.
+  ResNetOutput forward_model(const torch::Tensor& x) {
+    ResNetOutput out;
+    {
+      AutocastGuard amp(precision_.amp);
+      out = model_->forward(x);
+    }
+    if (precision_.amp) {
+      out.features = Precision::float32(out.features);
+      out.logits = Precision::float32(out.logits);
+      out.stem = Precision::float32(out.stem);
+      for (auto& t : out.stages) t = Precision::float32(t);
+    }
+    return out;
+  }
+
+  /// Penultimate features under --amp, in float32.
+  torch::Tensor features_of(const torch::Tensor& x) {
+    AutocastGuard amp(precision_.amp);
+    return Precision::float32(model_->features(x));
   }
 
   /// This rank's share of a batch every rank drew alike (at least one image;
@@ -711,7 +741,7 @@ class Run {
       const int64_t n = idx.size(0);
       auto x = batch_x(idx, true);
       auto y = data_.train_y.index_select(0, idx).to(device_);
-      auto out = model_->forward(x);
+      auto out = forward_model(x);
       std::vector<torch::Tensor> feats;
       for (int64_t l : layers_) feats.push_back(l == 3 ? out.features : l == 0 ? out.stem : out.stages[static_cast<size_t>(l - 1)]);
       const LossValue v = dro_.is_empty() ? compute_loss(spec, out.logits, feats[0], y, no_loss_, banks_[0])
@@ -745,25 +775,30 @@ class Run {
       seen += n;
     };
     if (proto_.sampler_at(e) == SamplerKind::instance) {
-      const int64_t N = data_.train_x.size(0);
+      const int64_t N = data_.train->size();
       // Several processes: this rank's share of an order drawn from (seed, epoch),
       // the same on every rank, and batch / WORLD_SIZE samples per step.
       DistContext::Shard shard;
       if (dist_.active()) shard = dist_.epoch_shard(N, cfg_.seed, e);
       auto perm = dist_.active() ? shard.idx : torch::randperm(N, torch::kLong);
       const int64_t NL = perm.size(0), BL = dist_.local_batch(cfg_.batch_size);
+      std::vector<torch::Tensor> batches, keeps;
       for (int64_t s = 0; s < NL; s += BL) {
         const int64_t n = std::min(BL, NL - s);
         torch::Tensor keep;
         if (dist_.active()) keep = shard.real.narrow(0, s, n).nonzero().view(-1).to(device_);
-        step(perm.narrow(0, s, n), keep);
+        batches.push_back(perm.narrow(0, s, n));
+        keeps.push_back(keep);
       }
+      data_.train->begin(batches, /*augment=*/true, e);
+      for (size_t b = 0; b < batches.size(); ++b) step(batches[b], keeps[b]);
     } else {
       // A re-balancing sampler (own generator, checkpointed); every rank draws
       // the same global batch and takes its share.
       const int64_t first = proto_.representation().dro ? cfg_.dro_start_epoch() : 0;
       begin_epoch(*rep_sampler_, e - first);
       std::vector<bool> real;
+      std::vector<torch::Tensor> batches, keeps;
       while (auto batch = rep_sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
         auto ids = share_of(*batch, real);
         torch::Tensor keep;
@@ -774,8 +809,11 @@ class Run {
           }
           keep = torch::tensor(k, torch::kLong).to(device_);
         }
-        step(torch::tensor(ids, torch::kLong), keep);
+        batches.push_back(torch::tensor(ids, torch::kLong));
+        keeps.push_back(keep);
       }
+      data_.train->begin(batches, /*augment=*/true, e);
+      for (size_t b = 0; b < batches.size(); ++b) step(batches[b], keeps[b]);
     }
     for (auto& r : refresh_) r->after_epoch(e);
     std::vector<double> gaps;
@@ -884,16 +922,19 @@ class Run {
     int64_t correct = 0, seen = 0;
     const auto t_train = Clock::now();
     std::vector<bool> real;
+    std::vector<torch::Tensor> batches;
     while (auto batch = stage_sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
-      auto ids = share_of(*batch, real);
-      const auto n = static_cast<int64_t>(ids.size());
-      auto idx = torch::tensor(ids, torch::kLong);
+      batches.push_back(torch::tensor(share_of(*batch, real), torch::kLong));
+    }
+    data_.train->begin(batches, /*augment=*/true, e);
+    for (const auto& idx : batches) {
+      const int64_t n = idx.size(0);
       auto x = batch_x(idx, true);
       auto y = data_.train_y.index_select(0, idx).to(device_);
       torch::Tensor feats;
       {
         torch::NoGradGuard g;
-        feats = model_->features(x);
+        feats = features_of(x);
       }
       auto logits = stage_logits(kind, feats);
       auto loss = torch::nn::functional::cross_entropy(logits, y);
@@ -928,23 +969,33 @@ class Run {
     return t;
   }
 
-  /// Penultimate features of a whole split (eval mode), on the CPU.
-  torch::Tensor infer_features(const torch::Tensor& xs) {
+  /// Pooled features of layer `layer` (3: the penultimate ones) of a whole
+  /// split (eval mode), on the CPU.
+  torch::Tensor infer_features(DataSplit& split, int64_t layer = 3) {
     torch::NoGradGuard g;
     model_->eval();
     std::vector<torch::Tensor> feats;
-    const int64_t N = xs.size(0), B = 500;
-    for (int64_t s = 0; s < N; s += B) feats.push_back(model_->features(xs.narrow(0, s, std::min(B, N - s)).to(device_)).cpu());
+    const auto batches = sequential_batches(split.size(), 500);
+    split.begin(batches, /*augment=*/false, 0);
+    for (const auto& idx : batches) {
+      auto x = precision_.input(split.next(idx), device_);
+      if (layer == 3) {
+        feats.push_back(features_of(x).cpu());
+      } else {
+        AutocastGuard amp(precision_.amp);
+        feats.push_back(Precision::float32(model_->layer_features(x, layer)).cpu());
+      }
+    }
     model_->train();
-    return N == 0 ? torch::empty({0, model_->feature_dim()}) : torch::cat(feats);
+    return batches.empty() ? torch::empty({0, model_->layer_dim(layer)}) : torch::cat(feats);
   }
 
   /// Features of the frozen representation (computed once after it is trained).
   void ensure_frozen_features() {
     if (frozen_ready_) return;
-    train_f_ = infer_features(data_.train_x);
-    test_f_ = infer_features(data_.test_x);
-    val_f_ = data_.val_x.defined() ? infer_features(data_.val_x) : torch::Tensor();
+    train_f_ = infer_features(*data_.train);
+    test_f_ = infer_features(*data_.test);
+    val_f_ = data_.val ? infer_features(*data_.val) : torch::Tensor();
     frozen_ready_ = true;
   }
 
@@ -986,14 +1037,15 @@ class Run {
 
   /// Validation accuracy (%) after epoch e, with the classifier of that epoch.
   double epoch_val_accuracy(int64_t e) {
-    if (!data_.val_x.defined() || data_.val_x.size(0) == 0) return std::nan("");
+    if (data_.val_size() == 0) return std::nan("");
     if (proto_.in_representation(e)) {
       torch::NoGradGuard g;
       model_->eval();
       std::vector<torch::Tensor> preds;
-      const int64_t N = data_.val_x.size(0), B = 500;
-      for (int64_t s = 0; s < N; s += B) {
-        preds.push_back(model_->forward(data_.val_x.narrow(0, s, std::min(B, N - s)).to(device_)).logits.argmax(1).cpu());
+      const auto batches = sequential_batches(data_.val->size(), 500);
+      data_.val->begin(batches, /*augment=*/false, 0);
+      for (const auto& idx : batches) {
+        preds.push_back(forward_model(precision_.input(data_.val->next(idx), device_)).logits.argmax(1).cpu());
       }
       model_->train();
       return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.split_counts, thresholds())).all;
@@ -1070,6 +1122,7 @@ class Run {
   torch::Device device_;
   std::string name_;
   int64_t pad_ = 2;
+  Precision precision_;
   ResNet model_{nullptr};
   std::vector<int64_t> layers_;  // DRO-LT layers (3: the penultimate features)
   std::vector<drolt::CentroidBank> banks_;
