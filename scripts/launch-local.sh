@@ -36,7 +36,11 @@ if [[ -z "$exe" ]]; then
   done
 fi
 if [[ -z "$exe" || ! -x "$exe" ]]; then
-  echo "launch-local: no trainer binary: expected ${DROLT_TRAIN:-build/demo/examples/drolt_train or build/test/examples/drolt_train} (run scripts/demo.sh or scripts/test.sh, or set DROLT_TRAIN)" >&2
+  if [[ -n "${DROLT_TRAIN:-}" ]]; then
+    echo "launch-local: DROLT_TRAIN=$DROLT_TRAIN: expected an executable trainer binary, got none there" >&2
+  else
+    echo "launch-local: no trainer binary: expected build/demo/examples/drolt_train or build/test/examples/drolt_train (run scripts/demo.sh or scripts/test.sh, or set DROLT_TRAIN)" >&2
+  fi
   exit 2
 fi
 
