@@ -131,6 +131,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", cfg.seed, "seed of initialisation, data order and augmentation");
   app.add_option("--threads", cfg.threads, "CPU threads (0 = all cores)");
   app.add_option("--device", cfg.device, "cpu or cuda");
+  app.add_option("--dist-backend", cfg.dist_backend,
+                 "several processes (WORLD_SIZE > 1): auto (nccl with --device cuda, gloo on cpu), gloo or nccl");
+  app.add_option("--dist-bucket-mb", cfg.dist_bucket_mb,
+                 "several processes: gradient buckets of this many MB, all-reduced during backward (0: after it)");
   app.add_option("-o,--out,--out-dir", cfg.out_dir, "output directory (checkpoints, metrics.jsonl, summary.json, table.md, plots)");
   app.add_flag("--resume", cfg.resume, "continue from the checkpoints in --out");
   app.add_option("--checkpoint-every", cfg.checkpoint_every, "checkpoint every N epochs (0 = never)");
@@ -234,12 +238,16 @@ int main(int argc, char** argv) {
     std::cerr << "drolt_train: --device cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return 2;
   }
-  // Several processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as PyTorch's
-  // launchers and scripts/launch-local.sh set them): meet the other ranks first;
+  // Several processes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as
+  // PyTorch's launchers and scripts/launch-local.sh set them): meet the other
+  // ranks first (NCCL on cuda:LOCAL_RANK with --device cuda, Gloo on the CPU);
   // a rank that never comes makes this fail after DROLT_DIST_TIMEOUT seconds.
   de::DistContext dist;
   try {
-    dist = de::DistContext::from_env();
+    dist = de::DistContext::from_env(cfg.device, cfg.dist_backend, cfg.dist_bucket_mb);
+  } catch (const c10::Error& e) {
+    std::cerr << "drolt_train: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "drolt_train: " << e.what() << "\n";
     return 1;
@@ -262,7 +270,7 @@ int main(int argc, char** argv) {
     std::cout << (data.counts.size() > 20 ? ",..." : "") << "), " << data.val_size() << " validation, "
               << data.test->size() << " test; "
               << de::network_name(cfg)
-              << (cfg.amp ? " (bf16 autocast)" : "") << ", " << threads << " thread(s), device " << cfg.device
+              << (cfg.amp ? " (bf16 autocast)" : "") << ", " << threads << " thread(s), device " << dist.device(cfg.device)
               << "\n";
     auto rep = de::run_experiment(cfg, data, std::cout, dist);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Starts N processes of the drolt trainer on this machine, as PyTorch's
-# launchers do: each gets RANK, LOCAL_RANK (= RANK: on a machine with N GPUs,
-# process r uses GPU r), WORLD_SIZE, MASTER_ADDR=127.0.0.1 and MASTER_PORT, and
-# they meet over Gloo or NCCL (docs/distributed.md).
+# launchers do: each gets RANK, LOCAL_RANK (= RANK: with --device cuda, process
+# r uses GPU r, so N is at most the number of GPUs), WORLD_SIZE,
+# MASTER_ADDR=127.0.0.1 and MASTER_PORT, and they meet over Gloo (--device cpu)
+# or NCCL (--device cuda); see docs/distributed.md.
 #
 #   scripts/launch-local.sh N [trainer args...]
-#   scripts/launch-local.sh 2 --dataset fmnist --data /usr/share/... --out runs/two
+#   scripts/launch-local.sh 2 --preset smoke --method ce --out out/two        # CPU, Gloo
+#   scripts/launch-local.sh 4 --preset demo --device cuda --out out/four-gpus # NCCL, GPUs 0-3
 #
 # Environment:
-#   DROLT_TRAIN         trainer binary (default: the first of build/, build-dist/
-#                       examples/drolt_train that exists)
+#   DROLT_TRAIN         trainer binary (default: the first of build/demo/ and
+#                       build/test/examples/drolt_train that exists, as
+#                       scripts/demo.sh and scripts/test.sh build them)
 #   MASTER_PORT         rendezvous port (default: a free one)
 #   OMP_NUM_THREADS     threads per process (default: cores / N, at least 1)
 #   DROLT_DIST_TIMEOUT  seconds before a missing, dead or hung rank makes the
@@ -28,12 +31,16 @@ shift
 
 exe=${DROLT_TRAIN:-}
 if [[ -z "$exe" ]]; then
-  for c in "$root/build/examples/drolt_train" "$root/build-dist/examples/drolt_train"; do
+  for c in "$root/build/demo/examples/drolt_train" "$root/build/test/examples/drolt_train"; do
     if [[ -x "$c" ]]; then exe=$c; break; fi
   done
 fi
 if [[ -z "$exe" || ! -x "$exe" ]]; then
-  echo "launch-local: no trainer binary (build examples/drolt_train or set DROLT_TRAIN)" >&2
+  if [[ -n "${DROLT_TRAIN:-}" ]]; then
+    echo "launch-local: DROLT_TRAIN=$DROLT_TRAIN: expected an executable trainer binary, got none there" >&2
+  else
+    echo "launch-local: no trainer binary: expected build/demo/examples/drolt_train or build/test/examples/drolt_train (run scripts/demo.sh or scripts/test.sh, or set DROLT_TRAIN)" >&2
+  fi
   exit 2
 fi
 

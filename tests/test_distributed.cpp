@@ -1,5 +1,6 @@
-// Tests of drolt::dist (spec section 6: the same centroids on every process of
-// a distributed run) with two real processes over Gloo on 127.0.0.1.
+// Tests of drolt::dist (the same centroids on every process of a distributed
+// run) and of the example trainer's multi-process support, with two real
+// processes over Gloo on 127.0.0.1.
 //
 // Rank 0 is the test process itself. Rank 1 is this test binary started again
 // (posix_spawn of /proc/self/exe) with only the hidden worker test selected and
@@ -360,6 +361,117 @@ void scenario_trainer(drolt::dist::GlooGroup& g) {
   }
 }
 
+/// The trainer's bucketed gradient all-reduce (DistContext, examples/common/
+/// multiprocess.hpp) against the expected averages, with unused parameters:
+/// `a` and `d` get a gradient on both ranks, `b` on rank 0 only (and in step 1
+/// on none), `c` never. One parameter per bucket, one bucket for all, and the
+/// all-reduce after backward() (0 MB) must all give DDP's averages; step 3
+/// skips prepare_gradients() (every bucket then starts after backward()).
+void scenario_buckets(drolt::dist::GlooGroup& g) {
+  namespace de = drolt_examples;
+  const int rank = g.rank(), world = g.world_size();
+  auto group = std::make_shared<drolt::dist::Group>(g);
+  const float mean_scale = 0.5f * (1.0f + 2.0f);  // mean of rank + 1 over 2 ranks
+  REQUIRE(world == 2);
+  for (double mb : {0.0, 1e-5 /* 10 bytes: one parameter per bucket */, 25.0}) {
+    INFO("--dist-bucket-mb " << mb);
+    const de::DistContext dist(group, mb);
+    auto a = torch::zeros({3}, torch::requires_grad()), b = torch::zeros({2}, torch::requires_grad()),
+         c = torch::zeros({4}, torch::requires_grad()), d = torch::zeros({5}, torch::requires_grad());
+    const std::vector<torch::Tensor> params{a, b, c, d};
+    for (int step = 0; step < 4; ++step) {
+      INFO("step " << step);
+      for (const auto& p : params) p.mutable_grad() = torch::Tensor();
+      if (step != 3) dist.prepare_gradients(params);
+      const float r = static_cast<float>(rank + 1), k = static_cast<float>(step + 1);
+      auto loss = (a * torch::tensor({1.f, 2.f, 3.f}) * (r * k)).sum() + (d * r).sum();
+      const bool b_used = rank == 0 && step != 1;
+      if (b_used) loss = loss + (b * torch::tensor({4.f, 6.f})).sum();
+      loss.backward();
+      dist.allreduce_gradients(params);
+      REQUIRE(a.grad().defined());
+      CHECK(torch::allclose(a.grad(), torch::tensor({1.f, 2.f, 3.f}) * (mean_scale * k)));
+      REQUIRE(d.grad().defined());
+      CHECK(torch::allclose(d.grad(), torch::full({5}, mean_scale)));
+      if (step != 1) {
+        REQUIRE(b.grad().defined());  // a zero gradient on rank 1
+        CHECK(torch::allclose(b.grad(), torch::tensor({4.f, 6.f}) / world));
+      } else {
+        CHECK_FALSE(b.grad().defined());  // none on any rank: none here either
+      }
+      CHECK_FALSE(c.grad().defined());
+    }
+    const auto st = dist.bucket_stats();
+    if (mb > 0) {
+      CHECK(st.steps == 4);
+      CHECK(st.buckets >= (mb < 1e-3 ? 4 : 1));
+      CHECK(st.launched_in_backward > 0);  // the hooks did start all-reduces during backward()
+      CHECK(st.layouts >= 1);              // c (and then b) moved behind the used parameters
+    } else {
+      CHECK(st.steps == 0);  // 0 MB: drolt::dist::allreduce_gradients, no buckets
+    }
+  }
+  // Ranks with different bucket sizes: a named error on every rank, not a
+  // mismatched collective.
+  const de::DistContext odd(group, rank == 0 ? 1e-5 : 25.0);
+  auto e = torch::zeros({3}, torch::requires_grad());
+  CHECK_THROWS_WITH(odd.prepare_gradients({e}),
+                    Contains("expected the same bucket size (bytes), parameter count and sizes on every rank"));
+}
+
+/// The trainer with two processes, once with the gradients all-reduced after
+/// backward() (--dist-bucket-mb 0) and once in small buckets during it
+/// (0.02 MB: several buckets for ResNet-8): the same final weights, radii and
+/// centroids, up to the float summation order.
+std::string bucket_out_dir() { return std::string(DROLT_TEST_TMPDIR) + "/dist-buckets"; }
+
+void scenario_trainer_buckets(drolt::dist::GlooGroup& g) {
+  namespace de = drolt_examples;
+  auto group = std::make_shared<drolt::dist::Group>(g);
+  de::TrainConfig c = tiny_trainer_config(bucket_out_dir());
+  c.methods = {de::Method::drolt};
+  const auto spec = tiny_run_spec(c, de::Method::drolt);
+  c.checkpoint_every = 0;
+  auto data = de::load_data(c);
+  std::vector<std::vector<torch::Tensor>> finals;
+  for (double mb : {0.0, 0.02}) {
+    c.out_dir = bucket_out_dir() + (mb == 0 ? "/after-backward" : "/buckets");
+    de::make_dirs(c.out_dir);
+    de::Run run(c, data, spec, de::DistContext(group, mb));
+    std::ostringstream log;
+    CHECK(run.run(log).size() == 2);
+    CHECK(drolt::dist::max_divergence(*run.model(), g.pg()) == 0.0);
+    CHECK(drolt::dist::max_divergence(*run.loss(), g.pg()) == 0.0);
+    std::vector<torch::Tensor> state;
+    for (const auto& p : run.model()->parameters()) state.push_back(p.detach().clone());
+    for (const auto& b : run.model()->buffers()) state.push_back(b.detach().clone());
+    state.push_back(run.loss()->radii().detach().clone());
+    state.push_back(run.bank()->centroids().detach().clone());
+    finals.push_back(state);
+    if (mb > 0) {
+      const auto st = run.dist().bucket_stats();
+      CHECK(st.steps > 0);
+      CHECK(st.launched_in_backward > 0);
+    }
+  }
+  REQUIRE(finals[0].size() == finals[1].size());
+  double worst = 0;
+  for (size_t i = 0; i < finals[0].size(); ++i) {
+    const auto& x = finals[0][i];
+    const auto& y = finals[1][i];
+    REQUIRE(x.sizes() == y.sizes());
+    if (!c10::isFloatingType(x.scalar_type())) {
+      CHECK(torch::equal(x, y));
+      continue;
+    }
+    if (x.numel() > 0) worst = std::max(worst, (x - y).abs().max().item<double>());
+    CHECK(torch::allclose(x, y, /*rtol=*/1e-4, /*atol=*/1e-5));
+  }
+  INFO("largest difference between the two runs' final tensors: " << worst);
+  CHECK(worst < 1e-4);
+  CHECK_FALSE(torch::allclose(finals[1].back(), torch::zeros_like(finals[1].back())));  // trained centroids
+}
+
 /// Rank 0 here, rank 1 running `scenario` in a spawned copy of this binary.
 struct TwoRanks {
   drolt::dist::GlooGroup group;
@@ -508,12 +620,14 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
     return;
   }
   REQUIRE(o.world_size == 2);
-  if (s == "centroids" || s == "training" || s == "trainer") {
+  if (s == "centroids" || s == "training" || s == "trainer" || s == "buckets" || s == "trainer-buckets") {
     o.timeout = std::chrono::seconds(60);
     auto g = drolt::dist::make_gloo_group(o);
     if (s == "centroids") scenario_centroids(g);
     if (s == "training") scenario_training(g);
     if (s == "trainer") scenario_trainer(g);
+    if (s == "buckets") scenario_buckets(g);
+    if (s == "trainer-buckets") scenario_trainer_buckets(g);
   } else if (s == "die" || s == "hang") {
     o.timeout = std::chrono::seconds(3);
     auto g = drolt::dist::make_gloo_group(o);
@@ -539,6 +653,17 @@ TEST_CASE("distributed: the example trainer with two processes stays in sync and
           "[dist][trainer]") {
   std::system(("rm -rf '" + trainer_out_dir() + "'").c_str());
   run_two_ranks("trainer", scenario_trainer);
+}
+
+TEST_CASE("distributed: the trainer's gradient buckets average like DDP, unused parameters included",
+          "[dist][trainer]") {
+  run_two_ranks("buckets", scenario_buckets);
+}
+
+TEST_CASE("distributed: the trainer with gradient buckets ends with the weights of the all-reduce after backward",
+          "[dist][trainer]") {
+  std::system(("rm -rf '" + bucket_out_dir() + "'").c_str());
+  run_two_ranks("trainer-buckets", scenario_trainer_buckets);
 }
 
 TEST_CASE("distributed: a killed peer makes the survivor fail with a c10::Error, not hang",

@@ -275,6 +275,11 @@ struct TrainConfig {
   int64_t seed = 0;
   int threads = 0;  // 0 = all cores
   std::string device = "cpu";
+  /// Several processes (WORLD_SIZE > 1): auto (nccl for cuda, gloo for cpu), gloo or nccl.
+  std::string dist_backend = "auto";
+  /// Several processes: gradient buckets of this many MB, all-reduced during
+  /// backward(); 0 = all gradients after backward().
+  double dist_bucket_mb = 25.0;
   std::string out_dir = "out/train";
   bool resume = false;
   int64_t checkpoint_every = 1;  // epochs; 0 = never
@@ -514,6 +519,13 @@ inline void validate(const TrainConfig& c) {
   if (c.crop_pad < -1) bad("--crop-pad: expected >= 0, got " + std::to_string(c.crop_pad));
   if (c.threads < 0) bad("--threads: expected >= 0 (0 = all cores), got " + std::to_string(c.threads));
   if (c.device != "cpu" && c.device != "cuda") bad("--device: expected cpu or cuda, got '" + c.device + "'");
+  if (c.dist_backend != "auto" && c.dist_backend != "gloo" && c.dist_backend != "nccl") {
+    bad("--dist-backend: expected auto, gloo or nccl, got '" + c.dist_backend + "'");
+  }
+  if (!(c.dist_bucket_mb >= 0 && c.dist_bucket_mb <= 1e6)) {
+    bad("--dist-bucket-mb: expected a size in [0, 1000000] MB (0: all-reduce after backward), got " +
+        num(c.dist_bucket_mb));
+  }
   if (c.checkpoint_every < 0) bad("--checkpoint-every: expected >= 0, got " + std::to_string(c.checkpoint_every));
   if (!c.warm_start.empty() && c.centroid_mode != CentroidMode::full) bad("--warm-start needs --centroids full");
   if (c.val_every < 1) bad("--val-every: expected >= 1, got " + std::to_string(c.val_every));

@@ -114,7 +114,7 @@ inline std::string layer_name(int64_t layer) { return layer == 0 ? "stem" : "sta
 class Run {
  public:
   Run(const TrainConfig& cfg, const DataBundle& data, RunSpec spec, DistContext dist)
-      : cfg_(cfg), data_(data), proto_(cfg, std::move(spec)), dist_(std::move(dist)), device_(cfg.device) {
+      : cfg_(cfg), data_(data), proto_(cfg, std::move(spec)), dist_(std::move(dist)), device_(dist_.device(cfg.device)) {
     const auto& rep = proto_.representation();
     name_ = rep.name;
     pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.height >= 32 ? 4 : 2);
@@ -183,6 +183,8 @@ class Run {
 
   const std::string& name() const { return name_; }
   const Protocol& protocol() const { return proto_; }
+  /// This run's place in a multi-process run (its gradient buckets' counters).
+  const DistContext& dist() const { return dist_; }
   std::string checkpoint_path() const { return cfg_.out_dir + "/checkpoint-" + name_ + ".pt"; }
   /// The extra copy written after epoch `epoch` when cfg.save_at == epoch.
   std::string epoch_checkpoint_path(int64_t epoch) const {
@@ -756,6 +758,7 @@ class Run {
         ++gap_steps;
       }
       opt_->zero_grad();
+      if (dist_.active()) dist_.prepare_gradients(trained_parameters());  // all-reduces overlap backward()
       v.total.backward();
       if (dist_.active()) dist_.allreduce_gradients(trained_parameters());
       opt_->step();
@@ -939,6 +942,7 @@ class Run {
       auto logits = stage_logits(kind, feats);
       auto loss = torch::nn::functional::cross_entropy(logits, y);
       stage_opt_->zero_grad();
+      if (dist_.active()) dist_.prepare_gradients(stage_parameters(kind));
       loss.backward();
       if (dist_.active()) dist_.allreduce_gradients(stage_parameters(kind));
       stage_opt_->step();
