@@ -182,7 +182,7 @@ def main():
             lines.append(f.read())
     lines.append("## Main table (test top-1 %, mean ± std over seeds)\n")
     lines.append("Many: classes with > 100 training images, Medium: 20-100, Few: < 20 "
-                 "(spec section 8). NC All: nearest training centroid on the penultimate features. "
+                 "(docs/math.md, 'Long-tailed data and evaluation'). NC All: nearest training centroid on the penultimate features. "
                  "val All: balanced validation split (the only split used for choices).\n")
     def table(rows):
         lines.append(hdr)
@@ -275,7 +275,7 @@ def main():
                     lines.append(f"| DRO-LT {a_label} + cRT {label} ({n} seeds{tag}) | " + " | ".join(cells) + " |")
     lines.append("")
 
-    # The paper's numbers next to ours (spec section 9), as gains over CE.
+    # The paper's numbers next to ours (docs/math.md, "Reference numbers"), as gains over CE.
     paper = [("CE", 38.32, "ce", "ce"), ("cRT", 41.24, "ce", "crt"),
              ("DRO-LT, eps = 0", 43.92, "drolt-erm", "drolt-erm"),
              ("DRO-LT, shared", 45.66, "drolt-shared", "drolt-shared"),

@@ -266,7 +266,7 @@ TEST_CASE("class weights: none, inverse frequency, effective number", "[metrics]
   }
 }
 
-TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spec says",
+TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as docs/math.md says",
           "[metrics][class_weights]") {
   // w from the counts of a 4-class long tail; a batch in which class 2 is absent.
   const auto w =
@@ -281,7 +281,7 @@ TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spe
       z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).reduction(torch::kNone));
   const auto weighted = drolt::functional::robust_centroid_loss(
       z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).class_weights(w));
-  // L = sum_{c in P} w_c l_c / sum_{c in P} w_c  (spec section 2)
+  // L = sum_{c in P} w_c l_c / sum_{c in P} w_c  (docs/math.md, "The loss")
   const auto present = torch::tensor({0, 1, 3}, torch::kInt64);
   const double expected =
       (w.index_select(0, present) * per_class.index_select(0, present)).sum().item<double>() /

@@ -1,4 +1,4 @@
-// How a DRO-LT run keeps its centroid bank up to date (spec section 6), behind
+// How a DRO-LT run keeps its centroid bank up to date (docs/math.md, "The centroid bank"), behind
 // one interface with three modes:
 //   full     : a pass over the training set (eval mode, no augmentation) at
 //              the start of every DRO-LT epoch; the paper's choice;

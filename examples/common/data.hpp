@@ -1,7 +1,7 @@
 // Data for the example trainer: a long-tailed training subset, a balanced
 // validation split drawn from the images the subset left out, and the official
 // (balanced) test set, all held as in-memory float tensors (the long-tailed
-// training sets here are small: 1,230 images for Fashion-MNIST-LT).
+// training sets here are small: 1,236 images for Fashion-MNIST-LT at the defaults).
 #pragma once
 
 #include <drolt/data/cifar.hpp>

@@ -1,7 +1,7 @@
 #pragma once
 // drolt::dist: the centroid bank, gradients and parameters across processes,
 // over a c10d process group (LibTorch's own distributed engine: Gloo on CPU,
-// NCCL on GPU). Spec section 6: every process of a distributed run must hold
+// NCCL on GPU). docs/math.md, "The centroid bank": every process of a distributed run must hold
 // the same centroids, those of one process that saw all the data, so the bank's
 // per-class float64 sums and counts are all-reduced before the means are taken.
 //

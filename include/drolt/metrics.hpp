@@ -2,8 +2,8 @@
 /// \file
 /// Evaluation metrics for long-tailed classification, kept apart from training
 /// code: confusion matrix, per-class / overall / top-k accuracy, Many / Medium /
-/// Few split accuracy (spec section 8), nearest-centroid accuracy, expected
-/// calibration error (spec section 13), and a summary
+/// Few split accuracy (docs/math.md, "Long-tailed data and evaluation"), nearest-centroid accuracy, expected
+/// calibration error (docs/math.md, "Methods compared"), and a summary
 /// that prints as text or JSON.
 ///
 /// "predictions" arguments accept either predicted labels (1-D integer [N]) or
@@ -230,7 +230,7 @@ inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torc
   return split_accuracy(predictions, targets, train_counts, SplitThresholds{});
 }
 
-/// Expected calibration error (Guo et al. 2017; spec section 13): the
+/// Expected calibration error (Guo et al. 2017; docs/math.md, "Methods compared"): the
 /// confidence of a sample is its largest probability and its prediction the
 /// argmax; samples go into `bins` equal-width confidence bins ((b/B, (b+1)/B],
 /// a confidence of exactly 0 in the first), and

@@ -1,7 +1,7 @@
 #pragma once
 // Per-entry math shared by the fused CPU path and the CUDA kernels.
 // Everything here is __host__ __device__ so the CPU tests exercise exactly the
-// code the GPU runs (see tests/test_loss.cpp, "tile math").
+// code the GPU runs (tests/test_cuda.cpp, tagged [tile_math], runs them on the CPU).
 #include <cmath>
 #include <cstdint>
 
