@@ -256,11 +256,11 @@ void bench_bank(benchmark::State& state, BankMode mode, torch::Device dev) {
   bank->to(dev);
   auto epoch = [&] {
     if (mode == BankMode::full_pass_one_call) {
-      bank->reset();
+      bank->clear_sums();
       bank->accumulate(feats, y);
       bank->finalize();
     } else if (mode == BankMode::full_pass_batched) {
-      bank->reset();
+      bank->clear_sums();
       for (int64_t s = 0; s < N; s += batch)
         bank->accumulate(feats.slice(0, s, s + batch), y.slice(0, s, s + batch));
       bank->finalize();

@@ -7,7 +7,7 @@
 // of 10^5 float32 features is exact to float32 rounding) and counts, and
 // publishes means on finalize(). Two cheaper modes avoid the extra pass:
 //  - accumulate the features seen during the previous training epoch (same
-//    reset / accumulate / finalize calls, fed from the training loop);
+//    clear_sums / accumulate / finalize calls, fed from the training loop);
 //  - an exponential moving average per class (ema_update).
 // It is a torch module with buffers, so torch::save / torch::load and `to()`
 // work and a resumed run gets the same centroids.
@@ -53,8 +53,9 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
   }
 
   /// LibTorch's Cloneable hook: registers the buffers on construction and
-  /// clone(). Called on a bank that has them, it clears the running sums like
-  /// clear_sums() (what earlier versions documented for the per-epoch clear).
+  /// clone(). The per-epoch clear is clear_sums(); called on a bank that has its
+  /// buffers, reset() only forwards to clear_sums() (deprecated: earlier
+  /// versions documented reset() as the per-epoch clear, and callers remain).
   void reset() override {
     const int64_t C = options.num_classes(), D = options.dim();
     if (!sums_.defined() || named_buffers(/*recurse=*/false).size() == 0) {

@@ -262,7 +262,7 @@ inline void barrier(ProcessGroup& pg) {
 }
 
 /// Distributed CentroidBank::finalize(): all-reduces the per-class float64 sums
-/// and the pending counts accumulated since reset() on every rank, then
+/// and the pending counts accumulated since clear_sums() on every rank, then
 /// publishes the means. Afterwards every rank holds the centroids, counts and
 /// valid mask of one process that accumulated all ranks' data (equal up to the
 /// float64 summation order, far below float32 rounding). Collective: every rank
