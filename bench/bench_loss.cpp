@@ -183,7 +183,7 @@ bool device_ready(benchmark::State& state, const torch::Device& dev, bool needs_
     state.SkipWithError("no CUDA device");
     return false;
   }
-  if (needs_cuda_kernels && drolt::detail::cuda_backend_slot() == nullptr) {
+  if (needs_cuda_kernels && drolt::detail::cuda_kernels_slot() == nullptr) {
     state.SkipWithError("fused CUDA kernels not linked (build with DROLT_WITH_CUDA=ON)");
     return false;
   }
@@ -391,7 +391,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("torch_version", TORCH_VERSION);
   benchmark::AddCustomContext("cuda_available", torch::cuda::is_available() ? "yes" : "no");
   benchmark::AddCustomContext("drolt_cuda_kernels",
-                              drolt::detail::cuda_backend_slot() ? "linked" : "not linked");
+                              drolt::detail::cuda_kernels_slot() ? "linked" : "not linked");
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -332,11 +332,7 @@ inline void ema_update(CentroidBank& bank, const torch::Tensor& features,
               "drolt::dist::ema_update: expected integer labels, got ", labels.scalar_type());
   const auto device = bank->centroids().device();
   auto y = labels.to(device, torch::kLong);
-  if (y.numel() > 0) {
-    const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < C, "drolt::dist::ema_update: expected labels in [0, ", C,
-                "), got values in [", lo, ", ", hi, "]");
-  }
+  drolt::detail::check_label_range(y, C, "drolt::dist::ema_update");
   // [C*D sums | C counts] in float64, one collective.
   auto flat = torch::zeros({C * D + C}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   auto s = flat.slice(0, 0, C * D).view({C, D});

@@ -2,7 +2,7 @@
 //
 // This file is compiled in the consumer's build: linking the CMake target
 // drolt::cuda adds it to the consumer's target (docs/cuda.md). At static
-// initialisation it registers its FusedBackend in detail::cuda_backend_slot(),
+// initialisation it registers its FusedKernels in detail::cuda_kernels_slot(),
 // where the autograd function in loss.hpp looks for it.
 //
 // Layout of the work (every block has kThreads threads = kWarps warps):
@@ -38,7 +38,7 @@
 #include <climits>
 #include <cstdint>
 
-#include "drolt/detail/backend.hpp"
+#include "drolt/detail/fused_contract.hpp"
 #include "drolt/detail/tile_math.hpp"
 
 namespace drolt {
@@ -54,7 +54,7 @@ struct KernelParams {
   int64_t B;
   int64_t C;
   int64_t D;
-  DistKind dist;
+  Distance dist;
   acc_t scale;       // distance = scale * base distance
   acc_t inv_tau;     // 1 / tau
   acc_t loss_scale;  // tau / tau_b
@@ -607,7 +607,7 @@ FusedForwardResult cuda_forward(const torch::Tensor& features, const torch::Tens
         using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
         const auto in =
             device_inputs<scalar_t, acc_t>(features, labels, centroids, radii, valid, params);
-        if (params.norm == NormKind::batch) {
+        if (params.norm == Normalization::batch) {
           auto loss = torch::empty({C}, in.acc_opts);
           auto lse = torch::empty({C}, in.acc_opts);
           auto count = torch::empty({C}, int_opts);
@@ -651,7 +651,7 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
   const int64_t C = centroids.size(0);
   // The gradient of a mean or sum reduction arrives expanded (stride 0).
   const torch::Tensor grad_loss = grad_loss_in.to(radii.scalar_type()).contiguous();
-  const bool batch = params.norm == NormKind::batch;
+  const bool batch = params.norm == Normalization::batch;
   TORCH_CHECK(grad_loss.dim() == 1 && grad_loss.size(0) == (batch ? C : B),
               "drolt CUDA backend: grad_loss must have the shape of the loss vector, got ",
               grad_loss.sizes());
@@ -712,9 +712,9 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
 }
 
 torch::Tensor cuda_reduction_weights(const torch::Tensor& labels, const torch::Tensor& valid,
-                                     const torch::Tensor& class_weights, NormKind norm, bool mean,
+                                     const torch::Tensor& class_weights, Normalization norm, bool mean,
                                      int64_t num_classes, c10::ScalarType dtype) {
-  const bool batch = norm == NormKind::batch;
+  const bool batch = norm == Normalization::batch;
   // Outside these limits the caller composes LibTorch ops.
   if ((batch && num_classes > kMaxWeightClasses) ||
       (dtype != torch::kFloat && dtype != torch::kDouble) ||
@@ -743,8 +743,8 @@ torch::Tensor cuda_reduction_weights(const torch::Tensor& labels, const torch::T
   return out;
 }
 
-const FusedBackend kCudaBackend{&cuda_forward, &cuda_backward, &cuda_reduction_weights};
-const CudaRegistrar kCudaRegistrar{&kCudaBackend};
+const FusedKernels kCudaKernels{&cuda_forward, &cuda_backward, &cuda_reduction_weights};
+const CudaRegistrar kCudaRegistrar{&kCudaKernels};
 
 }  // namespace
 }  // namespace detail
