@@ -24,7 +24,7 @@ SEEDS=${SEEDS:-"0 1 2"}
 JOBS=${JOBS:-2}
 THREADS=${THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}
 RUNS=${RUNS:-out/reproduce}
-BUILD=${BUILD:-build-ex}
+BUILD=${BUILD:-build/reproduce}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 OUT_MD=${OUT_MD:-docs/results.md}
 TUNE="$RUNS/tune"
@@ -45,8 +45,9 @@ declare -A CONFIG
 CONFIG[ce]="--method ce,crt --save-at $DRO_START"
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROLT_BUILD_TESTS=OFF \
-    ${Torch_DIR:+-DTorch_DIR=$Torch_DIR} >/dev/null
+  source scripts/lib/configure.sh
+  DROLT_DEBIAN_TORCH_DIR=${Torch_DIR:-$DROLT_DEBIAN_TORCH_DIR} BUILD_TYPE=Release \
+    drolt_configure_debian "$BUILD" -DDROLT_BUILD_TESTS=OFF -DDROLT_BUILD_EXAMPLES=ON
   cmake --build "$BUILD" --target drolt_train -j"$(nproc)"
 fi
 BIN="$BUILD/examples/drolt_train"
