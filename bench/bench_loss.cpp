@@ -2,7 +2,14 @@
 //
 //   loss/<shape>/<path>/<device>     one forward + backward of the DRO-LT loss
 //                                    (features and radii get gradients; centroids
-//                                    are constant, as in the paper's protocol)
+//                                    are constant, as in the paper's protocol).
+//                                    Paths: drolt's `reference` and `fused`, and two
+//                                    anchors: `matmul_composition` (what a user would
+//                                    write: distances from ||z||^2 + ||mu||^2 - 2 z.mu,
+//                                    then logsumexp, by LibTorch ops with autograd)
+//                                    and `matmul_floor` (only the three matrix
+//                                    products of a forward + backward: [C,D]x[D,B],
+//                                    [B,C]x[C,D] and [C,B]x[B,D])
 //   bank/<mode>/<device>             centroid-bank refresh over a CIFAR-100-LT epoch
 //                                    of features (10847 x 64)
 //   resnet32_step/<loss>/<device>    one SGD step of ResNet-32 on a batch of 128
@@ -183,7 +190,7 @@ bool device_ready(benchmark::State& state, const torch::Device& dev, bool needs_
     state.SkipWithError("no CUDA device");
     return false;
   }
-  if (needs_cuda_kernels && drolt::detail::cuda_backend_slot() == nullptr) {
+  if (needs_cuda_kernels && drolt::detail::cuda_kernels_slot() == nullptr) {
     state.SkipWithError("fused CUDA kernels not linked (build with DROLT_WITH_CUDA=ON)");
     return false;
   }
@@ -196,8 +203,41 @@ void sync(const torch::Device& dev) {
 
 // ------------------------------------------------------------------ loss
 
-void bench_loss(benchmark::State& state, LossShape shape, Backend backend, torch::Device dev) {
-  if (!device_ready(state, dev, backend == Backend::fused)) return;
+enum class LossPath { reference, fused, matmul_composition, matmul_floor };
+
+const char* path_name(LossPath p) {
+  switch (p) {
+    case LossPath::reference:
+      return "reference";
+    case LossPath::fused:
+      return "fused";
+    case LossPath::matmul_composition:
+      return "matmul_composition";
+    case LossPath::matmul_floor:
+      return "matmul_floor";
+  }
+  return "?";
+}
+
+/// The loss as a user would compose it without drolt (batch normalization,
+/// Euclidean distance, tau = 1, mean over the classes present): distances by the
+/// matrix-product expansion, scores with the margin on the positives, a
+/// logsumexp per class over the batch.
+torch::Tensor composed_by_hand(const torch::Tensor& z, const torch::Tensor& y, const torch::Tensor& mu,
+                               const torch::Tensor& eps) {
+  const int64_t C = mu.size(0);
+  auto d2 = mu.pow(2).sum(1, true) + z.pow(2).sum(1).unsqueeze(0) - 2 * torch::mm(mu, z.t());  // [C, B]
+  auto dist = d2.clamp_min(1e-12).sqrt();
+  auto pos = (torch::arange(C, y.options()).unsqueeze(1) == y.unsqueeze(0)).to(z.scalar_type());
+  auto s = -dist - 2 * eps.unsqueeze(1) * pos;
+  auto n = pos.sum(1);
+  auto l = torch::logsumexp(s, 1) - (s * pos).sum(1) / n.clamp_min(1);
+  auto present = (n > 0).to(z.scalar_type());
+  return (l * present).sum() / present.sum();
+}
+
+void bench_loss(benchmark::State& state, LossShape shape, LossPath path, torch::Device dev) {
+  if (!device_ready(state, dev, path == LossPath::fused)) return;
   torch::manual_seed(0);
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(dev);
   const double scale = 2.0 / std::sqrt(static_cast<double>(shape.D));
@@ -205,10 +245,30 @@ void bench_loss(benchmark::State& state, LossShape shape, Backend backend, torch
   auto mu = torch::randn({shape.C, shape.D}, f32) * scale;
   auto y = torch::randint(0, shape.C, {shape.B}, torch::TensorOptions().dtype(torch::kLong).device(dev));
   auto eps = torch::full({shape.C}, 0.5, f32).requires_grad_();
+  // The floor's operands and outputs, allocated once: only the products are timed.
+  torch::Tensor w, zd, gz, gmu, scores;
+  if (path == LossPath::matmul_floor) {
+    w = torch::randn({shape.C, shape.B}, f32);
+    zd = z.detach();
+    scores = torch::empty({shape.C, shape.B}, f32);
+    gz = torch::empty({shape.B, shape.D}, f32);
+    gmu = torch::empty({shape.C, shape.D}, f32);
+  }
   // No per-call value checks (they cost a host synchronisation on CUDA).
-  const auto opts = Opts().temperature(1.0).backend(backend).validate_values(false);
+  const auto opts = Opts()
+                        .temperature(1.0)
+                        .backend(path == LossPath::fused ? Backend::fused : Backend::reference)
+                        .validate_values(false);
   auto step = [&] {
-    auto l = robust_centroid_loss(z, y, mu, eps, opts);
+    if (path == LossPath::matmul_floor) {
+      torch::mm_out(scores, mu, zd.t());  // forward: [C, D] x [D, B]
+      torch::mm_out(gz, w.t(), mu);       // dL/dz:   [B, C] x [C, D]
+      torch::mm_out(gmu, w, zd);          // dL/dmu:  [C, B] x [B, D]
+      benchmark::DoNotOptimize(gmu.data_ptr());
+      return;
+    }
+    auto l = path == LossPath::matmul_composition ? composed_by_hand(z, y, mu, eps)
+                                                  : robust_centroid_loss(z, y, mu, eps, opts);
     auto g = torch::autograd::grad({l}, {z, eps});
     benchmark::DoNotOptimize(g[0].data_ptr());
   };
@@ -256,11 +316,11 @@ void bench_bank(benchmark::State& state, BankMode mode, torch::Device dev) {
   bank->to(dev);
   auto epoch = [&] {
     if (mode == BankMode::full_pass_one_call) {
-      bank->reset();
+      bank->clear_sums();
       bank->accumulate(feats, y);
       bank->finalize();
     } else if (mode == BankMode::full_pass_batched) {
-      bank->reset();
+      bank->clear_sums();
       for (int64_t s = 0; s < N; s += batch)
         bank->accumulate(feats.slice(0, s, s + batch), y.slice(0, s, s + batch));
       bank->finalize();
@@ -354,10 +414,10 @@ void register_all() {
                                                            {"cuda", torch::Device(torch::kCUDA, 0)}};
   for (const auto& d : devices) {
     for (const auto& s : kShapes) {
-      for (auto be : {Backend::reference, Backend::fused}) {
-        const std::string name = std::string("loss/") + s.name + "/" +
-                                 (be == Backend::reference ? "reference" : "fused") + "/" + d.first;
-        benchmark::RegisterBenchmark(name.c_str(), bench_loss, s, be, d.second)
+      for (auto path : {LossPath::reference, LossPath::fused, LossPath::matmul_composition,
+                        LossPath::matmul_floor}) {
+        const std::string name = std::string("loss/") + s.name + "/" + path_name(path) + "/" + d.first;
+        benchmark::RegisterBenchmark(name.c_str(), bench_loss, s, path, d.second)
             ->UseRealTime()
             ->Unit(benchmark::kMicrosecond);
       }
@@ -391,7 +451,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("torch_version", TORCH_VERSION);
   benchmark::AddCustomContext("cuda_available", torch::cuda::is_available() ? "yes" : "no");
   benchmark::AddCustomContext("drolt_cuda_kernels",
-                              drolt::detail::cuda_backend_slot() ? "linked" : "not linked");
+                              drolt::detail::cuda_kernels_slot() ? "linked" : "not linked");
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

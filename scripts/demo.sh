@@ -6,11 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}  # cache hits across clones
+source scripts/lib/configure.sh
 build=${BUILD_DIR:-build/demo}
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DTorch_DIR=/usr/lib/x86_64-linux-gnu/cmake/Torch \
-  -DDROLT_BUILD_TESTS=OFF -DDROLT_BUILD_EXAMPLES=ON >/dev/null
+BUILD_TYPE=Release drolt_configure_debian "$build" -DDROLT_BUILD_TESTS=OFF -DDROLT_BUILD_EXAMPLES=ON
 cmake --build "$build" -j "${JOBS:-2}" --target drolt_train
 exec "$build/examples/drolt_train" --preset demo "$@"

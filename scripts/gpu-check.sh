@@ -21,7 +21,7 @@
 #
 # Environment: PYTHON (default python3), CUDACXX (default nvcc on PATH, else
 # /usr/local/cuda/bin/nvcc), TORCH_CUDA_ARCH_LIST, JOBS (default nproc),
-# BUILD_DIR (default build-gpu), DROLT_GPU_CHECK_BUDGET, DROLT_GPU_CHECK_BUILD_LIMIT
+# BUILD_DIR (default build/gpu), DROLT_GPU_CHECK_BUDGET, DROLT_GPU_CHECK_BUILD_LIMIT
 # (seconds for the build step, default 300).
 set -uo pipefail
 if [ $# -lt 1 ]; then
@@ -35,7 +35,7 @@ cd "$root"
 
 t0=$SECONDS
 budget=${DROLT_GPU_CHECK_BUDGET:-470}
-build=${BUILD_DIR:-build-gpu}
+build=${BUILD_DIR:-build/gpu}
 summary=$out/summary.txt
 : >"$summary"
 status=0
@@ -66,11 +66,13 @@ run_step() {
 
 # ------------------------------------------------------------------ environment
 py=${PYTHON:-python3}
-nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-torch_root=$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null) || {
+source scripts/lib/configure.sh
+nvcc=$(drolt_nvcc)
+torch_cmake=$(PYTHON=$py drolt_pip_torch_cmake) || {
   say "cannot import torch with $py (set PYTHON)"
   exit 1
 }
+torch_root=${torch_cmake%%;*}
 cap=$("$py" -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"{m}.{n}")' \
   2>/dev/null) || cap=""
 arch_list=${TORCH_CUDA_ARCH_LIST:-${cap:-8.0;9.0+PTX}}
@@ -94,7 +96,7 @@ say "torch at $torch_root; GPU capability ${cap:-none}; arch list $arch_list; $j
 
 # ------------------------------------------------------------------ 1. build
 # The LibTorch root first, so Torch's find_library() cannot pick a system libc10.
-prefix="$torch_root;$torch_root/share/cmake;$deps"
+prefix="$torch_cmake;$deps"
 [ -e /usr/include/zlib.h ] || prefix="$prefix;$deps/zlib"
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)

@@ -33,12 +33,9 @@ COMMIT=${COMMIT:-0}
 exe=${DROLT_TRAIN:-}
 if [[ -z "$exe" ]]; then
   bash scripts/install-deps.sh
-  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+  source scripts/lib/configure.sh
   build=${BUILD_DIR:-build/demo}
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DTorch_DIR=/usr/lib/x86_64-linux-gnu/cmake/Torch \
-    -DDROLT_BUILD_TESTS=OFF -DDROLT_BUILD_EXAMPLES=ON >/dev/null
+  BUILD_TYPE=Release drolt_configure_debian "$build" -DDROLT_BUILD_TESTS=OFF -DDROLT_BUILD_EXAMPLES=ON
   cmake --build "$build" -j "${JOBS:-2}" --target drolt_train
   exe=$build/examples/drolt_train
 fi

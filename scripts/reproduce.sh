@@ -72,7 +72,7 @@ THREADS=${THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 DEVICE=${DEVICE:-cpu}
 COMMIT=${COMMIT:-0}
-BUILD=${BUILD:-build/ex}
+BUILD=${BUILD:-build/reproduce}
 DEPTH=${DEPTH:-32}
 if [[ "$SMOKE" == 1 ]]; then
   # Whole pipeline, tiny: 2 epochs, rho = 100, seed 0 (tuning, so the main
@@ -105,10 +105,9 @@ EPS_LEARNED=0.5
 DRW_FRACS="0.6 0.8"
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
-  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROLT_BUILD_TESTS=OFF \
-    -DDROLT_BUILD_EXAMPLES=ON ${Torch_DIR:+-DTorch_DIR=$Torch_DIR} >/dev/null
+  source scripts/lib/configure.sh
+  DROLT_DEBIAN_TORCH_DIR=${Torch_DIR:-$DROLT_DEBIAN_TORCH_DIR} BUILD_TYPE=Release \
+    drolt_configure_debian "$BUILD" -DDROLT_BUILD_TESTS=OFF -DDROLT_BUILD_EXAMPLES=ON
   cmake --build "$BUILD" --target drolt_train -j"$(nproc)"
 fi
 BIN=${DROLT_TRAIN:-$BUILD/examples/drolt_train}

@@ -8,7 +8,7 @@
 #
 # Environment:
 #   CXX               clang++ with libFuzzer (default: clang++, Debian's clang 14)
-#   DROLT_FUZZ_BUILD  build/output folder (default: build-fuzz)
+#   DROLT_FUZZ_BUILD  build/output folder (default: build/fuzz)
 #   TORCH_PREFIX      LibTorch headers/libraries prefix (default: Debian's /usr);
 #                     for a pip/tarball LibTorch give the folder holding include/ and lib/
 #   FUZZ_JOBS         compile jobs (default 2)
@@ -22,7 +22,10 @@ fi
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cxx="${CXX:-clang++}"
-out="${DROLT_FUZZ_BUILD:-$root/build-fuzz}"
+out="${DROLT_FUZZ_BUILD:-$root/build/fuzz}"
+# The ccache settings of every build script (no CMake here: clang++ directly).
+CCACHE_BASEDIR=${CCACHE_BASEDIR:-$root}
+source "$root/scripts/lib/configure.sh"
 prefix="${TORCH_PREFIX:-/usr}"
 jobs="${FUZZ_JOBS:-2}"
 mkdir -p "$out"

@@ -1,4 +1,4 @@
-// Tests of the centroid bank (docs/math.md, "The centroid bank") and the radius policies.
+// Tests of the centroid bank (docs/math.md, "The centroid bank").
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -130,17 +130,4 @@ TEST_CASE("bank rejects bad batches", "[bank]") {
   CHECK_THROWS_WITH(bank->accumulate(torch::zeros({2, 2}), torch::zeros({2})),
                     Contains("expected integer labels"));
   CHECK_THROWS_WITH(drolt::CentroidBank(0, 2), Contains("expected num_classes > 0, got 0"));
-}
-
-TEST_CASE("radius policies give the documented radii", "[radius]") {
-  auto counts = torch::tensor({400, 100, 16, 0});
-  auto o = torch::TensorOptions().dtype(torch::kDouble);
-  CHECK(drolt::RadiusPolicy::shared(0.7).fixed_radii(4, {}, o).equal(torch::full({4}, 0.7, o)));
-  auto r = drolt::RadiusPolicy::sqrt_n(2.0).fixed_radii(4, counts, o);
-  CHECK(r.allclose(torch::tensor({0.1, 0.2, 0.5, 2.0}, o)));
-  CHECK(drolt::RadiusPolicy::parse("erm", 0.5).eps0() == 0.0);
-  CHECK(drolt::RadiusPolicy::parse("sqrtn", 0.5).kind() == drolt::RadiusPolicy::Kind::sqrt_n);
-  CHECK(drolt::RadiusPolicy::parse("learned", 0.5).is_learned());
-  CHECK_THROWS_WITH(drolt::RadiusPolicy::sqrt_n(1.0).fixed_radii(4, {}, o), Contains("class counts"));
-  CHECK_THROWS_WITH(drolt::RadiusPolicy::learned(1.0).fixed_radii(4, counts, o), Contains("no fixed radii"));
 }

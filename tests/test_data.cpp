@@ -451,7 +451,7 @@ TEST_CASE("CIFAR reader rejects bad files with the file name and the reason", "[
 
 // ------------------------------------------------------------ long-tail subsets
 
-TEST_CASE("longtail_counts reproduces the spec's check values exactly", "[data][longtail]") {
+TEST_CASE("longtail_counts reproduces the documented check values exactly", "[data][longtail]") {
   using drolt::data::longtail_counts;
   using drolt::data::Profile;
   CHECK(sum(longtail_counts(500, 100, 100.0, Profile::exp)) == 10847);
@@ -491,7 +491,7 @@ TEST_CASE("longtail_counts step profile and edge cases", "[data][longtail]") {
   CHECK_THROWS_WITH(longtail_counts(50, 10, 100.0, Profile::exp), Contains("at least one sample"));
 }
 
-TEST_CASE("make_longtail keeps the spec's counts per class, deterministically",
+TEST_CASE("make_longtail keeps the documented counts per class, deterministically",
           "[data][longtail]") {
   // A balanced CIFAR-10-sized label vector, interleaved like the real files.
   const torch::Tensor targets = torch::arange(50000, torch::kInt64).remainder(10);

@@ -178,7 +178,7 @@ void scenario_centroids(drolt::dist::GlooGroup& g) {
 
   // Full pass: local sums over this rank's shard, all-reduced in finalize().
   drolt::CentroidBank bank(kC, kD);
-  bank->reset();
+  bank->clear_sums();
   for (int64_t s = 0; s < x.size(0); s += 37) {
     const int64_t e = std::min<int64_t>(x.size(0), s + 37);
     bank->accumulate(x.slice(0, s, e), y.slice(0, s, e));
@@ -244,7 +244,7 @@ struct Replica {
 /// One refresh of the bank (every sample, no grad), as at the start of an epoch.
 void refresh(Replica& r, const torch::Tensor& x, const torch::Tensor& y) {
   torch::NoGradGuard g;
-  r.bank->reset();
+  r.bank->clear_sums();
   r.bank->accumulate(r.net->forward(x), y);
 }
 
@@ -568,7 +568,7 @@ std::vector<double> bench_epochs(drolt::dist::GlooGroup& g, int epochs, std::vec
     auto x = x_all.index_select(0, mine), y = y_all.index_select(0, mine);
     {
       torch::NoGradGuard ng;
-      bank->reset();
+      bank->clear_sums();
       for (int64_t s = 0; s < x.size(0); s += 256)
         bank->accumulate(net->body->forward(x.slice(0, s, s + 256)), y.slice(0, s, s + 256));
     }

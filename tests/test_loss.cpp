@@ -1,6 +1,7 @@
 // Tests of the loss: values against a direct float64 composition written with
 // plain loops, the fused path against the reference, gradients against finite
-// differences, and every bad input.
+// differences, every bad input, and its options: radius policies
+// (drolt/radius.hpp) and class weights (drolt/class_weights.hpp).
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -448,4 +449,91 @@ TEST_CASE("module: state round-trips through torch::save", "[loss][module]") {
   auto c = std::dynamic_pointer_cast<drolt::RobustCentroidLossImpl>(a->clone());
   REQUIRE(c);
   CHECK(c->radii().equal(a->radii()));
+}
+
+TEST_CASE("radius policies give the documented radii", "[radius]") {
+  auto counts = torch::tensor({400, 100, 16, 0});
+  auto o = torch::TensorOptions().dtype(torch::kDouble);
+  CHECK(drolt::RadiusPolicy::shared(0.7).fixed_radii(4, {}, o).equal(torch::full({4}, 0.7, o)));
+  auto r = drolt::RadiusPolicy::sqrt_n(2.0).fixed_radii(4, counts, o);
+  CHECK(r.allclose(torch::tensor({0.1, 0.2, 0.5, 2.0}, o)));
+  CHECK(drolt::RadiusPolicy::parse("erm", 0.5).eps0() == 0.0);
+  CHECK(drolt::RadiusPolicy::parse("sqrtn", 0.5).kind() == drolt::RadiusPolicy::Kind::sqrt_n);
+  CHECK(drolt::RadiusPolicy::parse("learned", 0.5).is_learned());
+  CHECK_THROWS_WITH(drolt::RadiusPolicy::sqrt_n(1.0).fixed_radii(4, {}, o), Contains("class counts"));
+  CHECK_THROWS_WITH(drolt::RadiusPolicy::learned(1.0).fixed_radii(4, counts, o), Contains("no fixed radii"));
+}
+
+TEST_CASE("class weights: none, inverse frequency, effective number", "[loss][class_weights]") {
+  using drolt::ClassWeighting;
+  const auto none = drolt::class_weights({100, 10, 1}, ClassWeighting::none);
+  REQUIRE(none.scalar_type() == torch::kFloat32);
+  CHECK(torch::equal(none, torch::ones({3})));
+
+  const auto inv = drolt::class_weights({100, 10, 1}, ClassWeighting::inverse_frequency);
+  // proportional to (0.01, 0.1, 1), scaled to average 1: 3 / 1.11 times that.
+  CHECK(inv[0].item<float>() == Approx(0.03 / 1.11));
+  CHECK(inv[1].item<float>() == Approx(0.3 / 1.11));
+  CHECK(inv[2].item<float>() == Approx(3.0 / 1.11));
+  CHECK(inv.mean().item<float>() == Approx(1.0));
+
+  // beta = 0.9, n = (1, 2): E = (1 - 0.9) / (1 - 0.9^n) = (1, 0.1 / 0.19).
+  const auto eff = drolt::class_weights({1, 2}, ClassWeighting::effective_number, 0.9);
+  const double e2 = 0.1 / 0.19;
+  CHECK(eff[0].item<float>() == Approx(2.0 / (1.0 + e2)));
+  CHECK(eff[1].item<float>() == Approx(2.0 * e2 / (1.0 + e2)));
+
+  SECTION("effective number spans uniform (beta = 0) to inverse frequency (beta -> 1)") {
+    CHECK(torch::allclose(drolt::class_weights({100, 10, 1}, ClassWeighting::effective_number, 0.0),
+                          torch::ones({3})));
+    CHECK(torch::allclose(
+        drolt::class_weights({100, 10, 1}, ClassWeighting::effective_number, 1.0 - 1e-9), inv,
+        1e-5));
+    // Near beta = 1 the naive 1 - beta^n cancels; the weights stay finite and ordered.
+    const auto w = drolt::class_weights({5000, 50}, ClassWeighting::effective_number, 0.9999);
+    CHECK(std::isfinite(w[0].item<float>()));
+    CHECK(w[1].item<float>() > w[0].item<float>());
+  }
+  SECTION("re-weighting needs every class to have samples; none does not") {
+    CHECK_THROWS_WITH(drolt::class_weights({10, 0, 10}, ClassWeighting::inverse_frequency),
+                      Contains("counts > 0") && Contains("got 0 for class 1"));
+    CHECK_THROWS_WITH(drolt::class_weights({10, 0, 10}, ClassWeighting::effective_number),
+                      Contains("got 0 for class 1"));
+    CHECK(torch::equal(drolt::class_weights({10, 0, 10}, ClassWeighting::none), torch::ones({3})));
+  }
+  SECTION("invalid input") {
+    CHECK_THROWS_WITH(drolt::class_weights({}, ClassWeighting::none),
+                      Contains("at least one class"));
+    CHECK_THROWS_WITH(drolt::class_weights({1, -2}, ClassWeighting::none),
+                      Contains("counts >= 0, got -2"));
+    CHECK_THROWS_WITH(drolt::class_weights({1, 2}, ClassWeighting::effective_number, 1.0),
+                      Contains("beta in [0, 1), got 1"));
+  }
+}
+
+TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as docs/math.md says",
+          "[loss][class_weights]") {
+  // w from the counts of a 4-class long tail; a batch in which class 2 is absent.
+  const auto w =
+      drolt::class_weights({500, 120, 30, 5}, drolt::ClassWeighting::effective_number, 0.99);
+  torch::manual_seed(3);
+  const auto z = torch::randn({6, 3});
+  const auto y = torch::tensor(std::vector<int64_t>{0, 0, 1, 3, 3, 3}, torch::kInt64);
+  const auto mu = torch::randn({4, 3});
+  const auto eps = torch::full({4}, 0.1);
+  using drolt::functional::RobustCentroidLossFuncOptions;
+  const auto per_class = drolt::functional::robust_centroid_loss(
+      z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).reduction(torch::kNone));
+  const auto weighted = drolt::functional::robust_centroid_loss(
+      z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).class_weights(w));
+  // L = sum_{c in P} w_c l_c / sum_{c in P} w_c  (docs/math.md, "The loss")
+  const auto present = torch::tensor({0, 1, 3}, torch::kInt64);
+  const double expected =
+      (w.index_select(0, present) * per_class.index_select(0, present)).sum().item<double>() /
+      w.index_select(0, present).sum().item<double>();
+  CHECK(weighted.item<double>() == Approx(expected).epsilon(1e-5));
+  // The tail class weighs most: the weighted loss differs from the unweighted mean.
+  CHECK(w[3].item<float>() > w[0].item<float>());
+  CHECK(weighted.item<double>() !=
+        Approx(per_class.index_select(0, present).mean().item<double>()).epsilon(1e-4));
 }

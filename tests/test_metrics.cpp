@@ -1,5 +1,4 @@
-// Evaluation metrics (include/drolt/metrics.hpp) and class weights
-// (include/drolt/class_weights.hpp).
+// Evaluation metrics (include/drolt/metrics.hpp).
 // torch before Catch: LibTorch 2.x defines a glog-style CHECK that must not
 // replace Catch's.
 #include <torch/torch.h>
@@ -12,8 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "drolt/class_weights.hpp"
-#include "drolt/loss.hpp"
 #include "drolt/metrics.hpp"
 
 using Catch::Matchers::Contains;
@@ -217,80 +214,6 @@ TEST_CASE("summary prints text and exact JSON, NaN as null", "[metrics]") {
     CHECK_THAT(t.to_json(), Contains("\"per_class_accuracy\":[0,1,null,null,null,null]"));
     CHECK_THAT(t.to_text(), Contains("classes without test samples (excluded): 4 [2, 3, 4, 5]"));
   }
-}
-
-TEST_CASE("class weights: none, inverse frequency, effective number", "[metrics][class_weights]") {
-  using drolt::ClassWeighting;
-  const auto none = drolt::class_weights({100, 10, 1}, ClassWeighting::none);
-  REQUIRE(none.scalar_type() == torch::kFloat32);
-  CHECK(torch::equal(none, torch::ones({3})));
-
-  const auto inv = drolt::class_weights({100, 10, 1}, ClassWeighting::inverse_frequency);
-  // proportional to (0.01, 0.1, 1), scaled to average 1: 3 / 1.11 times that.
-  CHECK(inv[0].item<float>() == Approx(0.03 / 1.11));
-  CHECK(inv[1].item<float>() == Approx(0.3 / 1.11));
-  CHECK(inv[2].item<float>() == Approx(3.0 / 1.11));
-  CHECK(inv.mean().item<float>() == Approx(1.0));
-
-  // beta = 0.9, n = (1, 2): E = (1 - 0.9) / (1 - 0.9^n) = (1, 0.1 / 0.19).
-  const auto eff = drolt::class_weights({1, 2}, ClassWeighting::effective_number, 0.9);
-  const double e2 = 0.1 / 0.19;
-  CHECK(eff[0].item<float>() == Approx(2.0 / (1.0 + e2)));
-  CHECK(eff[1].item<float>() == Approx(2.0 * e2 / (1.0 + e2)));
-
-  SECTION("effective number spans uniform (beta = 0) to inverse frequency (beta -> 1)") {
-    CHECK(torch::allclose(drolt::class_weights({100, 10, 1}, ClassWeighting::effective_number, 0.0),
-                          torch::ones({3})));
-    CHECK(torch::allclose(
-        drolt::class_weights({100, 10, 1}, ClassWeighting::effective_number, 1.0 - 1e-9), inv,
-        1e-5));
-    // Near beta = 1 the naive 1 - beta^n cancels; the weights stay finite and ordered.
-    const auto w = drolt::class_weights({5000, 50}, ClassWeighting::effective_number, 0.9999);
-    CHECK(std::isfinite(w[0].item<float>()));
-    CHECK(w[1].item<float>() > w[0].item<float>());
-  }
-  SECTION("re-weighting needs every class to have samples; none does not") {
-    CHECK_THROWS_WITH(drolt::class_weights({10, 0, 10}, ClassWeighting::inverse_frequency),
-                      Contains("counts > 0") && Contains("got 0 for class 1"));
-    CHECK_THROWS_WITH(drolt::class_weights({10, 0, 10}, ClassWeighting::effective_number),
-                      Contains("got 0 for class 1"));
-    CHECK(torch::equal(drolt::class_weights({10, 0, 10}, ClassWeighting::none), torch::ones({3})));
-  }
-  SECTION("invalid input") {
-    CHECK_THROWS_WITH(drolt::class_weights({}, ClassWeighting::none),
-                      Contains("at least one class"));
-    CHECK_THROWS_WITH(drolt::class_weights({1, -2}, ClassWeighting::none),
-                      Contains("counts >= 0, got -2"));
-    CHECK_THROWS_WITH(drolt::class_weights({1, 2}, ClassWeighting::effective_number, 1.0),
-                      Contains("beta in [0, 1), got 1"));
-  }
-}
-
-TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as the spec says",
-          "[metrics][class_weights]") {
-  // w from the counts of a 4-class long tail; a batch in which class 2 is absent.
-  const auto w =
-      drolt::class_weights({500, 120, 30, 5}, drolt::ClassWeighting::effective_number, 0.99);
-  torch::manual_seed(3);
-  const auto z = torch::randn({6, 3});
-  const auto y = longs({0, 0, 1, 3, 3, 3});
-  const auto mu = torch::randn({4, 3});
-  const auto eps = torch::full({4}, 0.1);
-  using drolt::functional::RobustCentroidLossFuncOptions;
-  const auto per_class = drolt::functional::robust_centroid_loss(
-      z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).reduction(torch::kNone));
-  const auto weighted = drolt::functional::robust_centroid_loss(
-      z, y, mu, eps, RobustCentroidLossFuncOptions().temperature(0.5).class_weights(w));
-  // L = sum_{c in P} w_c l_c / sum_{c in P} w_c  (spec section 2)
-  const auto present = torch::tensor({0, 1, 3}, torch::kInt64);
-  const double expected =
-      (w.index_select(0, present) * per_class.index_select(0, present)).sum().item<double>() /
-      w.index_select(0, present).sum().item<double>();
-  CHECK(weighted.item<double>() == Approx(expected).epsilon(1e-5));
-  // The tail class weighs most: the weighted loss differs from the unweighted mean.
-  CHECK(w[3].item<float>() > w[0].item<float>());
-  CHECK(weighted.item<double>() !=
-        Approx(per_class.index_select(0, present).mean().item<double>()).epsilon(1e-4));
 }
 
 namespace {

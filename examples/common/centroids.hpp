@@ -1,4 +1,4 @@
-// How a DRO-LT run keeps its centroid bank up to date (spec section 6), behind
+// How a DRO-LT run keeps its centroid bank up to date (docs/math.md, "The centroid bank"), behind
 // one interface with three modes:
 //   full     : a pass over the training set (eval mode, no augmentation) at
 //              the start of every DRO-LT epoch; the paper's choice;
@@ -60,7 +60,7 @@ class FullRefresh : public CentroidRefresh {
     const auto t0 = std::chrono::steady_clock::now();
     torch::NoGradGuard g;
     s_.model->eval();
-    s_.bank->reset();
+    s_.bank->clear_sums();
     const int64_t B = 512;
     // This process's rows (all of them with one process); with several,
     // finalize() adds up every rank's sums and counts.
@@ -93,7 +93,7 @@ class PreviousEpochRefresh : public CentroidRefresh {
  public:
   explicit PreviousEpochRefresh(CentroidSource s) : s_(std::move(s)) {}
   double before_epoch(int64_t e) override {
-    if (observes(e)) s_.bank->reset();
+    if (observes(e)) s_.bank->clear_sums();
     return 0.0;
   }
   bool observes(int64_t e) const override { return e >= s_.first_dro_epoch - 1; }

@@ -1,4 +1,4 @@
-// Classifier stages on a frozen representation (spec section 13), as scores
+// Classifier stages on a frozen representation (docs/math.md, "Methods compared"), as scores
 // [N, C] from penultimate features:
 //   joint    : the classifier trained with the representation;
 //   crt      : a re-initialised classifier trained with class-balanced sampling;

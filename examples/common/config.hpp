@@ -26,13 +26,13 @@ namespace drolt_examples {
 enum class Method { ce, crt, resample, reweight, focal, ldam_drw, drolt };
 /// The representation loss (the classifier's term; DRO-LT is added on top).
 enum class BaseLoss { ce, focal, ldam };
-/// Class weights of the representation loss (spec section 13).
+/// Class weights of the representation loss (docs/math.md, "Methods compared").
 enum class Weighting { none, inverse, effective, max_ratio };
 /// Order of the training images: instance (a permutation), class-balanced
 /// (class uniform, then an image of it), class-aware (k images of one class,
 /// then k of the next, as the authors' loader), square-root, progressive.
 enum class SamplerKind { instance, class_balanced, class_aware, sqrt, progressive };
-/// Classifier stages on the frozen representation (spec section 13).
+/// Classifier stages on the frozen representation (docs/math.md, "Methods compared").
 enum class ClassifierKind { joint, crt, lws, tau_norm, ncm, logit_adjust };
 enum class CentroidMode { full, previous, ema };
 enum class Schedule { multistep, cosine, constant };
@@ -198,7 +198,7 @@ struct TrainConfig {
   // synthetic data (tests only)
   int64_t synthetic_classes = 4;
   int64_t synthetic_size = 12;
-  /// Many n > many_above, Few n < few_below (spec section 8).
+  /// Many n > many_above, Few n < few_below (docs/math.md, "Long-tailed data and evaluation").
   int64_t many_above = 100;
   int64_t few_below = 20;
 
@@ -248,14 +248,14 @@ struct TrainConfig {
   /// Constant learning rate of the DRO-LT epochs (> 0), or 0: the schedule goes on.
   double dro_lr = 0;
   CentroidMode centroid_mode = CentroidMode::full;
-  /// Layers with a DRO-LT loss (docs/math.md, "several layers"): 0 the stem,
+  /// Layers with a DRO-LT loss (docs/math.md, "Several layers"): 0 the stem,
   /// 1..3 the ResNet stages (3 = the penultimate features); each has its own
   /// bank and radii. The DRO-LT term is sum_l w_l L_DRO(layer l).
   std::vector<int64_t> dro_layers = {3};
   /// The weights w_l, one per --dro-layers entry; empty = 1 / (number of layers) each.
   std::vector<double> dro_layer_weights;
   double ema_momentum = 0.9;
-  double radius_lr = 0.005;  // learned radii: SGD lr (spec section 5)
+  double radius_lr = 0.005;  // learned radii: SGD lr (docs/math.md, "Radius policies")
   double radius_weight_decay = 1e-4;
 
   // ------------------------------------------------------------------ classifier stages
@@ -566,7 +566,7 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     return;
   }
   if (name == "official") {
-    // The authors' released recipe (their README step 2; spec section 10), after
+    // The authors' released recipe (their README step 2; docs/math.md, "The authors' published recipe"), after
     // a CE model (their step 1: 200 epochs, lr 0.1 decayed 100x at 160 and 180):
     // 80 DRO-LT epochs of CE(n_c / n_max) + DRO-LT on a class-aware loader
     // (4 images per class in turn), learned radii from eps0 0.5, temperature 1,

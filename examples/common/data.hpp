@@ -2,7 +2,7 @@
 // validation split drawn from the images the subset left out (or a given
 // validation set), and the test set. Every split is a DataSplit: its labels in
 // memory, its images either in memory as float tensors (the built-in sets, and
-// small image sets: 1,230 images for Fashion-MNIST-LT) or decoded on loader
+// small image sets: 1,236 images for Fashion-MNIST-LT) or decoded on loader
 // threads on every pass (image_data.hpp: ImageNet-LT, iNaturalist).
 #pragma once
 

@@ -1,4 +1,4 @@
-// Representation losses of the example trainer (spec sections 7, 10 and 13):
+// Representation losses of the example trainer (docs/math.md, "Training protocol" and "The authors' published recipe" and "Methods compared"):
 // cross-entropy (optionally class-weighted), focal loss, LDAM (+ DRW), each
 // optionally plus DRO-LT, mixed with lambda or summed. dro_loss_options() is
 // the one place the DRO-LT loss is configured.
@@ -19,7 +19,7 @@
 namespace drolt_examples {
 
 /// The DRO-LT loss of a run: policy, temperature and class counts from the
-/// configuration (spec sections 2 and 5).
+/// configuration (docs/math.md, "The loss" and "Radius policies").
 inline drolt::RobustCentroidLossOptions dro_loss_options(const TrainConfig& cfg, const std::vector<int64_t>& counts,
                                                          const torch::Device& device) {
   return drolt::RobustCentroidLossOptions(static_cast<int64_t>(counts.size()))
@@ -95,7 +95,7 @@ struct LossValue {
   torch::Tensor total, base, dro;  // dro undefined outside DRO-LT epochs
 };
 
-/// The base (classifier) term of `spec` on `logits`.
+/// The base (classifier) term of a LossSpec on `logits`.
 inline torch::Tensor base_loss(const LossSpec& spec, const torch::Tensor& logits, const torch::Tensor& y) {
   namespace F = torch::nn::functional;
   switch (spec.base) {
@@ -125,7 +125,7 @@ inline torch::Tensor combined(const LossSpec& spec, const torch::Tensor& base, c
 /// The loss of one batch: the base term on the logits, plus, when spec.dro,
 /// the DRO-LT term on the features of every tapped layer (in the layers'
 /// order), each against its own bank, weighted as the module says:
-/// sum_l w_l L_DRO(z^(l)) (docs/math.md, "several layers").
+/// sum_l w_l L_DRO(z^(l)) (docs/math.md, "Several layers").
 inline LossValue compute_loss(const LossSpec& spec, const torch::Tensor& logits,
                               const std::vector<torch::Tensor>& features, const torch::Tensor& y,
                               drolt::MultiLayerRobustCentroidLoss& dro) {

@@ -43,7 +43,7 @@ struct Representation {
   bool dro = false;  // + DRO-LT from --dro-start on (plain CE before)
 };
 
-/// The representation each --method stands for (spec section 13).
+/// The representation each --method stands for (docs/math.md, "Methods compared").
 inline Representation representation_of(Method m, const TrainConfig& c) {
   Representation r;
   r.method = m;

@@ -165,7 +165,7 @@ class Run {
       for (auto& p : l->parameters()) radii.push_back(p);
     }
     if (!radii.empty()) {
-      // Learned radii join the feature extractor's SGD (spec section 5).
+      // Learned radii join the feature extractor's SGD (docs/math.md, "Radius policies").
       groups.emplace_back(radii, std::make_unique<torch::optim::SGDOptions>(
                                                    torch::optim::SGDOptions(cfg.radius_lr)
                                                        .momentum(cfg.momentum)

@@ -41,8 +41,10 @@ inline BoundTightness bound_tightness(const torch::Tensor& features, const torch
   auto o = options;
   o.reduction(torch::kNone);
   BoundTightness t;
-  t.upper = detail::reference_loss_vector(features, centroids, radii, in, o);
-  t.lower = detail::reference_loss_vector(features, centroids, -radii, in, o);
+  // One distance matrix for both bounds: only the margins' signs differ.
+  const auto dist = detail::reference_distances(features, centroids, in, o);
+  t.upper = detail::reference_loss_from_distances(dist, radii, in, o);
+  t.lower = detail::reference_loss_from_distances(dist, -radii, in, o);
   const int64_t C = centroids.size(0);
   if (options.normalization() == Normalization::batch) {
     auto n = torch::zeros({C}, in.labels.options()).index_add_(0, in.labels, torch::ones_like(in.labels));

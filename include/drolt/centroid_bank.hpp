@@ -7,15 +7,18 @@
 // of 10^5 float32 features is exact to float32 rounding) and counts, and
 // publishes means on finalize(). Two cheaper modes avoid the extra pass:
 //  - accumulate the features seen during the previous training epoch (same
-//    reset / accumulate / finalize calls, fed from the training loop);
+//    clear_sums / accumulate / finalize calls, fed from the training loop);
 //  - an exponential moving average per class (ema_update).
 // It is a torch module with buffers, so torch::save / torch::load and `to()`
 // work and a resumed run gets the same centroids.
 #include <torch/torch.h>
 
 #include <cmath>
+#include <string>
 
 #include "drolt/detail/checked_load.hpp"
+#include "drolt/detail/checks.hpp"
+#include "drolt/detail/floating_state.hpp"
 
 namespace drolt {
 
@@ -29,7 +32,7 @@ struct CentroidBankOptions {
   TORCH_ARG(torch::Dtype, dtype) = torch::kFloat32;
 };
 
-class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
+class CentroidBankImpl : public detail::FloatingStateModule<CentroidBankImpl> {
  public:
   CentroidBankImpl(int64_t num_classes, int64_t dim)
       : CentroidBankImpl(CentroidBankOptions(num_classes, dim)) {}
@@ -53,8 +56,9 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
   }
 
   /// LibTorch's Cloneable hook: registers the buffers on construction and
-  /// clone(). Called on a bank that has them, it clears the running sums like
-  /// clear_sums() (what earlier versions documented for the per-epoch clear).
+  /// clone(). The per-epoch clear is clear_sums(); called on a bank that has its
+  /// buffers, reset() only forwards to clear_sums() (deprecated: earlier
+  /// versions documented reset() as the per-epoch clear, and callers remain).
   void reset() override {
     const int64_t C = options.num_classes(), D = options.dim();
     if (!sums_.defined() || named_buffers(/*recurse=*/false).size() == 0) {
@@ -158,21 +162,12 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
   int64_t num_classes() const { return options.num_classes(); }
   int64_t dim() const { return options.dim(); }
 
-  /// Module::to(dtype) would convert every buffer, integer counts and the bool
-  /// mask included (and break the next accumulate): only the published
-  /// centroids change dtype; sums stay float64, counts int64, the mask bool.
-  void to(torch::Dtype dtype, bool non_blocking = false) override {
-    TORCH_CHECK(c10::isFloatingType(dtype), "drolt::CentroidBank::to: expected a floating-point dtype, got ", dtype);
-    torch::NoGradGuard no_grad;
+  /// to(dtype) (detail/floating_state.hpp) converts only the published
+  /// centroids: sums stay float64, counts int64, the mask bool.
+  static constexpr const char* kToName = "drolt::CentroidBank::to";
+  void convert_floating_state(torch::Dtype dtype, bool non_blocking) {
     centroids_.set_data(centroids_.to(dtype, non_blocking));
     options.dtype(dtype);
-  }
-  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override {
-    to(device, non_blocking);
-    to(dtype, non_blocking);
-  }
-  void to(torch::Device device, bool non_blocking = false) override {
-    torch::nn::Module::to(device, non_blocking);
   }
 
   /// Module::load that refuses an archive of another number of classes or
@@ -200,21 +195,17 @@ class CentroidBankImpl : public torch::nn::Cloneable<CentroidBankImpl> {
   torch::Tensor check_batch(const torch::Tensor& features, const torch::Tensor& labels,
                             const char* fn) const {
     const int64_t C = options.num_classes(), D = options.dim();
-    TORCH_CHECK(features.dim() == 2 && features.size(1) == D, "drolt::CentroidBank::", fn,
-                ": expected features of shape [N, ", D, "], got ", features.sizes());
-    TORCH_CHECK(c10::isFloatingType(features.scalar_type()), "drolt::CentroidBank::", fn,
-                ": expected floating-point features, got ", features.scalar_type());
-    TORCH_CHECK(labels.dim() == 1 && labels.size(0) == features.size(0), "drolt::CentroidBank::",
-                fn, ": expected labels of shape [", features.size(0), "], got ", labels.sizes());
-    TORCH_CHECK(c10::isIntegralType(labels.scalar_type(), /*includeBool=*/false),
-                "drolt::CentroidBank::", fn, ": expected integer labels, got ",
-                labels.scalar_type());
+    const std::string where = std::string("drolt::CentroidBank::") + fn;
+    DROLT_CHECK(features.dim() == 2 && features.size(1) == D, where,
+                "expected features of shape [N, ", D, "], got ", features.sizes());
+    DROLT_CHECK(c10::isFloatingType(features.scalar_type()), where,
+                "expected floating-point features, got ", features.scalar_type());
+    DROLT_CHECK(labels.dim() == 1 && labels.size(0) == features.size(0), where,
+                "expected labels of shape [", features.size(0), "], got ", labels.sizes());
+    DROLT_CHECK(c10::isIntegralType(labels.scalar_type(), /*includeBool=*/false), where,
+                "expected integer labels, got ", labels.scalar_type());
     auto y = labels.to(sums_.device(), torch::kLong);
-    if (y.numel() > 0) {
-      const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < C, "drolt::CentroidBank::", fn, ": expected labels in [0, ", C,
-                  "), got values in [", lo, ", ", hi, "]");
-    }
+    detail::check_label_range(y, C, where);
     return y;
   }
 

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// Per-class loss weights from training-set class counts, for the `w_c` of the
-/// DRO-LT loss (spec section 1) or torch::nn::CrossEntropyLoss's `weight`.
+/// DRO-LT loss (docs/math.md, "The loss") or torch::nn::CrossEntropyLoss's `weight`.
 ///
 ///     auto w = drolt::class_weights(lt.counts, drolt::ClassWeighting::effective_number, 0.999);
 #include <torch/torch.h>

@@ -1,7 +1,7 @@
 #pragma once
 // drolt::dist: the centroid bank, gradients and parameters across processes,
 // over a c10d process group (LibTorch's own distributed engine: Gloo on CPU,
-// NCCL on GPU). Spec section 6: every process of a distributed run must hold
+// NCCL on GPU). docs/math.md, "The centroid bank": every process of a distributed run must hold
 // the same centroids, those of one process that saw all the data, so the bank's
 // per-class float64 sums and counts are all-reduced before the means are taken.
 //
@@ -262,7 +262,7 @@ inline void barrier(ProcessGroup& pg) {
 }
 
 /// Distributed CentroidBank::finalize(): all-reduces the per-class float64 sums
-/// and the pending counts accumulated since reset() on every rank, then
+/// and the pending counts accumulated since clear_sums() on every rank, then
 /// publishes the means. Afterwards every rank holds the centroids, counts and
 /// valid mask of one process that accumulated all ranks' data (equal up to the
 /// float64 summation order, far below float32 rounding). Collective: every rank
@@ -332,11 +332,7 @@ inline void ema_update(CentroidBank& bank, const torch::Tensor& features,
               "drolt::dist::ema_update: expected integer labels, got ", labels.scalar_type());
   const auto device = bank->centroids().device();
   auto y = labels.to(device, torch::kLong);
-  if (y.numel() > 0) {
-    const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < C, "drolt::dist::ema_update: expected labels in [0, ", C,
-                "), got values in [", lo, ", ", hi, "]");
-  }
+  drolt::detail::check_label_range(y, C, "drolt::dist::ema_update");
   // [C*D sums | C counts] in float64, one collective.
   auto flat = torch::zeros({C * D + C}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   auto s = flat.slice(0, 0, C * D).view({C, D});

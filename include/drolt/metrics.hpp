@@ -2,8 +2,8 @@
 /// \file
 /// Evaluation metrics for long-tailed classification, kept apart from training
 /// code: confusion matrix, per-class / overall / top-k accuracy, Many / Medium /
-/// Few split accuracy (spec section 8), nearest-centroid accuracy, expected
-/// calibration error (spec section 13), and a summary
+/// Few split accuracy (docs/math.md, "Long-tailed data and evaluation"), nearest-centroid accuracy, expected
+/// calibration error (docs/math.md, "Methods compared"), and a summary
 /// that prints as text or JSON.
 ///
 /// "predictions" arguments accept either predicted labels (1-D integer [N]) or
@@ -22,6 +22,9 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "drolt/detail/checks.hpp"
+#include "drolt/types.hpp"
 
 namespace drolt {
 namespace metrics {
@@ -54,7 +57,10 @@ struct SplitAccuracy {
   std::vector<int64_t> classes_without_test_samples;
 };
 
-enum class Similarity { euclidean, cosine };
+/// How nearest_centroid_predict compares a feature with a centroid: the loss's
+/// Distance (Similarity::euclidean and Similarity::cosine as before;
+/// squared_euclidean ranks centroids as euclidean does).
+using Similarity = Distance;
 
 namespace detail {
 
@@ -67,9 +73,7 @@ inline torch::Tensor check_targets(const torch::Tensor& targets, int64_t num_cla
               caller, ": expected integer targets, got ", targets.scalar_type());
   const torch::Tensor t = targets.to(torch::kCPU, torch::kInt64).contiguous();
   if (t.numel() > 0 && num_classes > 0) {
-    const int64_t lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < num_classes, caller, ": expected targets in [0, ", num_classes,
-                "), got values in [", lo, ", ", hi, "]");
+    drolt::detail::check_label_range(t, num_classes, caller, "targets");
   }
   return t;
 }
@@ -98,9 +102,7 @@ inline torch::Tensor to_labels(const torch::Tensor& predictions, int64_t num_cla
                 caller, ": expected integer predicted labels, got ", predictions.scalar_type());
     p = predictions.to(torch::kCPU, torch::kInt64).contiguous();
     if (p.numel() > 0 && num_classes > 0) {
-      const int64_t lo = p.min().item<int64_t>(), hi = p.max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < num_classes, caller, ": expected predicted labels in [0, ",
-                  num_classes, "), got values in [", lo, ", ", hi, "]");
+      drolt::detail::check_label_range(p, num_classes, caller, "predicted labels");
     }
   }
   TORCH_CHECK(p.size(0) == n, caller, ": expected as many predictions as targets (", n, "), got ",
@@ -230,7 +232,7 @@ inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torc
   return split_accuracy(predictions, targets, train_counts, SplitThresholds{});
 }
 
-/// Expected calibration error (Guo et al. 2017; spec section 13): the
+/// Expected calibration error (Guo et al. 2017; docs/math.md, "Methods compared"): the
 /// confidence of a sample is its largest probability and its prediction the
 /// argmax; samples go into `bins` equal-width confidence bins ((b/B, (b+1)/B],
 /// a confidence of exactly 0 in the first), and

@@ -2,7 +2,7 @@
 //
 // This file is compiled in the consumer's build: linking the CMake target
 // drolt::cuda adds it to the consumer's target (docs/cuda.md). At static
-// initialisation it registers its FusedBackend in detail::cuda_backend_slot(),
+// initialisation it registers its FusedKernels in detail::cuda_kernels_slot(),
 // where the autograd function in loss.hpp looks for it.
 //
 // Layout of the work (every block has kThreads threads = kWarps warps):
@@ -11,14 +11,15 @@
 //                            sample of c by scanning the labels, then one warp per
 //                            sample computes ||z_i - mu_c||^2, the score and an
 //                            online log-sum-exp; warps merge in a fixed order.
-//     backward rows  grid C  recomputes the row's scores from its saved LSE:
-//                            dL/deps_c and (optionally) dL/dmu_c.
-//     backward cols  grid B  one block per sample: loops over the rows (found as
-//                            "first sample of its class") and accumulates dL/dz_i.
 //   classes normalization (rows are samples, columns the valid classes)
 //     forward        grid B  one warp per class, online LSE over the classes.
-//     backward cols  grid B  dL/dz_i over the valid classes.
-//     backward rows  grid C  dL/deps_c and (optionally) dL/dmu_c over the samples.
+//   backward, both normalizations (the same two kernels, specialised by the
+//   traits BatchBackward / ClassesBackward)
+//     per class      grid C  recomputes class c's entries from the saved LSE:
+//                            dL/deps_c and (optionally) dL/dmu_c.
+//     per sample     grid B  dL/dz_i over the sample's partner classes (batch:
+//                            the rows, each found at the first sample of its
+//                            class; classes: the valid classes).
 // Nothing of size [K, B] is ever stored: each entry's coefficient is recomputed
 // where it is needed. Every sum runs in a fixed order (warp butterflies, warps
 // merged in index order, chunks in index order), and every output element is
@@ -38,12 +39,16 @@
 #include <climits>
 #include <cstdint>
 
-#include "drolt/detail/backend.hpp"
+#include "drolt/detail/checks.hpp"
+#include "drolt/detail/fused_contract.hpp"
 #include "drolt/detail/tile_math.hpp"
 
 namespace drolt {
 namespace detail {
 namespace {
+
+/// Prefix of the kernels' own errors (inputs the autograd function should never pass).
+constexpr const char* kWhere = "drolt::robust_centroid_loss (CUDA kernels)";
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -54,7 +59,7 @@ struct KernelParams {
   int64_t B;
   int64_t C;
   int64_t D;
-  DistKind dist;
+  Distance dist;
   acc_t scale;       // distance = scale * base distance
   acc_t inv_tau;     // 1 / tau
   acc_t loss_scale;  // tau / tau_b
@@ -209,114 +214,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// One block per class row: dL/deps_c (always) and dL/dmu_c (when grad_mu is set;
-/// grad_mu is a [C, D] buffer whose row c this block alone writes, all of it).
-template <typename T, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    batch_backward_rows_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
-                               const T* __restrict__ mu, const acc_t* __restrict__ eps,
-                               const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ lse,
-                               const int* __restrict__ count, KernelParams<acc_t> p,
-                               acc_t* __restrict__ grad_eps, acc_t* __restrict__ grad_mu) {
-  const int64_t c = blockIdx.x;
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  __shared__ acc_t s_q[kThreads];
-  __shared__ acc_t s_rad[kWarps];
-
-  const int n_c = count[c];
-  if (n_c == 0) {  // no row: the loss does not depend on eps_c or mu_c
-    if (tid == 0) grad_eps[c] = acc_t(0);
-    if (grad_mu != nullptr) zero_row(grad_mu + c * p.D, p.D);
-    return;
-  }
-  const T* mu_c = mu + c * p.D;
-  const acc_t eps_c = eps[c];
-  const acc_t lse_c = lse[c];
-  const acc_t a_c = grad_loss[c] * p.loss_scale;
-  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(n_c);
-  acc_t rad = acc_t(0);
-
-  for (int64_t base = 0; base < p.B; base += kThreads) {
-    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.B - base));
-    for (int j = warp; j < n_chunk; j += kWarps) {
-      const int64_t i = base + j;
-      const acc_t d2 = warp_squared_distance<T, acc_t>(z + i * p.D, mu_c, p.D, lane);
-      if (lane == 0) {
-        const bool positive = y[i] == c;
-        const acc_t dist = tm_distance(d2, p.dist, p.scale);
-        const acc_t s = tm_score_batch(dist, eps_c, positive, p.inv_tau);
-        const acc_t g = tm_dscore_batch(s, lse_c, positive, a_c, inv_n);
-        if (positive) rad += g;
-        // dL/dmu_c += q * (z_i - mu_c), q = g * (d dist / d(z - mu) coefficient) / tau
-        s_q[j] = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
-      }
-    }
-    __syncthreads();
-    if (grad_mu != nullptr)  // the first chunk writes the row, later ones add
-      update_row(grad_mu + c * p.D, mu_c, s_q, n_chunk, p.D, base == 0,
-                 [&](int j) { return z + (base + j) * p.D; });
-    __syncthreads();  // s_q is refilled by the next chunk
-  }
-  if (lane == 0) s_rad[warp] = rad;
-  __syncthreads();
-  if (tid == 0) {
-    acc_t total = acc_t(0);
-    for (int w = 0; w < kWarps; ++w) total += s_rad[w];
-    grad_eps[c] = acc_t(-2) * p.inv_tau * total;
-  }
-}
-
-/// One block per sample i: dL/dz_i = -sum_rows q[c, i] (z_i - mu_c). The rows are
-/// the classes of the batch; class c is visited at its first sample, so each row
-/// once, in batch order. Block i writes all of row i of grad_z [B, D].
-template <typename T, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    batch_backward_features_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
-                                   const T* __restrict__ mu, const acc_t* __restrict__ eps,
-                                   const acc_t* __restrict__ grad_loss,
-                                   const acc_t* __restrict__ lse, const int* __restrict__ count,
-                                   const int* __restrict__ first, KernelParams<acc_t> p,
-                                   acc_t* __restrict__ grad_z) {
-  const int64_t i = blockIdx.x;
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  __shared__ acc_t s_q[kThreads];
-  __shared__ int64_t s_row[kThreads];
-
-  const T* z_i = z + i * p.D;
-  const int64_t y_i = y[i];
-  for (int64_t base = 0; base < p.B; base += kThreads) {
-    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.B - base));
-    for (int j = warp; j < n_chunk; j += kWarps) {
-      const int64_t jj = base + j;
-      const int64_t c = y[jj];
-      const int n_c = count[c];
-      acc_t q = acc_t(0);
-      if (n_c > 0 && first[c] == jj) {  // warp-uniform
-        const acc_t d2 = warp_squared_distance<T, acc_t>(z_i, mu + c * p.D, p.D, lane);
-        const bool positive = y_i == c;
-        const acc_t dist = tm_distance(d2, p.dist, p.scale);
-        const acc_t s = tm_score_batch(dist, eps[c], positive, p.inv_tau);
-        const acc_t g = tm_dscore_batch(s, lse[c], positive, grad_loss[c] * p.loss_scale,
-                                        acc_t(1) / static_cast<acc_t>(n_c));
-        q = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
-      }
-      if (lane == 0) {
-        s_q[j] = q;
-        s_row[j] = c;
-      }
-    }
-    __syncthreads();
-    update_row(grad_z + i * p.D, z_i, s_q, n_chunk, p.D, base == 0,
-               [&](int j) { return mu + s_row[j] * p.D; });
-    __syncthreads();
-  }
-}
-
 // ------------------------------------------------------------------ classes normalization
+// (Its forward kernel's prologue, thread indices and per-warp log-sum-exp
+// state, looks like batch_forward_kernel's on purpose: the two forward kernels
+// differ in what a row is and in what they save, and are kept as two kernels.)
 
 template <typename T, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
@@ -365,61 +266,98 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// One block per sample i: dL/dz_i over the valid classes, chunk by chunk.
-template <typename T, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    classes_backward_features_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
-                                     const T* __restrict__ mu, const acc_t* __restrict__ eps,
-                                     const bool* __restrict__ valid,
-                                     const acc_t* __restrict__ grad_loss,
-                                     const acc_t* __restrict__ lse, KernelParams<acc_t> p,
-                                     acc_t* __restrict__ grad_z) {
-  const int64_t i = blockIdx.x;
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  __shared__ acc_t s_q[kThreads];
 
-  const int64_t y_i = y[i];
-  if (!valid[y_i]) {  // no loss term for this sample: a zero row
-    zero_row(grad_z + i * p.D, p.D);
-    return;
-  }
-  const T* z_i = z + i * p.D;
-  const acc_t lse_i = lse[i];
-  const acc_t b_i = grad_loss[i] * p.loss_scale;
-  for (int64_t base = 0; base < p.C; base += kThreads) {
-    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.C - base));
-    for (int j = warp; j < n_chunk; j += kWarps) {
-      const int64_t c = base + j;
-      acc_t q = acc_t(0);
-      if (valid[c]) {  // warp-uniform
-        const acc_t d2 = warp_squared_distance<T, acc_t>(z_i, mu + c * p.D, p.D, lane);
-        const bool positive = c == y_i;
-        const acc_t dist = tm_distance(d2, p.dist, p.scale);
-        const acc_t s = tm_score_classes(dist, eps[c], positive, p.inv_tau);
-        const acc_t g = tm_dscore_classes(s, lse_i, positive, b_i);
-        q = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
-      }
-      if (lane == 0) s_q[j] = q;
-    }
-    __syncthreads();
-    update_row(grad_z + i * p.D, z_i, s_q, n_chunk, p.D, base == 0,
-               [&](int j) { return mu + (base + j) * p.D; });
-    __syncthreads();
-  }
-}
+// ------------------------------------------------------------------ backward, both normalizations
+//
+// The two normalizations differ only in which entries (class c, sample i)
+// exist, in the score and its gradient, and in how dL/deps_c collects; the
+// traits below say that, and the two kernels are written once. Per entry the
+// arithmetic is the tile math of detail/tile_math.hpp, the same operations in
+// the same order for both.
 
-/// One block per class c: dL/deps_c (always) and dL/dmu_c (when grad_mu is set)
-/// over the samples whose class has a centroid.
-template <typename T, typename acc_t>
+/// Batch normalization: rows are the classes present in the batch (count > 0).
+/// Saved by the forward: lse [C], count [C], first [C] (first sample of c).
+template <typename acc_t>
+struct BatchBackward {
+  const int64_t* y;
+  const acc_t* grad_loss;
+  const acc_t* lse;
+  const int* count;
+  const int* first;
+
+  /// Whether class c is a row of the loss (else dL/deps_c = 0, dL/dmu_c = 0).
+  __device__ __forceinline__ bool has_row(int64_t c) const { return count[c] > 0; }
+  /// Whether sample i enters row c's terms (every sample does: it is in the softmax).
+  __device__ __forceinline__ bool in_row(int64_t /*i*/) const { return true; }
+  /// Whether sample i has loss terms (else dL/dz_i = 0).
+  __device__ __forceinline__ bool has_terms(int64_t /*i*/) const { return true; }
+  /// Partners of sample i in the features kernel: the rows, visited at their
+  /// first sample, so each once and in batch order (n = B candidates).
+  __device__ __forceinline__ int64_t num_candidates(const KernelParams<acc_t>& p) const { return p.B; }
+  __device__ __forceinline__ bool candidate(int64_t jj, int64_t* c) const {
+    *c = y[jj];
+    return count[*c] > 0 && first[*c] == jj;
+  }
+  __device__ __forceinline__ acc_t score(acc_t dist, acc_t eps_c, bool positive, acc_t inv_tau) const {
+    return tm_score_batch(dist, eps_c, positive, inv_tau);
+  }
+  __device__ __forceinline__ acc_t dscore(acc_t s, int64_t c, int64_t /*i*/, bool positive,
+                                          const KernelParams<acc_t>& p) const {
+    return tm_dscore_batch(s, lse[c], positive, grad_loss[c] * p.loss_scale,
+                           acc_t(1) / static_cast<acc_t>(count[c]));
+  }
+  /// dL/deps_c = -2 / tau * sum over the positives of dL/ds.
+  __device__ __forceinline__ void add_radius_term(acc_t& rad, acc_t g, bool positive) const {
+    if (positive) rad += g;
+  }
+  __device__ __forceinline__ acc_t radius_gradient(acc_t total, const KernelParams<acc_t>& p) const {
+    return acc_t(-2) * p.inv_tau * total;
+  }
+};
+
+/// Classes normalization: rows are the samples whose class has a centroid,
+/// columns the valid classes. Saved by the forward: lse [B]. (The same members
+/// as BatchBackward on purpose: they are the interface the two kernels use.)
+template <typename acc_t>
+struct ClassesBackward {
+  const int64_t* y;
+  const acc_t* grad_loss;
+  const acc_t* lse;
+  const bool* valid;
+
+  __device__ __forceinline__ bool has_row(int64_t c) const { return valid[c]; }
+  __device__ __forceinline__ bool in_row(int64_t i) const { return valid[y[i]]; }
+  __device__ __forceinline__ bool has_terms(int64_t i) const { return valid[y[i]]; }
+  __device__ __forceinline__ int64_t num_candidates(const KernelParams<acc_t>& p) const { return p.C; }
+  __device__ __forceinline__ bool candidate(int64_t jj, int64_t* c) const {
+    *c = jj;
+    return valid[jj];
+  }
+  __device__ __forceinline__ acc_t score(acc_t dist, acc_t eps_c, bool positive, acc_t inv_tau) const {
+    return tm_score_classes(dist, eps_c, positive, inv_tau);
+  }
+  __device__ __forceinline__ acc_t dscore(acc_t s, int64_t /*c*/, int64_t i, bool positive,
+                                          const KernelParams<acc_t>& p) const {
+    return tm_dscore_classes(s, lse[i], positive, grad_loss[i] * p.loss_scale);
+  }
+  /// dL/deps_c = 1 / tau * (sum over negatives - sum over positives) of dL/ds.
+  __device__ __forceinline__ void add_radius_term(acc_t& rad, acc_t g, bool positive) const {
+    rad += positive ? -g : g;
+  }
+  __device__ __forceinline__ acc_t radius_gradient(acc_t total, const KernelParams<acc_t>& p) const {
+    return p.inv_tau * total;
+  }
+};
+
+/// One block per class c: dL/deps_c (always) and dL/dmu_c (when grad_mu is set;
+/// grad_mu is a [C, D] buffer whose row c this block alone writes, all of it),
+/// over the samples in chunks of kThreads.
+template <typename T, typename acc_t, typename Norm>
 __global__ void __launch_bounds__(kThreads)
-    classes_backward_classes_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
-                                    const T* __restrict__ mu, const acc_t* __restrict__ eps,
-                                    const bool* __restrict__ valid,
-                                    const acc_t* __restrict__ grad_loss,
-                                    const acc_t* __restrict__ lse, KernelParams<acc_t> p,
-                                    acc_t* __restrict__ grad_eps, acc_t* __restrict__ grad_mu) {
+    backward_classes_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                            const T* __restrict__ mu, const acc_t* __restrict__ eps, Norm norm,
+                            KernelParams<acc_t> p, acc_t* __restrict__ grad_eps,
+                            acc_t* __restrict__ grad_mu) {
   const int64_t c = blockIdx.x;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -427,7 +365,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ acc_t s_q[kThreads];
   __shared__ acc_t s_rad[kWarps];
 
-  if (!valid[c]) {  // not a column of any softmax
+  if (!norm.has_row(c)) {  // no row: the loss does not depend on eps_c or mu_c
     if (tid == 0) grad_eps[c] = acc_t(0);
     if (grad_mu != nullptr) zero_row(grad_mu + c * p.D, p.D);
     return;
@@ -439,15 +377,15 @@ __global__ void __launch_bounds__(kThreads)
     const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), p.B - base));
     for (int j = warp; j < n_chunk; j += kWarps) {
       const int64_t i = base + j;
-      const int64_t y_i = y[i];
       acc_t q = acc_t(0);
-      if (valid[y_i]) {  // warp-uniform
+      if (norm.in_row(i)) {  // warp-uniform
         const acc_t d2 = warp_squared_distance<T, acc_t>(z + i * p.D, mu_c, p.D, lane);
-        const bool positive = c == y_i;
+        const bool positive = y[i] == c;
         const acc_t dist = tm_distance(d2, p.dist, p.scale);
-        const acc_t s = tm_score_classes(dist, eps_c, positive, p.inv_tau);
-        const acc_t g = tm_dscore_classes(s, lse[i], positive, grad_loss[i] * p.loss_scale);
-        if (lane == 0) rad += positive ? -g : g;
+        const acc_t s = norm.score(dist, eps_c, positive, p.inv_tau);
+        const acc_t g = norm.dscore(s, c, i, positive, p);
+        if (lane == 0) norm.add_radius_term(rad, g, positive);
+        // dL/dmu_c += q * (z_i - mu_c), q = g * (d dist / d(z - mu) coefficient) / tau
         q = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
       }
       if (lane == 0) s_q[j] = q;
@@ -456,14 +394,61 @@ __global__ void __launch_bounds__(kThreads)
     if (grad_mu != nullptr)  // the first chunk writes the row, later ones add
       update_row(grad_mu + c * p.D, mu_c, s_q, n_chunk, p.D, base == 0,
                  [&](int j) { return z + (base + j) * p.D; });
-    __syncthreads();
+    __syncthreads();  // s_q is refilled by the next chunk
   }
   if (lane == 0) s_rad[warp] = rad;
   __syncthreads();
   if (tid == 0) {
     acc_t total = acc_t(0);
     for (int w = 0; w < kWarps; ++w) total += s_rad[w];
-    grad_eps[c] = p.inv_tau * total;
+    grad_eps[c] = norm.radius_gradient(total, p);
+  }
+}
+
+/// One block per sample i: dL/dz_i = -sum_c q[c, i] (z_i - mu_c) over the
+/// sample's partner classes (Norm::candidate), chunk by chunk in a fixed order.
+/// Block i writes all of row i of grad_z [B, D].
+template <typename T, typename acc_t, typename Norm>
+__global__ void __launch_bounds__(kThreads)
+    backward_features_kernel(const T* __restrict__ z, const int64_t* __restrict__ y,
+                             const T* __restrict__ mu, const acc_t* __restrict__ eps, Norm norm,
+                             KernelParams<acc_t> p, acc_t* __restrict__ grad_z) {
+  const int64_t i = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ acc_t s_q[kThreads];
+  __shared__ int64_t s_row[kThreads];
+
+  if (!norm.has_terms(i)) {  // no loss term for this sample: a zero row
+    zero_row(grad_z + i * p.D, p.D);
+    return;
+  }
+  const T* z_i = z + i * p.D;
+  const int64_t y_i = y[i];
+  const int64_t n = norm.num_candidates(p);
+  for (int64_t base = 0; base < n; base += kThreads) {
+    const int n_chunk = static_cast<int>(min(static_cast<int64_t>(kThreads), n - base));
+    for (int j = warp; j < n_chunk; j += kWarps) {
+      int64_t c = 0;
+      acc_t q = acc_t(0);
+      if (norm.candidate(base + j, &c)) {  // warp-uniform
+        const acc_t d2 = warp_squared_distance<T, acc_t>(z_i, mu + c * p.D, p.D, lane);
+        const bool positive = y_i == c;
+        const acc_t dist = tm_distance(d2, p.dist, p.scale);
+        const acc_t s = norm.score(dist, eps[c], positive, p.inv_tau);
+        const acc_t g = norm.dscore(s, c, i, positive, p);
+        q = g * tm_dist_grad_coef(dist, p.dist, p.scale) * p.inv_tau;
+      }
+      if (lane == 0) {
+        s_q[j] = q;
+        s_row[j] = c;
+      }
+    }
+    __syncthreads();
+    update_row(grad_z + i * p.D, z_i, s_q, n_chunk, p.D, base == 0,
+               [&](int j) { return mu + s_row[j] * p.D; });
+    __syncthreads();
   }
 }
 
@@ -538,27 +523,23 @@ KernelParams<acc_t> make_params(int64_t B, int64_t C, int64_t D, const FusedPara
 void check_inputs(const torch::Tensor& features, const torch::Tensor& labels,
                   const torch::Tensor& centroids, const torch::Tensor& radii,
                   const torch::Tensor& valid) {
-  TORCH_CHECK(features.is_cuda(), "drolt CUDA backend: features must be a CUDA tensor, got ",
+  DROLT_CHECK(features.is_cuda(), kWhere, "features must be a CUDA tensor, got ",
               features.device());
-  TORCH_CHECK(features.dim() == 2 && centroids.dim() == 2 && features.size(1) == centroids.size(1),
-              "drolt CUDA backend: expected features [B, D] and centroids [C, D], got ",
+  DROLT_CHECK(features.dim() == 2 && centroids.dim() == 2 && features.size(1) == centroids.size(1), kWhere, "expected features [B, D] and centroids [C, D], got ",
               features.sizes(), " and ", centroids.sizes());
-  TORCH_CHECK(features.size(0) < INT_MAX, "drolt CUDA backend: batch too large (", features.size(0),
+  DROLT_CHECK(features.size(0) < INT_MAX, kWhere, "batch too large (", features.size(0),
               ")");
-  TORCH_CHECK(labels.scalar_type() == torch::kInt64 && valid.scalar_type() == torch::kBool,
-              "drolt CUDA backend: expected int64 labels and a bool valid mask");
-  TORCH_CHECK(centroids.scalar_type() == features.scalar_type(),
-              "drolt CUDA backend: centroids must have the dtype of features (",
+  DROLT_CHECK(labels.scalar_type() == torch::kInt64 && valid.scalar_type() == torch::kBool, kWhere, "expected int64 labels and a bool valid mask");
+  DROLT_CHECK(centroids.scalar_type() == features.scalar_type(), kWhere, "centroids must have the dtype of features (",
               features.scalar_type(), "), got ", centroids.scalar_type());
-  TORCH_CHECK(features.is_contiguous() && centroids.is_contiguous() && labels.is_contiguous() &&
-                  radii.is_contiguous() && valid.is_contiguous(),
-              "drolt CUDA backend: inputs must be contiguous");
+  DROLT_CHECK(features.is_contiguous() && centroids.is_contiguous() && labels.is_contiguous() &&
+                  radii.is_contiguous() && valid.is_contiguous(), kWhere, "inputs must be contiguous");
 }
 
 template <typename acc_t>
 void check_acc_dtype(const torch::Tensor& t, const char* what) {
   constexpr auto expected = c10::CppTypeToScalarType<acc_t>::value;
-  TORCH_CHECK(t.scalar_type() == expected, "drolt CUDA backend: ", what, " must be ", expected,
+  DROLT_CHECK(t.scalar_type() == expected, kWhere, what, " must be ", expected,
               " for these features, got ", t.scalar_type());
 }
 
@@ -607,7 +588,7 @@ FusedForwardResult cuda_forward(const torch::Tensor& features, const torch::Tens
         using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
         const auto in =
             device_inputs<scalar_t, acc_t>(features, labels, centroids, radii, valid, params);
-        if (params.norm == NormKind::batch) {
+        if (params.norm == Normalization::batch) {
           auto loss = torch::empty({C}, in.acc_opts);
           auto lse = torch::empty({C}, in.acc_opts);
           auto count = torch::empty({C}, int_opts);
@@ -651,12 +632,10 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
   const int64_t C = centroids.size(0);
   // The gradient of a mean or sum reduction arrives expanded (stride 0).
   const torch::Tensor grad_loss = grad_loss_in.to(radii.scalar_type()).contiguous();
-  const bool batch = params.norm == NormKind::batch;
-  TORCH_CHECK(grad_loss.dim() == 1 && grad_loss.size(0) == (batch ? C : B),
-              "drolt CUDA backend: grad_loss must have the shape of the loss vector, got ",
+  const bool batch = params.norm == Normalization::batch;
+  DROLT_CHECK(grad_loss.dim() == 1 && grad_loss.size(0) == (batch ? C : B), kWhere, "grad_loss must have the shape of the loss vector, got ",
               grad_loss.sizes());
-  TORCH_CHECK(saved.size() == (batch ? 3u : 1u),
-              "drolt CUDA backend: saved tensors do not come from this backend's forward");
+  DROLT_CHECK(saved.size() == (batch ? 3u : 1u), kWhere, "saved tensors do not come from this backend's forward");
   FusedBackwardResult out;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "drolt_fused_backward_cuda", [&] {
@@ -672,37 +651,25 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
         torch::Tensor grad_mu;
         if (params.centroid_grad) grad_mu = torch::empty({C, D}, in.acc_opts);
         acc_t* grad_mu_ptr = params.centroid_grad ? grad_mu.data_ptr<acc_t>() : nullptr;
+        // The same two kernels for both normalizations, specialised by their traits.
+        auto launch = [&](auto norm) {
+          if (C > 0) {
+            backward_classes_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
+                    in.z, in.y, in.mu, in.eps, norm, in.p, grad_eps.data_ptr<acc_t>(), grad_mu_ptr);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+          if (B > 0) {
+            backward_features_kernel<scalar_t, acc_t>
+                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(in.z, in.y, in.mu, in.eps, norm,
+                                                                    in.p, grad_z.data_ptr<acc_t>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+        };
         if (batch) {
-          const int* count = saved[1].data_ptr<int>();
-          const int* first = saved[2].data_ptr<int>();
-          if (C > 0) {
-            batch_backward_rows_kernel<scalar_t, acc_t>
-                <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
-                    in.z, in.y, in.mu, in.eps, gl, lse, count, in.p, grad_eps.data_ptr<acc_t>(),
-                    grad_mu_ptr);
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-          }
-          if (B > 0) {
-            batch_backward_features_kernel<scalar_t, acc_t>
-                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(in.z, in.y, in.mu, in.eps, gl,
-                                                                    lse, count, first, in.p,
-                                                                    grad_z.data_ptr<acc_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-          }
+          launch(BatchBackward<acc_t>{in.y, gl, lse, saved[1].data_ptr<int>(), saved[2].data_ptr<int>()});
         } else {
-          if (B > 0) {
-            classes_backward_features_kernel<scalar_t, acc_t>
-                <<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
-                    in.z, in.y, in.mu, in.eps, in.v, gl, lse, in.p, grad_z.data_ptr<acc_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-          }
-          if (C > 0) {
-            classes_backward_classes_kernel<scalar_t, acc_t>
-                <<<static_cast<unsigned>(C), kThreads, 0, stream>>>(
-                    in.z, in.y, in.mu, in.eps, in.v, gl, lse, in.p, grad_eps.data_ptr<acc_t>(),
-                    grad_mu_ptr);
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-          }
+          launch(ClassesBackward<acc_t>{in.y, gl, lse, in.v});
         }
         out.grad_features = grad_z.to(features.scalar_type());
         if (params.centroid_grad) out.grad_centroids = grad_mu.to(centroids.scalar_type());
@@ -712,17 +679,16 @@ FusedBackwardResult cuda_backward(const torch::Tensor& grad_loss_in, const torch
 }
 
 torch::Tensor cuda_reduction_weights(const torch::Tensor& labels, const torch::Tensor& valid,
-                                     const torch::Tensor& class_weights, NormKind norm, bool mean,
+                                     const torch::Tensor& class_weights, Normalization norm, bool mean,
                                      int64_t num_classes, c10::ScalarType dtype) {
-  const bool batch = norm == NormKind::batch;
+  const bool batch = norm == Normalization::batch;
   // Outside these limits the caller composes LibTorch ops.
   if ((batch && num_classes > kMaxWeightClasses) ||
       (dtype != torch::kFloat && dtype != torch::kDouble) ||
       (class_weights.defined() && class_weights.scalar_type() != dtype))
     return {};
-  TORCH_CHECK(labels.is_cuda() && labels.scalar_type() == torch::kInt64 &&
-                  valid.scalar_type() == torch::kBool && valid.numel() == num_classes,
-              "drolt CUDA backend: reduction weights need int64 labels and a bool mask of ",
+  DROLT_CHECK(labels.is_cuda() && labels.scalar_type() == torch::kInt64 &&
+                  valid.scalar_type() == torch::kBool && valid.numel() == num_classes, kWhere, "reduction weights need int64 labels and a bool mask of ",
               num_classes, " classes");
   const c10::cuda::CUDAGuard guard(labels.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -743,8 +709,8 @@ torch::Tensor cuda_reduction_weights(const torch::Tensor& labels, const torch::T
   return out;
 }
 
-const FusedBackend kCudaBackend{&cuda_forward, &cuda_backward, &cuda_reduction_weights};
-const CudaRegistrar kCudaRegistrar{&kCudaBackend};
+const FusedKernels kCudaKernels{&cuda_forward, &cuda_backward, &cuda_reduction_weights};
+const CudaRegistrar kCudaRegistrar{&kCudaKernels};
 
 }  // namespace
 }  // namespace detail

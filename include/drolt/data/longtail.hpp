@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// Long-tailed subsets of a balanced dataset, by the CIFAR-LT protocol
-/// (spec section 8), and a balanced validation split from what the subset left
+/// (docs/math.md, "Long-tailed data and evaluation"), and a balanced validation split from what the subset left
 /// out, so hyper-parameters are never tuned on the test set.
 ///
 ///     auto lt = drolt::data::make_longtail(train.targets(), 100, 500, 100.0,

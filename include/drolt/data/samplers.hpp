@@ -45,6 +45,29 @@ struct ClassSamplerOptions {
 
 namespace detail {
 
+/// The next batch of a sampler's epoch: indices[position, position + batch_size),
+/// advancing position; nullopt once the epoch is used up.
+inline c10::optional<std::vector<size_t>> take_batch(const std::vector<size_t>& indices,
+                                                     size_t& position, size_t batch_size) {
+  if (position >= indices.size()) return c10::nullopt;
+  const size_t end = std::min(indices.size(), position + batch_size);
+  std::vector<size_t> batch(indices.begin() + static_cast<std::ptrdiff_t>(position),
+                            indices.begin() + static_cast<std::ptrdiff_t>(end));
+  position = end;
+  return batch;
+}
+
+/// A sampler's random engine as raw bytes (its text form did not parse back in
+/// builds against PyPI's LibTorch, whose libtorch.so exports copies of
+/// libstdc++ internals).
+inline torch::Tensor engine_bytes(const std::mt19937_64& rng) {
+  static_assert(std::is_trivially_copyable<std::mt19937_64>::value,
+                "the sampler saves its engine as raw bytes");
+  auto t = torch::empty({static_cast<int64_t>(sizeof(rng))}, torch::kUInt8);
+  std::memcpy(t.data_ptr<uint8_t>(), &rng, sizeof(rng));
+  return t;
+}
+
 /// Shared machinery: per-class index pools, class probabilities, epoch drawing,
 /// save/load. Subclasses only decide the class probabilities.
 class ClassSamplerBase : public torch::data::samplers::Sampler<> {
@@ -59,23 +82,11 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
 
   c10::optional<std::vector<size_t>> next(size_t batch_size) override {
     if (current_epoch_ < 0) reset();
-    if (position_ >= indices_.size()) return c10::nullopt;
-    const size_t end = std::min(indices_.size(), position_ + batch_size);
-    std::vector<size_t> batch(indices_.begin() + static_cast<std::ptrdiff_t>(position_),
-                              indices_.begin() + static_cast<std::ptrdiff_t>(end));
-    position_ = end;
-    return batch;
+    return take_batch(indices_, position_, batch_size);
   }
 
   void save(torch::serialize::OutputArchive& archive) const override {
-    // The engine's bytes, not its text form: parsing the text back with
-    // operator>> failed in builds against PyPI's LibTorch, whose libtorch.so
-    // exports copies of libstdc++ internals.
-    static_assert(std::is_trivially_copyable<std::mt19937_64>::value,
-                  "the sampler saves its engine as raw bytes");
-    auto rng_state = torch::empty({static_cast<int64_t>(sizeof(rng_))}, torch::kUInt8);
-    std::memcpy(rng_state.data_ptr<uint8_t>(), &rng_, sizeof(rng_));
-    archive.write("drolt_sampler/rng", rng_state, /*is_buffer=*/true);
+    archive.write("drolt_sampler/rng", engine_bytes(rng_), /*is_buffer=*/true);
     archive.write("drolt_sampler/position", c10::IValue(static_cast<int64_t>(position_)));
     archive.write("drolt_sampler/epoch_length", c10::IValue(static_cast<int64_t>(epoch_length_)));
     archive.write("drolt_sampler/num_targets", c10::IValue(static_cast<int64_t>(num_targets_)));
@@ -375,20 +386,11 @@ class ClassAwareSampler : public torch::data::samplers::Sampler<> {
 
   c10::optional<std::vector<size_t>> next(size_t batch_size) override {
     if (epoch_ < 0) reset();
-    if (position_ >= indices_.size()) return c10::nullopt;
-    const size_t end = std::min(indices_.size(), position_ + batch_size);
-    std::vector<size_t> batch(indices_.begin() + static_cast<std::ptrdiff_t>(position_),
-                              indices_.begin() + static_cast<std::ptrdiff_t>(end));
-    position_ = end;
-    return batch;
+    return detail::take_batch(indices_, position_, batch_size);
   }
 
   void save(torch::serialize::OutputArchive& archive) const override {
-    static_assert(std::is_trivially_copyable<std::mt19937_64>::value,
-                  "the sampler saves its engine as raw bytes");
-    auto rng_state = torch::empty({static_cast<int64_t>(sizeof(rng_))}, torch::kUInt8);
-    std::memcpy(rng_state.data_ptr<uint8_t>(), &rng_, sizeof(rng_));
-    archive.write("drolt_class_aware/rng", rng_state, /*is_buffer=*/true);
+    archive.write("drolt_class_aware/rng", detail::engine_bytes(rng_), /*is_buffer=*/true);
     // Every cycle (classes first, then each class's images): order and position.
     std::vector<int64_t> orders, positions;
     auto put = [&](const Cycle& c) {

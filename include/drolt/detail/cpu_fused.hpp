@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#include "drolt/detail/backend.hpp"
+#include "drolt/detail/fused_contract.hpp"
 #include "drolt/detail/tile_math.hpp"
 
 namespace drolt {
@@ -43,14 +43,14 @@ struct Layout {
 };
 
 inline Layout make_layout(const torch::Tensor& labels, const torch::Tensor& valid,
-                          int64_t num_classes, NormKind norm) {
+                          int64_t num_classes, Normalization norm) {
   Layout out;
   out.counts.assign(num_classes, 0);
   const int64_t* y = labels.data_ptr<int64_t>();
   for (int64_t i = 0; i < labels.size(0); ++i) ++out.counts[y[i]];
   const bool* v = valid.data_ptr<bool>();
   for (int64_t c = 0; c < num_classes; ++c) {
-    const bool used = norm == NormKind::batch ? (out.counts[c] > 0 && v[c]) : v[c];
+    const bool used = norm == Normalization::batch ? (out.counts[c] > 0 && v[c]) : v[c];
     if (used) out.rows.push_back(c);
   }
   return out;
@@ -150,7 +150,7 @@ Geometry make_geometry(const torch::Tensor& z, const torch::Tensor& mu,
       for (int64_t i = 0; i < B; ++i) row[i] = row[i] < T(0) ? T(0) : row[i];  // NaN passes
     }
   });
-  if (p.dist == DistKind::euclidean) g.dist.sqrt_();  // vectorised by ATen
+  if (p.dist == Distance::euclidean) g.dist.sqrt_();  // vectorised by ATen
   if (p.dist_scale != 1.0) g.dist.mul_(p.dist_scale);
   std::vector<int64_t> near;
   for (const auto& r : near_rows) near.insert(near.end(), r.begin(), r.end());
@@ -167,7 +167,7 @@ FusedForwardResult forward_impl(const torch::Tensor& z, const torch::Tensor& lab
   const int64_t B = z.size(0), C = mu.size(0);
   const Layout lay = make_layout(labels, valid, C, p.norm);
   const int64_t K = static_cast<int64_t>(lay.rows.size());
-  const int64_t out_len = p.norm == NormKind::batch ? C : B;
+  const int64_t out_len = p.norm == Normalization::batch ? C : B;
   auto loss = torch::zeros({out_len}, radii.options());
   if (K == 0) return {loss, {}};
 
@@ -179,7 +179,7 @@ FusedForwardResult forward_impl(const torch::Tensor& z, const torch::Tensor& lab
   const T inv_tau = static_cast<T>(1.0 / p.temperature);
   const T ratio = static_cast<T>(p.temperature / p.base_temperature);
 
-  if (p.norm == NormKind::batch) {
+  if (p.norm == Normalization::batch) {
     const Positives pos = positives(labels, C, lay.rows);
     // Scores minus the row maximum, exponentiated in one vectorised op, then
     // normalised in place: the softmax P over the batch, kept for backward.
@@ -262,7 +262,7 @@ FusedBackwardResult backward_impl(const torch::Tensor& grad_loss, const torch::T
   }
   const Layout lay = make_layout(labels, valid, C, p.norm);
   const int64_t K = static_cast<int64_t>(lay.rows.size());
-  const bool batch = p.norm == NormKind::batch;
+  const bool batch = p.norm == Normalization::batch;
   const T* dist = saved[0].template data_ptr<T>();
   const T* prob_or_lse = saved[1].template data_ptr<T>();  // batch: P [K, B]; classes: lse [B]
   const torch::Tensor& zc = saved[2];
@@ -285,7 +285,7 @@ FusedBackwardResult backward_impl(const torch::Tensor& grad_loss, const torch::T
   auto W = torch::empty({K, B}, z.options());
   T* wp = W.template data_ptr<T>();
   T* geps = r.grad_radii.template data_ptr<T>();
-  const bool euclid = p.dist == DistKind::euclidean;
+  const bool euclid = p.dist == Distance::euclidean;
   const Positives pos = positives(labels, C, lay.rows);
   const T sq_coef = T(2) * scale;  // squared distance: d dist/dz = 2 scale (z - mu)
   at::parallel_for(0, K, row_grain(B), [&](int64_t k0, int64_t k1) {
@@ -394,9 +394,9 @@ inline FusedBackwardResult backward(const torch::Tensor& grad_loss, const torch:
   return backward_impl<float>(grad_loss, z, labels, mu, radii, valid, saved, p);
 }
 
-inline const FusedBackend& backend() {
-  static const FusedBackend b{&forward, &backward, /*reduction_weights=*/nullptr};
-  return b;
+inline const FusedKernels& kernels() {
+  static const FusedKernels k{&forward, &backward, /*reduction_weights=*/nullptr};
+  return k;
 }
 
 }  // namespace cpu

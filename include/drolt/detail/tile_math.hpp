@@ -1,9 +1,14 @@
 #pragma once
-// Per-entry math shared by the fused CPU path and the CUDA kernels.
-// Everything here is __host__ __device__ so the CPU tests exercise exactly the
-// code the GPU runs (see tests/test_loss.cpp, "tile math").
+// Per-entry math of the fused paths. The CUDA kernels compute every entry with
+// it; the fused CPU path (detail/cpu_fused.hpp) uses it where it works entry by
+// entry (the online log-sum-exp and the scores and score gradients of the
+// classes normalization) and vectorisable loops over whole rows elsewhere.
+// Everything here is __host__ __device__, so the CPU tests exercise exactly
+// the code the GPU runs (tests/test_tile_math.cpp, tag [tile_math]).
 #include <cmath>
 #include <cstdint>
+
+#include "drolt/types.hpp"
 
 #if defined(__CUDACC__)
 #define DROLT_HD __host__ __device__ __forceinline__
@@ -14,11 +19,6 @@
 namespace drolt {
 namespace detail {
 
-/// Base distances the fused paths compute. Cosine is evaluated as
-/// 0.5 * squared Euclidean distance between L2-normalised vectors.
-enum class DistKind : int { euclidean = 0, squared = 1 };
-/// Which axis the softmax runs over: the batch (the paper's Eq. 18) or the classes.
-enum class NormKind : int { batch = 0, classes = 1 };
 
 template <typename T>
 DROLT_HD T tm_neg_inf() {
@@ -27,46 +27,37 @@ DROLT_HD T tm_neg_inf() {
 
 // exp / log / sqrt in the argument's precision: on the host an unqualified
 // exp(float) would call the double ::exp; in device code CUDA's overloads apply.
-template <typename T>
-DROLT_HD T tm_exp(T x) {
 #if defined(__CUDA_ARCH__)
-  return exp(x);
+#define DROLT_TM_UNARY(name) \
+  template <typename T>      \
+  DROLT_HD T tm_##name(T x) { return name(x); }
 #else
-  return std::exp(x);
+#define DROLT_TM_UNARY(name) \
+  template <typename T>      \
+  DROLT_HD T tm_##name(T x) { return std::name(x); }
 #endif
-}
-template <typename T>
-DROLT_HD T tm_log(T x) {
-#if defined(__CUDA_ARCH__)
-  return log(x);
-#else
-  return std::log(x);
-#endif
-}
-template <typename T>
-DROLT_HD T tm_sqrt(T x) {
-#if defined(__CUDA_ARCH__)
-  return sqrt(x);
-#else
-  return std::sqrt(x);
-#endif
-}
+DROLT_TM_UNARY(exp)
+DROLT_TM_UNARY(log)
+DROLT_TM_UNARY(sqrt)
+#undef DROLT_TM_UNARY
 
-/// Distance from a squared Euclidean distance. A slightly negative d2 (rounding
-/// in |z|^2 + |mu|^2 - 2 z.mu) is clamped to 0; NaN passes through, so a
+/// Distance from a squared Euclidean distance: the Euclidean distance for
+/// Distance::euclidean, d2 itself otherwise (the fused paths see only euclidean
+/// and squared_euclidean; cosine arrives as a scaled squared distance). A
+/// slightly negative d2 (rounding in |z|^2 + |mu|^2 - 2 z.mu) is clamped to 0; NaN passes through, so a
 /// non-finite feature gives a NaN loss rather than a silently wrong one.
 template <typename T>
-DROLT_HD T tm_distance(T d2, DistKind kind, T scale) {
+DROLT_HD T tm_distance(T d2, Distance kind, T scale) {
   d2 = d2 < T(0) ? T(0) : d2;
-  return kind == DistKind::euclidean ? scale * tm_sqrt(d2) : scale * d2;
+  return kind == Distance::euclidean ? scale * tm_sqrt(d2) : scale * d2;
 }
 
 /// Coefficient k such that d(dist)/dz = k * (z - mu). Zero where the Euclidean
 /// distance is zero (the derivative of ||z - mu|| is undefined there; we use 0 as
 /// torch::cdist does), so a feature equal to a centroid never yields NaN.
 template <typename T>
-DROLT_HD T tm_dist_grad_coef(T dist, DistKind kind, T scale) {
-  if (kind == DistKind::euclidean) {
+DROLT_HD T tm_dist_grad_coef(T dist, Distance kind, T scale) {
+  if (kind == Distance::euclidean) {
     return dist > T(0) ? scale * scale / dist : T(0);  // scale*(z-mu)/||z-mu||, dist = scale*||.||
   }
   return T(2) * scale;

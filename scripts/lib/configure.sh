@@ -1,0 +1,46 @@
+# Shared by scripts/*.sh and .ci/run (source it; it defines functions and
+# exports the ccache settings). Build-directory layout: everything under
+# build/<purpose> (build/test, build/demo, build/reproduce, build/gpu,
+# build/fuzz, build/ci-*), which .gitignore covers.
+#
+#   drolt_configure_debian DIR [CMAKE ARGS...]  Debian's LibTorch (CPU), Ninja, Release
+#   drolt_pip_torch_cmake [VENV]                prints the CMAKE_PREFIX_PATH entries of
+#                                               the LibTorch inside a pip torch (root first)
+#   drolt_configure_pip DIR [CMAKE ARGS...]     that LibTorch, with CUDA and nvcc
+
+# Cache hits across clones and worktrees: paths relative to the checkout.
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+
+DROLT_DEBIAN_TORCH_DIR=${DROLT_DEBIAN_TORCH_DIR:-/usr/lib/x86_64-linux-gnu/cmake/Torch}
+
+drolt_configure_debian() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
+    -DTorch_DIR="$DROLT_DEBIAN_TORCH_DIR" "$@" >/dev/null
+}
+
+drolt_pip_torch_cmake() {
+  local venv=${1:-${DROLT_TORCH_VENV:-/opt/drolt-torch}}
+  local py=${PYTHON:-$venv/bin/python}
+  local root
+  root=$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null) || {
+    echo "drolt: cannot import torch with $py (set DROLT_TORCH_VENV or PYTHON)" >&2
+    return 1
+  }
+  # The LibTorch root first: Torch's find_library() would otherwise pick Debian's libc10.
+  echo "$root;$root/share/cmake"
+}
+
+drolt_nvcc() { echo "${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"; }
+
+drolt_configure_pip() {
+  local dir=$1
+  shift
+  local prefix
+  prefix=$(drolt_pip_torch_cmake) || return 1
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
+    -DCMAKE_PREFIX_PATH="$prefix${DROLT_EXTRA_PREFIX:+;$DROLT_EXTRA_PREFIX}" \
+    -DDROLT_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$(drolt_nvcc)" "$@" >/dev/null
+}
