@@ -614,6 +614,19 @@ inline void join(c10d::Store& store, const GroupOptions& o) {
   for (int64_t r = 0; r < o.world_size; ++r) keys.push_back(prefix + std::to_string(r));
   store.wait(keys, o.timeout);
 }
+
+/// Gives group `g` its store (make_store(o) unless the caller passed one) and
+/// backend name; returns "address:port" for messages.
+inline std::string attach_store(Group& g, c10::intrusive_ptr<c10d::Store>& store, const GroupOptions& o,
+                                const char* backend) {
+  if (!store) store = make_store(o);
+  g.store = store;
+  g.backend = backend;
+  auto* tcp = dynamic_cast<c10d::TCPStore*>(store.get());
+  g.bound_port = tcp != nullptr ? tcp->getPort() : o.port;
+  return o.master_addr + ":" + std::to_string(g.bound_port);
+}
+
 }  // namespace detail
 
 /// Builds a Gloo process group (CPU tensors): every rank meets in `store` (by
@@ -630,12 +643,7 @@ inline Group make_gloo_group(const GroupOptions& options, c10::intrusive_ptr<c10
                           "Debian's libgloo-dev)");
 #else
   Group g;
-  if (!store) store = make_store(o);
-  g.store = store;
-  g.backend = "gloo";
-  auto* tcp = dynamic_cast<c10d::TCPStore*>(store.get());
-  g.bound_port = tcp != nullptr ? tcp->getPort() : o.port;
-  const std::string where = o.master_addr + ":" + std::to_string(g.bound_port);
+  const std::string where = detail::attach_store(g, store, o, "gloo");
 
   try {
     auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
@@ -671,6 +679,8 @@ inline Group make_gloo_group(const GroupOptions& options, c10::intrusive_ptr<c10
 /// not at the first collective. LibTorch 2.x built with NCCL only.
 inline Group make_nccl_group(const GroupOptions& options, c10::intrusive_ptr<c10d::Store> store = {}) {
   const auto& o = options;
+  // The prologue of make_gloo_group: the options checked, then the backend, or
+  // the error that names what this build lacks.
   detail::check_options(o, "make_nccl_group");
 #if !DROLT_HAS_NCCL
   (void)store;
@@ -687,12 +697,7 @@ inline Group make_nccl_group(const GroupOptions& options, c10::intrusive_ptr<c10
   Group g;
   g.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local));
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(local));
-  if (!store) store = make_store(o);
-  g.store = store;
-  g.backend = "nccl";
-  auto* tcp = dynamic_cast<c10d::TCPStore*>(store.get());
-  g.bound_port = tcp != nullptr ? tcp->getPort() : o.port;
-  const std::string where = o.master_addr + ":" + std::to_string(g.bound_port);
+  const std::string where = detail::attach_store(g, store, o, "nccl");
   try {
     detail::join(*store, o);
     auto opts = c10d::ProcessGroupNCCL::Options::create();

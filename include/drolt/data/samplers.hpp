@@ -45,6 +45,22 @@ struct ClassSamplerOptions {
 
 namespace detail {
 
+/// The checks every sampler makes of its targets and options.
+inline void check_sampler_inputs(const torch::Tensor& targets, const ClassSamplerOptions& options,
+                                 const char* name) {
+  TORCH_CHECK(targets.defined() && targets.dim() == 1 && targets.numel() > 0, name,
+              ": expected non-empty 1-D targets, got ",
+              targets.defined() ? targets.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK(!targets.is_floating_point() && !targets.is_complex() && targets.scalar_type() != torch::kBool,
+              name, ": expected integer targets, got ", targets.scalar_type());
+  TORCH_CHECK(options.num_samples() >= 0, name, ": expected num_samples >= 0, got ", options.num_samples());
+  // An epoch is materialised as indices: refuse sizes that cannot be allocated
+  // (2^31 draws are 16 GiB of indices) with an error instead of std::bad_alloc.
+  TORCH_CHECK(options.num_samples() <= (int64_t{1} << 31), name,
+              ": expected num_samples <= 2^31 (an epoch's indices are held in memory), got ",
+              options.num_samples());
+}
+
 /// The next batch of a sampler's epoch: indices[position, position + batch_size),
 /// advancing position; nullopt once the epoch is used up.
 inline c10::optional<std::vector<size_t>> take_batch(const std::vector<size_t>& indices,
@@ -163,19 +179,7 @@ class ClassSamplerBase : public torch::data::samplers::Sampler<> {
   ClassSamplerBase(const torch::Tensor& targets, const ClassSamplerOptions& options,
                    const char* name)
       : name_(name), rng_(options.seed()) {
-    TORCH_CHECK(targets.defined() && targets.dim() == 1 && targets.numel() > 0, name_,
-                ": expected non-empty 1-D targets, got ",
-                targets.defined() ? targets.sizes() : torch::IntArrayRef{});
-    TORCH_CHECK(!targets.is_floating_point() && !targets.is_complex() &&
-                    targets.scalar_type() != torch::kBool,
-                name_, ": expected integer targets, got ", targets.scalar_type());
-    TORCH_CHECK(options.num_samples() >= 0, name_, ": expected num_samples >= 0, got ",
-                options.num_samples());
-    // An epoch is materialised as indices: refuse sizes that cannot be allocated
-    // (2^31 draws are 16 GiB of indices) with an error instead of std::bad_alloc.
-    TORCH_CHECK(options.num_samples() <= (int64_t{1} << 31), name_,
-                ": expected num_samples <= 2^31 (an epoch's indices are held in memory), got ",
-                options.num_samples());
+    detail::check_sampler_inputs(targets, options, name_);
     const torch::Tensor t = targets.to(torch::kCPU, torch::kInt64).contiguous();
     const int64_t* y = t.data_ptr<int64_t>();
     for (int64_t i = 0; i < t.numel(); ++i) {
@@ -340,14 +344,7 @@ class ClassAwareSampler : public torch::data::samplers::Sampler<> {
       : k_(k), rng_(options.seed()) {
     constexpr const char* name = "drolt::data::ClassAwareSampler";
     TORCH_CHECK(k >= 1, name, ": expected k >= 1 images per class in turn, got ", k);
-    TORCH_CHECK(targets.defined() && targets.dim() == 1 && targets.numel() > 0, name,
-                ": expected non-empty 1-D targets, got ",
-                targets.defined() ? targets.sizes() : torch::IntArrayRef{});
-    TORCH_CHECK(!targets.is_floating_point() && !targets.is_complex() &&
-                    targets.scalar_type() != torch::kBool,
-                name, ": expected integer targets, got ", targets.scalar_type());
-    TORCH_CHECK(options.num_samples() >= 0, name, ": expected num_samples >= 0, got ",
-                options.num_samples());
+    detail::check_sampler_inputs(targets, options, name);
     const torch::Tensor t = targets.to(torch::kCPU, torch::kInt64).contiguous();
     const int64_t* y = t.data_ptr<int64_t>();
     std::vector<std::vector<size_t>> pools;
