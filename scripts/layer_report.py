@@ -188,6 +188,10 @@ def main():
         w("here: " + ("it grows with depth, and is largest at the penultimate features."
                       if share[3] > share[0] and share[3] >= max(share) - 1e-9 else
                       "see the row above for how it varies with depth."))
+        d_all = [a - b for a, b in zip(gaps("drolt-all"), g_lt)]
+        d_pen = [a - b for a, b in zip(gaps("drolt"), g_lt)]
+        w(f"Against long-tailed CE, DRO-LT at the penultimate layer changes the gap by {line(d_pen)} points,")
+        w(f"and DRO-LT at all four layers by {line(d_all)} (negative: more balanced).")
         w("")
 
     w("## DRO-LT at the penultimate layer vs at all layers")
@@ -251,7 +255,7 @@ def main():
             verdict = ("one seed, so no error estimate" if math.isnan(se) else
                        "within one standard error of zero: no measurable difference" if abs(m) <= se else
                        "within two standard errors of zero: not a clear difference" if abs(m) <= 2 * se else
-                       ("better" if m > 0 else "worse"))
+                       ("better" if m > 0 else "worse") + f", by {abs(m) / se:.1f} standard errors")
             w(f"**Summary.** With cRT, DRO-LT at all four layers is {m:+.2f} points overall "
               f"(± {se:.2f}) against DRO-LT at the penultimate layer alone over {len(complete)} seed(s): {verdict}"
               + (" (with so few seeds, read this as a direction, not a result)." if len(complete) < 3 else "."))
