@@ -269,6 +269,16 @@ def main():
         f.write("\n".join(lines) + "\n")
 
 
+def run_gnuplot(lines, dat):
+    """Runs a gnuplot script, then removes its data file; False (with gnuplot's message) on failure."""
+    r = subprocess.run(["gnuplot"], input="\n".join(lines) + "\n", text=True, capture_output=True)
+    os.remove(dat)
+    if r.returncode != 0:
+        print("layer_report: gnuplot failed:\n" + r.stderr, file=sys.stderr)
+        return False
+    return True
+
+
 def draw_gaps(data, seeds, png):
     """The bound's gap over the DRO-LT epochs, mean over seeds, per model and layer."""
     if shutil.which("gnuplot") is None or not seeds:
@@ -306,12 +316,7 @@ def draw_gaps(data, seeds, png):
           f"set title \"The bound's relative gap (upper - lower) / upper, epoch mean over steps, mean of {len(seeds)} seed(s)\"",
           "set xlabel 'epoch'", "set ylabel 'relative gap'", "set grid", "set key outside right",
           "plot " + ", ".join(plots)]
-    r = subprocess.run(["gnuplot"], input="\n".join(gp) + "\n", text=True, capture_output=True)
-    os.remove(dat)
-    if r.returncode != 0:
-        print("layer_report: gnuplot failed:\n" + r.stderr, file=sys.stderr)
-        return False
-    return True
+    return run_gnuplot(gp, dat)
 
 
 def draw(fig_csv, png, n_seeds):
@@ -359,12 +364,7 @@ def draw(fig_csv, png, n_seeds):
         gp.append("plot " + ", ".join(plots))
         gp.append("unset key")  # one legend, in the first panel
     gp.append("unset multiplot")
-    r = subprocess.run(["gnuplot"], input="\n".join(gp) + "\n", text=True, capture_output=True)
-    os.remove(dat)
-    if r.returncode != 0:
-        print("layer_report: gnuplot failed:\n" + r.stderr, file=sys.stderr)
-        return False
-    return True
+    return run_gnuplot(gp, dat)
 
 
 if __name__ == "__main__":
