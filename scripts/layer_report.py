@@ -313,7 +313,7 @@ def draw_gaps(data, seeds, png):
     plots = [f"'{dat}' index {i} using 1:2 with linespoints lw 2 pt 7 dt {1 if k[0] == 'drolt' else 2} "
              f"title '{label[k[0]]}: {k[1]}'" for i, k in enumerate(keys)]
     gp = ["set terminal pngcairo size 1000,450 noenhanced", f"set output '{png}'",
-          f"set title \"The bound's relative gap (upper - lower) / upper, epoch mean over steps, mean of {len(seeds)} seed(s)\"",
+          f"set title \"Bound gap (upper - lower) / upper, epoch means, {len(seeds)} seed(s)\"",
           "set xlabel 'epoch'", "set ylabel 'relative gap'", "set grid", "set key outside right",
           "plot " + ", ".join(plots)]
     return run_gnuplot(gp, dat)
