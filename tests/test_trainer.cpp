@@ -723,6 +723,15 @@ TEST_CASE("trainer: layer analysis, balanced subset of the same size, the bound'
   CHECK(bal.train_y.size(0) == 104);
   CHECK(torch::bincount(bal.train_y).eq(26).all().item<bool>());
   CHECK(data.split_counts == data.counts);
+
+  // Combinations the analysis and the balanced subset cannot serve are refused.
+  auto bad = cfg;
+  bad.dataset = "folder";
+  bad.balanced_subset = true;
+  CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--balanced-subset: expected a built-in data set"));
+  bad = cfg;
+  bad.imagenet_depth = 18;
+  CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--layer-analysis: expected a CIFAR ResNet"));
 }
 
 #ifdef DROLT_HAS_IMAGES
