@@ -36,16 +36,18 @@
 #     the report also gives the paired statistics over seeds != 0.
 #  2. Every (rho, seed, method) of the tables: SEEDS_100 (5 seeds) at rho = 100,
 #     SEEDS_OTHER (3) at rho = 50 and 10, with the values chosen in step 1.
-#     CE (classifiers joint, cRT, LWS, tau-norm, LA) first, saving its checkpoint at
-#     the DRO-LT start; the four DRO-LT variants warm-start from it (bit-identical
-#     to their own CE warm-up). The authors' recipe (--preset official) trains its
+#     One ratio at a time, rho = 100 first. CE (classifiers joint, cRT, LWS,
+#     tau-norm, LA) first, saving its checkpoint at the DRO-LT start; the four DRO-LT
+#     variants warm-start from it (bit-identical to their own CE warm-up). The authors' recipe (--preset official) trains its
 #     own CE phase, its 200 + 80 epochs scaled to EPOCHS + 0.4 EPOCHS (5
 #     warm-up epochs, classifier stage 2 x CRT_EPOCHS as their 20).
 #  3. scripts/results_table.py regenerates docs/results.md and docs/figures/repro-*.png
 #     from docs/data/results with whatever is complete; missing cells say so.
 #
-# Each run is skipped when its summary.json exists and resumed (--resume) when
-# interrupted. After it completes, its small files (summary.json, result-*.json,
+# Each run is skipped when its summary.json exists (in RUNS, or kept in
+# docs/data/results by an earlier sitting) and resumed (--resume) when
+# interrupted; a CE checkpoint that DRO-LT runs need and this machine lacks is
+# retrained up to the DRO-LT start. After it completes, its small files (summary.json, result-*.json,
 # metrics.jsonl, args.txt, host.jsonl: host, CPU model, GPU name, device, threads,
 # wall seconds of every sitting) are copied to docs/data/results/<rho>/<seed>/<run>/
 # (tuning: docs/data/results/tune/<method>/<value>/), never checkpoints, and with
@@ -136,18 +138,29 @@ wall_s=int(sys.argv[8]), finished=sys.argv[9] == "1")))' \
     "$(hostname)" "${cpu:-unknown}" "$gpu" "$DEVICE" "$THREADS" "$JOBS" "$1" "$2" "$3"
 }
 
-# keep OUT REL: copies OUT's small files to DATA_OUT/REL and, with COMMIT=1, commits them.
+# keep OUT REL: copies OUT's small files to DATA_OUT/REL and, with COMMIT=1, commits
+# every uncommitted file under DATA_OUT (so a commit that failed before, say on a
+# busy index, is swept into the next one); a failed commit is retried and reported.
 keep() {
   local out=$1 rel=$2 dst="$DATA_OUT/$2"
   (
     flock 9
     mkdir -p "$dst"
     cp "$out"/summary.json "$out"/result-*.json "$out"/metrics.jsonl "$out"/args.txt "$out"/host.jsonl "$dst"/
-    if [[ "$COMMIT" == 1 ]]; then
-      git add -- "$dst"
-      git commit -qm "docs/data/results: $rel (scripts/reproduce.sh)" -- "$dst" || true
-    fi
+    [[ "$COMMIT" == 1 ]] && commit_data "$rel"
+    true
   ) 9>"$LOCK"
+}
+commit_data() {  # MESSAGE-SUFFIX; the caller holds the lock
+  local try
+  for try in 1 2 3 4 5; do
+    if git add -- "$DATA_OUT" && { git diff --cached --quiet -- "$DATA_OUT" ||
+         git commit -qm "docs/data/results: $1 (scripts/reproduce.sh)" -- "$DATA_OUT"; }; then
+      return 0
+    fi
+    sleep $((try * 5))
+  done
+  echo "reproduce.sh: could not commit $DATA_OUT after $1 (kept on disk; the next run's commit sweeps it)" >&2
 }
 
 # train REL ARGS...: one drolt_train run in RUNS/REL unless finished.
@@ -158,6 +171,8 @@ train() {
     [[ -f "$DATA_OUT/$rel/summary.json" ]] || keep "$out" "$rel"
     return 0
   fi
+  # Kept by an earlier sitting whose RUNS folder is gone (another machine): done.
+  [[ -f "$DATA_OUT/$rel/summary.json" ]] && return 0
   mkdir -p "$out"
   printf '%s\n' "$*" > "$out/args.txt"
   echo "$BIN ${COMMON[*]} $* --out $out" >> "$CMDS"
@@ -192,6 +207,22 @@ barrier() {
 # choose DIR ROW: the args.txt of DIR's sub-run with the best validation All of ROW.
 choose() { python3 scripts/results_table.py --choose "$RUNS/$1" "$2"; }
 ckpt() { echo "$RUNS/$1/checkpoint-ce-e$DRO_START.pt"; }
+# ensure_ckpt REL: the CE warm-up checkpoint of REL, retrained up to the DRO-LT
+# start from REL's kept args.txt when its RUNS folder is gone (the DRO-LT runs
+# need it; checkpoints are never committed). Prints the path.
+ensure_ckpt() {
+  local rel=$1 c out="$RUNS/$1"
+  c=$(ckpt "$rel")
+  if [[ ! -f "$c" && -f "$DATA_OUT/$rel/args.txt" ]]; then
+    echo "== $(date +%H:%M:%S) $rel: retraining the CE warm-up to epoch $DRO_START (checkpoint not on this machine)" >&2
+    mkdir -p "$out"
+    # shellcheck disable=SC2046
+    "$BIN" "${COMMON[@]}" $(cat "$DATA_OUT/$rel/args.txt") --method ce --stop-after "$DRO_START" \
+      --out "$out" --resume > "$out/log-ckpt.txt" 2>&1 || true
+  fi
+  [[ -f "$c" ]] || { echo "reproduce.sh: no CE checkpoint $c for the DRO-LT runs of $rel" >&2; exit 1; }
+  echo "$c"
+}
 
 # ------------------------------------------------------------------ grids
 if [[ "$SMALL_GRIDS" == 1 ]]; then
@@ -239,7 +270,7 @@ CE_LRWD=$(echo "$CE_ARGS" | grep -o -- '--lr [^ ]* --wd [^ ]*')
 echo "chosen on the validation split: CE $CE_LRWD"
 
 # ------------------------------------------------------------------ step 1b: DRO-LT
-DRO=(--method drolt --dro-start "$DRO_START" --warm-start "$(ckpt "$T/ce/$CE_BEST")")
+DRO=(--method drolt --dro-start "$DRO_START" --warm-start "$(ensure_ckpt "$T/ce/$CE_BEST")")
 # shellcheck disable=SC2206
 CE_LRWD_A=($CE_LRWD)
 for lam in $G_LAMBDA; do for t in $G_TEMP; do
@@ -293,17 +324,24 @@ main() {  # rho seed method extra...
   # shellcheck disable=SC2086
   spawn "$rel" --seed "$seed" --rho "$rho" ${ARGS[$m]} "$@"
 }
-for rho in $RHOS; do for seed in $(seeds_of "$rho"); do
-  main "$rho" "$seed" ce
-  for m in resample reweight focal ldam-drw official; do main "$rho" "$seed" "$m"; done
-done; done
-barrier
-for rho in $RHOS; do for seed in $(seeds_of "$rho"); do
-  for m in drolt-learned drolt-erm drolt-shared drolt-sqrtn; do
-    main "$rho" "$seed" "$m" --warm-start "$(ckpt "rho$rho/seed$seed/ce")"
+# One imbalance ratio at a time (rho = 100 first), so that an interrupted set has
+# whole ratios: CE (its checkpoint is the DRO-LT warm-up) and the baselines, then
+# the authors' recipe (the longest runs, started first) and the DRO-LT variants.
+for rho in $RHOS; do
+  for seed in $(seeds_of "$rho"); do
+    main "$rho" "$seed" ce
+    for m in resample reweight focal ldam-drw; do main "$rho" "$seed" "$m"; done
   done
-done; done
-barrier
+  barrier
+  for seed in $(seeds_of "$rho"); do main "$rho" "$seed" official; done
+  for seed in $(seeds_of "$rho"); do
+    for m in drolt-learned drolt-erm drolt-shared drolt-sqrtn; do
+      [[ $rho == 100 && $seed == 0 ]] && { main "$rho" "$seed" "$m"; continue; }
+      main "$rho" "$seed" "$m" --warm-start "$(ensure_ckpt "rho$rho/seed$seed/ce")"
+    done
+  done
+  barrier
+done
 wall=$(( $(date +%s) - start ))
 
 # ------------------------------------------------------------------ step 3: the report
