@@ -419,6 +419,30 @@ void scenario_buckets(drolt::dist::GlooGroup& g) {
                     Contains("expected the same bucket size (bytes), parameter count and sizes on every rank"));
 }
 
+/// Ranks started with different settings: every rank refuses the run with a
+/// message that names the mismatch and this rank's settings (weight decay is
+/// not in the checkpoint fingerprint: the check covers more than resume does),
+/// and the group still works afterwards.
+void scenario_settings(drolt::dist::GlooGroup& g) {
+  namespace de = drolt_examples;
+  auto group = std::make_shared<drolt::dist::Group>(g);
+  de::TrainConfig c = tiny_trainer_config(std::string(DROLT_TEST_TMPDIR) + "/dist-settings");
+  c.methods = {de::Method::drolt};
+  const auto spec = tiny_run_spec(c, de::Method::drolt);
+  c.weight_decay = g.rank() == 0 ? 2e-4 : 5e-4;
+  auto data = de::load_data(c);
+  std::string msg;
+  try {
+    de::Run run(c, data, spec, de::DistContext(group, 0.0));
+  } catch (const c10::Error& e) {
+    msg = e.what_without_backtrace();
+  }
+  CHECK_THAT(msg, Contains("expected the same run settings (their hash) on every rank") &&
+                      Contains("start every rank with the same flags") &&
+                      Contains(g.rank() == 0 ? "\"wd\":0.0002" : "\"wd\":0.0005"));
+  drolt::dist::barrier(g.pg());  // both ranks threw at the same collective: still in step
+}
+
 /// The trainer with two processes, once with the gradients all-reduced after
 /// backward() (--dist-bucket-mb 0) and once in small buckets during it
 /// (0.02 MB: several buckets for ResNet-8): the same final weights, radii and
@@ -620,7 +644,8 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
     return;
   }
   REQUIRE(o.world_size == 2);
-  if (s == "centroids" || s == "training" || s == "trainer" || s == "buckets" || s == "trainer-buckets") {
+  if (s == "centroids" || s == "training" || s == "trainer" || s == "buckets" || s == "trainer-buckets" ||
+      s == "settings") {
     o.timeout = std::chrono::seconds(60);
     auto g = drolt::dist::make_gloo_group(o);
     if (s == "centroids") scenario_centroids(g);
@@ -628,6 +653,7 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
     if (s == "trainer") scenario_trainer(g);
     if (s == "buckets") scenario_buckets(g);
     if (s == "trainer-buckets") scenario_trainer_buckets(g);
+    if (s == "settings") scenario_settings(g);
   } else if (s == "die" || s == "hang") {
     o.timeout = std::chrono::seconds(3);
     auto g = drolt::dist::make_gloo_group(o);
@@ -664,6 +690,11 @@ TEST_CASE("distributed: the trainer with gradient buckets ends with the weights 
           "[dist][trainer]") {
   std::system(("rm -rf '" + bucket_out_dir() + "'").c_str());
   run_two_ranks("trainer-buckets", scenario_trainer_buckets);
+}
+
+TEST_CASE("distributed: trainer ranks started with different settings all refuse the run, naming them",
+          "[dist][trainer]") {
+  run_two_ranks("settings", scenario_settings);
 }
 
 TEST_CASE("distributed: a killed peer makes the survivor fail with a c10::Error, not hang",

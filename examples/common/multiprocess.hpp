@@ -582,6 +582,30 @@ class DistContext {
     return v;
   }
 
+  /// Refuses ranks that were started with different settings (`settings`: a
+  /// canonical text of every setting that changes what a rank computes or
+  /// which collectives it runs). They would otherwise train on, silently
+  /// apart (each its own lr or loss on all-reduced gradients) or stop in a
+  /// mismatched collective. Throws on every rank, naming this rank's settings
+  /// so that the ranks' error messages can be compared.
+  void check_same_settings(const std::string& settings) const {
+#if DROLT_HAS_DISTRIBUTED
+    if (!active()) return;
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a, 64 bits: the same on every machine
+    for (unsigned char ch : settings) h = (h ^ ch) * 1099511628211ULL;
+    const auto key = static_cast<int64_t>(h >> 1);  // >= 0: check_same_on_all_ranks negates it
+    try {
+      drolt::dist::detail::check_same_on_all_ranks({key}, group_->pg(), "DistContext",
+                                                   "run settings (their hash)", group_->device);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, e.what_without_backtrace(),
+                  "; start every rank with the same flags. This rank's settings: ", settings);
+    }
+#else
+    (void)settings;
+#endif
+  }
+
   /// Waits for every rank (e.g. until rank 0 has written a file the others read).
   void barrier() const {
 #if DROLT_HAS_DISTRIBUTED

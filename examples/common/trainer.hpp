@@ -172,8 +172,10 @@ class Run {
                                                        .weight_decay(cfg.radius_weight_decay)));
     }
     opt_ = std::make_unique<torch::optim::SGD>(std::move(groups), torch::optim::SGDOptions(cfg.lr));
-    // Several processes: rank 0's initial weights everywhere (the same seed gives
-    // the same ones already; this does not rely on it).
+    // Several processes: the same settings on every rank (a named error on all
+    // of them otherwise), then rank 0's initial weights everywhere (the same
+    // seed gives the same ones already; this does not rely on it).
+    dist_.check_same_settings(settings().dump());
     dist_.broadcast(*model_);
     for (auto& l : losses_) dist_.broadcast(*l);
   }
@@ -538,6 +540,39 @@ class Run {
       if (data_.train->streaming()) j["image_size"] = cfg_.image_size;
     }
     if (cfg_.amp) j["amp"] = true;
+    return j;
+  }
+
+  /// Every setting that must agree between the processes of one run: the
+  /// checkpoint's fingerprint and the rest of what changes the computation
+  /// (optimiser, schedule, losses, classifier stages) or the collectives
+  /// (evaluation, checkpoints, resume). Per-process settings (--threads,
+  /// --out, -q, plots) are not in it.
+  json settings() const {
+    json j = fingerprint();
+    j["momentum"] = cfg_.momentum;
+    j["wd"] = cfg_.weight_decay;
+    j["gamma"] = cfg_.gamma;
+    j["milestones"] = cfg_.milestones;
+    j["warmup"] = cfg_.warmup_epochs;
+    j["loss_cfg"] = name_of(cfg_.loss);
+    j["cb_beta"] = cfg_.cb_beta;
+    j["focal_gamma"] = cfg_.focal_gamma;
+    j["ldam"] = {cfg_.ldam_margin, cfg_.ldam_scale};
+    j["drw_start"] = cfg_.drw_start_epoch();
+    j["class_aware_k"] = cfg_.class_aware_k;
+    j["radius"] = cfg_.radius.name();
+    j["dro_sum"] = cfg_.dro_sum;
+    j["ema_momentum"] = cfg_.ema_momentum;
+    j["radius_opt"] = {cfg_.radius_lr, cfg_.radius_weight_decay};
+    j["crt"] = {cfg_.crt_lr, name_of(cfg_.crt_schedule), name_of(cfg_.crt_sampler), cfg_.crt_reinit};
+    j["post_hoc_tau"] = {cfg_.tau_norm_tau, cfg_.la_tau};
+    j["augment"] = {cfg_.flip, cfg_.crop_pad};
+    j["eval"] = {cfg_.val_per_class, cfg_.test_limit, cfg_.val_every};
+    j["checkpoints"] = {cfg_.checkpoint_every, cfg_.save_at, cfg_.stop_after, cfg_.resume, cfg_.warm_start};
+    j["layer_analysis"] = cfg_.layer_analysis;
+    j["channels_last"] = cfg_.channels_last;
+    if (cfg_.image_data()) j["image"] = {cfg_.image_size, cfg_.resize, cfg_.loader};
     return j;
   }
 
