@@ -177,10 +177,19 @@ train() {
   printf '%s\n' "$*" > "$out/args.txt"
   echo "$BIN ${COMMON[*]} $* --out $out" >> "$CMDS"
   echo "== $(date +%H:%M:%S) $rel"
-  local t0 rc=0
+  local t0 rc=0 last
+  # A sitting that was killed (the machine's session ended) left its start time
+  # in .sitting: count it, up to the newest file it wrote (at most an epoch short).
+  if [[ -f "$out/.sitting" ]]; then
+    t0=$(cat "$out/.sitting")
+    last=$(find "$out" -maxdepth 1 -type f ! -name .sitting -printf '%T@\n' | sort -n | tail -1 | cut -d. -f1)
+    host_line "$t0" "$(( ${last:-$t0} > t0 ? ${last:-$t0} - t0 : 0 ))" 0 >> "$out/host.jsonl"
+  fi
   t0=$(date +%s)
+  echo "$t0" > "$out/.sitting"
   "$BIN" "${COMMON[@]}" "$@" --out "$out" --resume > "$out/log.txt" 2>&1 || rc=$?
   host_line "$t0" "$(( $(date +%s) - t0 ))" "$(( rc == 0 ))" >> "$out/host.jsonl"
+  rm -f "$out/.sitting"
   if (( rc != 0 )) || [[ ! -f "$out/summary.json" ]]; then
     echo "reproduce.sh: $rel failed (exit $rc); last lines of $out/log.txt:" >&2
     tail -3 "$out/log.txt" >&2 || true
