@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <vector>
 
 #include "drolt/drolt.hpp"
@@ -433,6 +434,42 @@ TEST_CASE("module: fixed policies and counts", "[loss][module]") {
   // Module and functional forms agree.
   auto f = robust_centroid_loss(p.z, p.y, bank->centroids(), sq2->radii(), Opts().valid(bank->valid()));
   CHECK(rel(l.item<double>(), f.item<double>()) < 1e-7);
+
+  // The bank's counts are read again only when they change, but then always:
+  // another epoch's finalize(), another bank, a bank loaded from a file.
+  const auto expect = [](const drolt::CentroidBank& b) { return 1.0 / b->counts().to(torch::kFloat).sqrt(); };
+  bank->clear_sums();
+  bank->accumulate(p.z.narrow(0, 0, 6), p.y.narrow(0, 0, 6));
+  bank->finalize();
+  sq2(p.z, p.y, bank);
+  CHECK(sq2->radii().allclose(expect(bank)));
+  drolt::CentroidBank other(3, 4);
+  auto q = make_problem(30, 3, 4, torch::kFloat, 2);
+  other->accumulate(q.z, q.y);
+  other->finalize();
+  REQUIRE_FALSE(torch::equal(other->counts(), bank->counts()));
+  sq2(p.z, p.y, other);
+  CHECK(sq2->radii().allclose(expect(other)));
+  sq2(p.z, p.y, bank);  // back to the first bank
+  CHECK(sq2->radii().allclose(expect(bank)));
+  std::stringstream file;
+  torch::save(other, file);
+  torch::load(bank, file);  // the same bank object, other counts
+  REQUIRE(torch::equal(bank->counts(), other->counts()));
+  sq2(p.z, p.y, bank);
+  CHECK(sq2->radii().allclose(expect(other)));
+  // has_counts() follows set_class_counts and load as well.
+  drolt::RobustCentroidLoss sq3(drolt::RobustCentroidLossOptions(3).radius(drolt::RadiusPolicy::sqrt_n(1.0)));
+  CHECK_FALSE(sq3->has_counts());
+  sq3->set_class_counts(torch::tensor({4, 9, 16}, torch::kLong));
+  CHECK(sq3->has_counts());
+  CHECK(sq3->radii().allclose(torch::tensor({0.5f, 1.0f / 3, 0.25f})));
+  std::stringstream empty;
+  torch::save(drolt::RobustCentroidLoss(drolt::RobustCentroidLossOptions(3).radius(drolt::RadiusPolicy::sqrt_n(1.0))),
+              empty);
+  torch::load(sq3, empty);
+  CHECK_FALSE(sq3->has_counts());
+  CHECK_THROWS_WITH(sq3->compute(p.z, p.y, p.mu), Contains("needs the training-set class counts"));
 }
 
 TEST_CASE("module: state round-trips through torch::save", "[loss][module]") {

@@ -17,6 +17,7 @@
 #include "drolt/centroid_bank.hpp"
 #include "drolt/detail/checked_load.hpp"
 #include "drolt/detail/floating_state.hpp"
+#include "drolt/detail/seen_tensor.hpp"
 #include "drolt/radius.hpp"
 #include "drolt/types.hpp"
 
@@ -114,11 +115,21 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
       counts = options.class_counts().to(torch::kLong).cpu().clone();
     }
     class_counts_ = register_buffer("class_counts", counts);
+    counts_seen_.forget();
+    bank_seen_.forget();
     if (policy.kind() == RadiusPolicy::Kind::sqrt_n && has_counts()) refresh_fixed_radii();
   }
 
   /// Whether training-set class counts are known (given, set, or taken from a bank).
-  bool has_counts() const { return class_counts_.sum().item<int64_t>() > 0; }
+  /// Read from the counts only when they changed (they may live on a GPU: a
+  /// host synchronisation per call otherwise).
+  bool has_counts() const {
+    if (!counts_seen_.same(class_counts_)) {
+      known_ = class_counts_.sum().item<int64_t>() > 0;
+      counts_seen_.remember(class_counts_);
+    }
+    return known_;
+  }
 
   /// Sets the training-set class counts (sqrt-n policy).
   void set_class_counts(const torch::Tensor& counts) {
@@ -152,8 +163,14 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
                 " classes, got ", bank->num_classes());
     if (options.radius().kind() == RadiusPolicy::Kind::sqrt_n &&
         !options.class_counts().defined()) {
-      // No explicit training counts: the bank's counts (a full pass sees every sample).
-      set_class_counts(bank->counts().cpu());
+      // No explicit training counts: the bank's counts (a full pass sees every
+      // sample), copied and checked only when they changed since the last call:
+      // another bank, or these counts written since (finalize, load, copy_).
+      const auto& counts = bank->counts();
+      if (!bank_seen_.same(counts)) {
+        set_class_counts(counts.cpu());
+        bank_seen_.remember(counts);
+      }
     }
     return compute(features, labels, bank->centroids().to(features.scalar_type()), bank->valid());
   }
@@ -199,6 +216,8 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
     const int64_t C = options.num_classes();
     detail::checked_load(*this, {{"radii", {C}, c10::nullopt}, {"class_counts", {C}, torch::kLong}},
                          "drolt::RobustCentroidLoss", [&] { torch::nn::Module::load(archive); });
+    counts_seen_.forget();  // the archive's counts: neither cache holds any more
+    bank_seen_.forget();
   }
 
   void pretty_print(std::ostream& stream) const override {
@@ -218,6 +237,11 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
                                                   raw_radii_.options().device(torch::kCPU)));
   }
   torch::Tensor raw_radii_, class_counts_;
+  // has_counts() as of the class_counts_ counts_seen_ remembers.
+  mutable bool known_ = false;
+  mutable detail::SeenTensor counts_seen_;
+  // The bank counts forward() last copied into class_counts_.
+  detail::SeenTensor bank_seen_;
 };
 
 TORCH_MODULE(RobustCentroidLoss);
