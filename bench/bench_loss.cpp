@@ -12,6 +12,12 @@
 //                                    [B,C]x[C,D] and [C,B]x[B,D])
 //   bank/<mode>/<device>             centroid-bank refresh over a CIFAR-100-LT epoch
 //                                    of features (10847 x 64)
+//   module_sqrtn/<counts>/<device>   one forward + backward of the RobustCentroidLoss
+//                                    module (sqrt-n radii, cifar100lt shape, fused
+//                                    path) with the class counts given in its options,
+//                                    taken from the CentroidBank passed to forward(),
+//                                    or re-read from that bank on every call (what
+//                                    forward() did before it remembered them)
 //   resnet32_step/<loss>/<device>    one SGD step of ResNet-32 on a batch of 128
 //                                    CIFAR images, CE alone or CE + DRO-LT
 //
@@ -291,6 +297,42 @@ void bench_loss(benchmark::State& state, LossShape shape, LossPath path, torch::
   state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
 }
 
+// ------------------------------------------------------------------ module, sqrt-n radii
+
+enum class CountsFrom { options, bank, bank_every_call };
+
+void bench_module_sqrtn(benchmark::State& state, CountsFrom from, torch::Device dev) {
+  if (!device_ready(state, dev, true)) return;
+  torch::manual_seed(0);
+  const LossShape shape = kShapes[0];
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(dev);
+  auto z = (torch::randn({shape.B, shape.D}, f32) * (2.0 / std::sqrt(static_cast<double>(shape.D)))).requires_grad_();
+  auto y = torch::randint(0, shape.C, {shape.B}, torch::TensorOptions().dtype(torch::kLong).device(dev));
+  drolt::CentroidBank bank(shape.C, shape.D);
+  bank->to(dev);
+  bank->accumulate(z.detach(), y);
+  bank->finalize();
+  auto o = drolt::RobustCentroidLossOptions(shape.C)
+               .radius(drolt::RadiusPolicy::sqrt_n(1.0))
+               .backend(Backend::fused)
+               .validate_values(false);
+  if (from == CountsFrom::options) o.class_counts(bank->counts().cpu());
+  drolt::RobustCentroidLoss loss(o);
+  loss->to(dev);
+  auto step = [&] {
+    if (from == CountsFrom::bank_every_call) loss->set_class_counts(bank->counts().cpu());
+    auto l = loss(z, y, bank);
+    auto g = torch::autograd::grad({l}, {z});
+    benchmark::DoNotOptimize(g[0].data_ptr());
+  };
+  step();
+  sync(dev);
+  for (auto _ : state) {
+    step();
+    sync(dev);
+  }
+}
+
 // ------------------------------------------------------------------ centroid bank
 
 /// CIFAR-100-LT, rho = 100: n_c = floor(500 * 100^(-c / 99)), 10847 samples.
@@ -430,6 +472,15 @@ void register_all() {
                                    bench_bank, m.second, d.second)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
+    }
+    const std::pair<const char*, CountsFrom> counts[] = {{"options", CountsFrom::options},
+                                                         {"bank", CountsFrom::bank},
+                                                         {"bank_every_call", CountsFrom::bank_every_call}};
+    for (const auto& c : counts) {
+      benchmark::RegisterBenchmark((std::string("module_sqrtn/") + c.first + "/" + d.first).c_str(),
+                                   bench_module_sqrtn, c.second, d.second)
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond);
     }
     const char* step_names[] = {"ce", "ce+drolt", "ce+drolt_nocheck"};
     for (int with = 0; with < 3; ++with) {
