@@ -8,6 +8,7 @@
 #   COMMIT=1 nice -n 10 scripts/reproduce.sh      # ... committing each run's small files as it completes
 #   SMOKE=1 SKIP_BUILD=1 scripts/reproduce.sh     # whole pipeline in minutes, to /tmp (never docs/)
 #   DEVICE=cuda JOBS=1 scripts/reproduce.sh       # the same on a GPU machine
+#   scripts/repro_progress.py --runs out/reproduce2  # runs done / left, measured and projected hours
 #
 # Steps (every one resumable; start the script again after an interruption):
 #  1. Tuning, on the VALIDATION split only, seed 0, rho = 100, with the same

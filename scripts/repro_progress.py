@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""How far scripts/reproduce.sh has got, and what is left, from docs/data/results.
+
+  scripts/repro_progress.py [--data docs/data/results] [--runs out/reproduce2]
+
+Counts the finished runs of every step against the full set the script runs
+(54 tuning runs: 9 methods x 6; 101 main runs: rho = 100 seeds 1-4 x 10 methods
+plus seed 0's authors' recipe, rho = 50 and 10 seeds 0-2 x 10), sums their
+measured wall times (host.jsonl: every sitting, killed ones included), and
+projects what is left from the measured mean wall time per method, scaled by
+the training-set size for rho = 50 and 10 (1,394 and 2,040 images against
+1,236 at rho = 100). Methods without a finished run have no projection (said
+so, not guessed). With --runs, runs in progress there are listed too.
+Standard library only. Prints Markdown.
+"""
+import argparse
+import json
+import os
+import statistics
+
+TUNE = ["ce", "resample", "reweight", "focal", "ldam-drw", "drolt-learned", "drolt-erm", "drolt-shared",
+        "drolt-sqrtn"]
+MAIN = ["ce", "resample", "reweight", "focal", "ldam-drw", "official", "drolt-learned", "drolt-erm",
+        "drolt-shared", "drolt-sqrtn"]
+SEEDS = {100: [0, 1, 2, 3, 4], 50: [0, 1, 2], 10: [0, 1, 2]}
+TRAIN_SIZE = {100: 1236, 50: 1394, 10: 2040}
+TUNE_BUDGET = 6
+
+
+def wall_s(run_dir):
+    """Summed wall seconds of every sitting in run_dir/host.jsonl (None if absent)."""
+    p = os.path.join(run_dir, "host.jsonl")
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return sum(json.loads(line)["wall_s"] for line in f if line.strip())
+
+
+def expected():
+    """(step, rho, method, relative folder or None for tuning) of every run of the full set."""
+    out = []
+    for m in TUNE:
+        out += [("tune", 100, m, None)] * TUNE_BUDGET
+    for rho, seeds in SEEDS.items():
+        for s in seeds:
+            for m in MAIN:
+                if rho == 100 and s == 0 and m != "official":
+                    continue  # the winning tuning run itself
+                out.append(("main", rho, m, f"rho{rho}/seed{s}/{m}"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="docs/data/results")
+    ap.add_argument("--runs", default="")
+    a = ap.parse_args()
+
+    done_tune = {m: [] for m in TUNE}  # method -> [wall s]
+    for m in TUNE:
+        d = os.path.join(a.data, "tune", m)
+        if os.path.isdir(d):
+            for sub in sorted(os.listdir(d)):
+                rd = os.path.join(d, sub)
+                if os.path.isfile(os.path.join(rd, "summary.json")):
+                    done_tune[m].append(wall_s(rd) or 0)
+    # Mean wall time per method at rho = 100, from every finished run of it
+    # (tuning runs of the same recipe included), for the projection.
+    per_method = {m: list(v) for m, v in done_tune.items()}
+    rows, left = [], {}
+    n_done = n_all = 0
+    total_s = sum(sum(v) for v in done_tune.values())
+    main_done = {}
+    for step, rho, m, rel in expected():
+        if step != "main":
+            continue
+        rd = os.path.join(a.data, rel)
+        if os.path.isfile(os.path.join(rd, "summary.json")):
+            w = wall_s(rd) or 0
+            main_done.setdefault((rho, m), []).append(w)
+            per_method.setdefault(m, [])
+            per_method[m].append(w * TRAIN_SIZE[100] / TRAIN_SIZE[rho])
+            total_s += w
+    mean = {m: statistics.fmean(v) for m, v in per_method.items() if v}
+
+    def project(m, rho, n):
+        return None if m not in mean else n * mean[m] * TRAIN_SIZE[rho] / TRAIN_SIZE[100]
+
+    print("| step | rho | method | done | of | measured wall h | projected h left (one job) |")
+    print("|---|---|---|---|---|---|---|")
+    unknown = set()
+    left_s = 0.0
+    for m in TUNE:
+        n = len(done_tune[m])
+        p = project(m, 100, TUNE_BUDGET - n)
+        if p is None:
+            unknown.add(m)
+        left_s += p or 0
+        print(f"| tune | 100 | {m} | {n} | {TUNE_BUDGET} | {sum(done_tune[m]) / 3600:.2f} | "
+              f"{'?' if p is None else f'{p / 3600:.2f}'} |")
+        n_done += n
+        n_all += TUNE_BUDGET
+    for rho, seeds in SEEDS.items():
+        for m in MAIN:
+            exp = sum(1 for s in seeds if not (rho == 100 and s == 0 and m != "official"))
+            got = main_done.get((rho, m), [])
+            p = project(m, rho, exp - len(got))
+            if p is None and exp > len(got):
+                unknown.add(m)
+            left_s += p or 0
+            print(f"| main | {rho} | {m} | {len(got)} | {exp} | {sum(got) / 3600:.2f} | "
+                  f"{'?' if p is None else f'{p / 3600:.2f}'} |")
+            n_done += len(got)
+            n_all += exp
+    print()
+    print(f"{n_done} of {n_all} runs finished, {total_s / 3600:.2f} h of summed wall time (measured, one job "
+          f"each). Left, projected from the measured means: {left_s / 3600:.1f} job-hours"
+          + (f", plus the runs of {', '.join(sorted(unknown))} (none finished yet: no projection)"
+             if unknown else "") + ".")
+    if a.runs and os.path.isdir(a.runs):
+        busy = []
+        for root, _dirs, files in os.walk(a.runs):
+            if ".sitting" in files and "summary.json" not in files:
+                busy.append(os.path.relpath(root, a.runs))
+        if busy:
+            print(f"\nIn progress in {a.runs}: {', '.join(sorted(busy))}.")
+
+
+if __name__ == "__main__":
+    main()
