@@ -10,6 +10,11 @@
 #   DEVICE=cuda JOBS=1 scripts/reproduce.sh       # the same on a GPU machine
 #   scripts/repro_progress.py --runs out/reproduce2  # runs done / left, measured and projected hours
 #
+# In the background: `COMMIT=1 nohup nice -n 19 setsid scripts/reproduce.sh > log 2>&1 &`.
+# Linux's autogroup scheduler shares the CPU between sessions before nice
+# counts, so a setsid'ed run still takes half of a 2-core machine from a build
+# in another session; `echo 19 > /proc/<its pid>/autogroup` makes it yield.
+#
 # Steps (every one resumable; start the script again after an interruption):
 #  1. Tuning, on the VALIDATION split only, seed 0, rho = 100, with the same
 #     budget for every method: TUNE_BUDGET (6) training runs, a grid of 3 values of
