@@ -377,6 +377,20 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
 
 // ---------------------------------------------------------------- methods
 
+TEST_CASE("trainer losses: focal with gamma < 1 has finite gradients at a saturated softmax", "[trainer]") {
+  // p_y = 1 in float32 for the first row: (1 - p)^0.5 has an infinite derivative there.
+  auto logits = torch::tensor({{60.f, 0.f, 0.f}, {0.5f, 0.2f, -0.1f}}).requires_grad_();
+  auto y = torch::tensor({0, 1}, torch::kLong);
+  for (double gamma : {0.25, 0.5, 1.0, 2.0}) {
+    INFO("gamma " << gamma);
+    auto l = de::focal_loss(logits, y, gamma);
+    auto g = torch::autograd::grad({l}, {logits})[0];
+    CHECK(std::isfinite(l.item<double>()));
+    CHECK(torch::isfinite(g).all().item<bool>());
+    CHECK(g[0].abs().max().item<double>() < 1e-6);  // the saturated row's true gradient is ~0
+  }
+}
+
 TEST_CASE("trainer losses: focal with gamma 0 is cross-entropy, weighted or not", "[trainer]") {
   namespace F = torch::nn::functional;
   torch::manual_seed(1);

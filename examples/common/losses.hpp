@@ -58,7 +58,11 @@ inline torch::Tensor focal_loss(const torch::Tensor& logits, const torch::Tensor
                                 const torch::Tensor& weight = {}) {
   TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), "focal_loss: expected gamma >= 0, got ", gamma);
   auto logp = torch::log_softmax(logits, 1).gather(1, targets.unsqueeze(1)).squeeze(1);
-  auto l = -(1 - logp.exp()).pow(gamma) * logp;
+  // 1 - p_y as -expm1(log p_y), kept off 0: at a saturated p_y = 1 the factor's
+  // derivative gamma (1 - p)^(gamma - 1) is infinite for gamma < 1, and times
+  // log p_y = 0 it would make the gradient NaN (the true limit is 0, which the
+  // clamp gives).
+  auto l = -(-torch::expm1(logp)).clamp_min(1e-30).pow(gamma) * logp;
   if (!weight.defined()) return l.mean();
   auto w = weight.to(logits.device(), logits.scalar_type()).index_select(0, targets);
   return (w * l).sum() / w.sum();
