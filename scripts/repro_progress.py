@@ -67,7 +67,6 @@ def main():
     # Mean wall time per method at rho = 100, from every finished run of it
     # (tuning runs of the same recipe included), for the projection.
     per_method = {m: list(v) for m, v in done_tune.items()}
-    rows, left = [], {}
     n_done = n_all = 0
     total_s = sum(sum(v) for v in done_tune.values())
     main_done = {}
