@@ -219,8 +219,11 @@ barrier() {
     exit 1
   fi
 }
-# choose DIR ROW: the args.txt of DIR's sub-run with the best validation All of ROW.
-choose() { python3 scripts/results_table.py --choose "$RUNS/$1" "$2"; }
+# choose DIR ROW: the args.txt of DIR's sub-run with the best validation All of ROW;
+# choose_dir DIR ROW: its folder name. Both read the kept copies in DATA_OUT (every
+# finished run is kept there), so a sitting on a machine without RUNS chooses the same.
+choose() { python3 scripts/results_table.py --choose "$DATA_OUT/$1" "$2"; }
+choose_dir() { python3 scripts/results_table.py --choose-dir "$DATA_OUT/$1" "$2"; }
 ckpt() { echo "$RUNS/$1/checkpoint-ce-e$DRO_START.pt"; }
 # ensure_ckpt REL: the CE warm-up checkpoint of REL, retrained up to the DRO-LT
 # start from REL's kept args.txt when its RUNS folder is gone (the DRO-LT runs
@@ -280,7 +283,7 @@ done; done
 barrier
 
 CE_ARGS=$(choose "$T/ce" crt)
-CE_BEST=$(python3 scripts/results_table.py --choose-dir "$RUNS/$T/ce" crt)
+CE_BEST=$(choose_dir "$T/ce" crt)
 CE_LRWD=$(echo "$CE_ARGS" | grep -o -- '--lr [^ ]* --wd [^ ]*')
 echo "chosen on the validation split: CE $CE_LRWD"
 
@@ -314,9 +317,8 @@ strip() { sed -E 's/--seed [^ ]+ //; s/--rho [^ ]+ //; s/ ?--warm-start [^ ]+//'
 for m in ce resample reweight focal ldam-drw drolt-erm drolt-learned drolt-shared drolt-sqrtn; do
   row=$m; [[ $m == ce ]] && row=crt
   ARGS[$m]=$(choose "$T/$m" "$row" | strip)
-  best=$(python3 scripts/results_table.py --choose-dir "$RUNS/$T/$m" "$row")
-  printf '%s\n' "$best" > "$RUNS/$T/$m/chosen.txt"
-  mkdir -p "$DATA_OUT/$T/$m" && cp "$RUNS/$T/$m/chosen.txt" "$DATA_OUT/$T/$m/"
+  best=$(choose_dir "$T/$m" "$row")
+  printf '%s\n' "$best" > "$DATA_OUT/$T/$m/chosen.txt"
   echo "chosen for $m: $best"
 done
 ARGS[official]="--preset official --method drolt --epochs $OFFICIAL_EPOCHS --dro-start $EPOCHS \
@@ -327,10 +329,15 @@ seeds_of() { if [[ $1 == 100 ]]; then echo "$SEEDS_100"; else echo "$SEEDS_OTHER
 # link REL METHOD: rho 100 seed 0 is the winning tuning run itself.
 link() {
   local rel=$1 m=$2 best
-  best=$(cat "$RUNS/$T/$m/chosen.txt")
-  mkdir -p "$(dirname "$RUNS/$rel")"
-  [[ -e "$RUNS/$rel" ]] || ln -s "$(realpath "$RUNS/$T/$m/$best")" "$RUNS/$rel"
-  [[ -f "$DATA_OUT/$rel/summary.json" ]] || keep "$RUNS/$rel" "$rel"
+  best=$(cat "$DATA_OUT/$T/$m/chosen.txt")
+  [[ -f "$DATA_OUT/$rel/summary.json" ]] && return 0
+  if [[ -d "$RUNS/$T/$m/$best" ]]; then
+    mkdir -p "$(dirname "$RUNS/$rel")"
+    [[ -e "$RUNS/$rel" ]] || ln -s "$(realpath "$RUNS/$T/$m/$best")" "$RUNS/$rel"
+    keep "$RUNS/$rel" "$rel"
+  else  # this machine lacks the tuning run's folder: its kept copy is the same files
+    keep "$DATA_OUT/$T/$m/$best" "$rel"
+  fi
 }
 main() {  # rho seed method extra...
   local rho=$1 seed=$2 m=$3; shift 3
