@@ -443,6 +443,33 @@ void scenario_settings(drolt::dist::GlooGroup& g) {
   drolt::dist::barrier(g.pg());  // both ranks threw at the same collective: still in step
 }
 
+/// A run that diverges on one rank only (its images are NaN): the NaN reaches
+/// the other rank through the gradient all-reduce, and both ranks stop at the
+/// same epoch-level check with the same message, still in step (a rank that
+/// stopped alone at its own step would leave the other waiting in a collective).
+void scenario_diverged(drolt::dist::GlooGroup& g) {
+  namespace de = drolt_examples;
+  auto group = std::make_shared<drolt::dist::Group>(g);
+  de::TrainConfig c = tiny_trainer_config(std::string(DROLT_TEST_TMPDIR) + "/dist-diverged");
+  c.methods = {de::Method::ce};
+  const auto spec = tiny_run_spec(c, de::Method::ce);
+  auto data = de::load_data(c);
+  if (g.rank() == 1) {
+    data.train = std::make_shared<de::TensorSplit>(torch::full_like(data.train_x, NAN), data.train_y);
+  }
+  std::string msg;
+  try {
+    de::Run run(c, data, spec, de::DistContext(group, 0.0));
+    std::ostringstream log;
+    run.run(log);
+  } catch (const c10::Error& e) {
+    msg = e.what_without_backtrace();
+  }
+  CHECK_THAT(msg, Contains("[ce] training diverged: the loss is nan at epoch 1/4 (phase ce), mean over the "
+                           "epoch and every process"));
+  drolt::dist::barrier(g.pg());
+}
+
 /// The trainer with two processes, once with the gradients all-reduced after
 /// backward() (--dist-bucket-mb 0) and once in small buckets during it
 /// (0.02 MB: several buckets for ResNet-8): the same final weights, radii and
@@ -645,7 +672,7 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
   }
   REQUIRE(o.world_size == 2);
   if (s == "centroids" || s == "training" || s == "trainer" || s == "buckets" || s == "trainer-buckets" ||
-      s == "settings") {
+      s == "settings" || s == "diverged") {
     o.timeout = std::chrono::seconds(60);
     auto g = drolt::dist::make_gloo_group(o);
     if (s == "centroids") scenario_centroids(g);
@@ -654,6 +681,7 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
     if (s == "buckets") scenario_buckets(g);
     if (s == "trainer-buckets") scenario_trainer_buckets(g);
     if (s == "settings") scenario_settings(g);
+    if (s == "diverged") scenario_diverged(g);
   } else if (s == "die" || s == "hang") {
     o.timeout = std::chrono::seconds(3);
     auto g = drolt::dist::make_gloo_group(o);
@@ -695,6 +723,11 @@ TEST_CASE("distributed: the trainer with gradient buckets ends with the weights 
 TEST_CASE("distributed: trainer ranks started with different settings all refuse the run, naming them",
           "[dist][trainer]") {
   run_two_ranks("settings", scenario_settings);
+}
+
+TEST_CASE("distributed: a run diverging on one rank stops on every rank at the same epoch, naming it",
+          "[dist][trainer]") {
+  run_two_ranks("diverged", scenario_diverged);
 }
 
 TEST_CASE("distributed: a killed peer makes the survivor fail with a c10::Error, not hang",

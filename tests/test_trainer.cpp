@@ -91,6 +91,14 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
   expect_bad([](de::TrainConfig& d) { d.lambda = 1.5; });
   expect_bad([](de::TrainConfig& d) { d.lambda = -0.1; });
   expect_bad([](de::TrainConfig& d) { d.temperature = 0; });
+  expect_bad([](de::TrainConfig& d) { d.crt_lr = INFINITY; });
+  expect_bad([](de::TrainConfig& d) { d.radius_lr = NAN; });
+  {  // LibTorch refuses a scalar a float cannot hold in the middle of the first step
+    auto d = c;
+    d.lr = 1e300;
+    CHECK_THROWS_WITH(de::validate(d), Catch::Contains("--lr: expected a positive learning rate no larger than a "
+                                                       "float holds (3.4e38), got 1e+300"));
+  }
   expect_bad([](de::TrainConfig& d) { d.batch_size = 0; });
   expect_bad([](de::TrainConfig& d) { d.depth = 30; });
   expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::lws}; d.crt_epochs = 0; });
@@ -318,6 +326,56 @@ TEST_CASE("trainer: --resume from a damaged checkpoint stops with a message nami
   write_bytes(path, good);
   de::Run third(cfg, data, dro_spec(cfg), {});
   CHECK(third.run(log).size() == 2);
+}
+
+TEST_CASE("trainer: a diverging run stops at its first non-finite loss, naming the epoch, step and flag",
+          "[trainer]") {
+  auto cfg = tiny_config(tmpdir("diverge"));
+  de::make_dirs(cfg.out_dir);
+  std::ostringstream log;
+  std::string msg, where, hint;
+  size_t kept = 0;  // epochs recorded before the diverged one
+  de::RunSpec spec;
+  auto data = de::load_data(cfg);
+  SECTION("representation stage, CE: NaN images (a corrupt data set)") {
+    cfg.methods = {de::Method::ce};
+    spec = tiny_run_spec(cfg, de::Method::ce);
+    data.train = std::make_shared<de::TensorSplit>(torch::full_like(data.train_x, NAN), data.train_y);
+    where = "at epoch 1/4 (phase ce), step 1 of 4; learning rate";
+    kept = 0;
+    hint = "a lower --lr or a longer --warmup";
+  }
+  // The largest learning rate a float holds: the weights overflow within a few
+  // steps (which one depends on rounding: not checked).
+  SECTION("representation stage, DRO-LT") {
+    cfg.methods = {de::Method::drolt};
+    cfg.dro_lr = 3e38;  // the DRO-LT epochs' constant learning rate (the authors' recipe)
+    spec = dro_spec(cfg);
+    where = "at epoch 3/6 (phase dro), step ";
+    kept = 2;
+    hint = "a lower --dro-lr, --lambda or --radius-lr";
+  }
+  SECTION("classifier stage (cRT)") {
+    cfg.methods = {de::Method::crt};
+    cfg.crt_lr = 3e38;
+    spec = tiny_run_spec(cfg, de::Method::crt);
+    where = "at epoch 5/6 (phase crt), step ";
+    kept = 4;
+    hint = "a lower --crt-lr";
+  }
+  de::Run run(cfg, data, spec, {});
+  try {
+    run.run(log);
+  } catch (const c10::Error& e) {
+    msg = e.what_without_backtrace();
+  }
+  CHECK_THAT(msg, Catch::Contains("training diverged: the loss is nan") && Catch::Contains(where) &&
+                      Catch::Contains(hint));
+  // Nothing of the diverged epoch was written: its metrics line, a checkpoint of
+  // it (the CE run diverged in its first epoch: none at all), a summary.
+  CHECK(count_lines(cfg.out_dir + "/metrics.jsonl") == kept);
+  if (kept == 0) CHECK_FALSE(de::file_exists(run.checkpoint_path()));
+  CHECK_FALSE(de::file_exists(cfg.out_dir + "/summary.json"));
 }
 
 TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from scratch", "[trainer]") {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -328,6 +329,13 @@ constexpr int64_t kMaxEpochs = 1000000;
 constexpr int64_t kMaxImagesPerClass = int64_t{1} << 30;
 constexpr int64_t kMaxBatch = int64_t{1} << 20;
 
+/// A rate or weight decay that SGD applies to float tensors: > 0 (or >= 0),
+/// finite and within float's range (LibTorch refuses a larger scalar mid-run).
+inline bool float_rate(double v, bool zero_ok) {
+  return (zero_ok ? v >= 0 : v > 0) && v <= static_cast<double>(std::numeric_limits<float>::max());
+}
+inline const std::string kFloatRange = " no larger than a float holds (3.4e38)";
+
 /// Throws std::invalid_argument with every problem found, one per line.
 inline void validate(const TrainConfig& c) {
   std::ostringstream err;
@@ -437,9 +445,9 @@ inline void validate(const TrainConfig& c) {
   }
   if (c.epochs < 1) bad("--epochs: expected >= 1, got " + std::to_string(c.epochs));
   if (c.batch_size < 1) bad("--batch-size: expected >= 1, got " + std::to_string(c.batch_size));
-  if (!(c.lr > 0) || !std::isfinite(c.lr)) bad("--lr: expected a positive learning rate, got " + num(c.lr));
+  if (!float_rate(c.lr, false)) bad("--lr: expected a positive learning rate" + kFloatRange + ", got " + num(c.lr));
   if (!(c.momentum >= 0 && c.momentum < 1)) bad("--momentum: expected a value in [0, 1), got " + num(c.momentum));
-  if (!(c.weight_decay >= 0)) bad("--wd: expected >= 0, got " + num(c.weight_decay));
+  if (!float_rate(c.weight_decay, true)) bad("--wd: expected >= 0" + kFloatRange + ", got " + num(c.weight_decay));
   if (c.warmup_epochs < 0) bad("--warmup: expected >= 0, got " + std::to_string(c.warmup_epochs));
   for (double m : c.milestones) {
     if (!(m > 0 && m <= 1)) bad("--milestones: expected fractions of the epochs in (0, 1], got " + num(m));
@@ -462,7 +470,9 @@ inline void validate(const TrainConfig& c) {
     bad("--dro-start: expected at most --epochs (" + std::to_string(c.epochs) + "), got " +
         std::to_string(c.dro_start));
   }
-  if (!(c.dro_lr >= 0) || !std::isfinite(c.dro_lr)) bad("--dro-lr: expected >= 0 (0: the schedule), got " + num(c.dro_lr));
+  if (!float_rate(c.dro_lr, true)) {
+    bad("--dro-lr: expected >= 0 (0: the schedule)" + kFloatRange + ", got " + num(c.dro_lr));
+  }
   if (c.dro_start == 0 && c.centroid_mode != CentroidMode::full) {
     bad("--dro-start 0 needs --centroids full (the other modes build centroids during a CE epoch)");
   }
@@ -489,7 +499,7 @@ inline void validate(const TrainConfig& c) {
   if (!(c.ema_momentum >= 0 && c.ema_momentum < 1)) {
     bad("--ema-momentum: expected a value in [0, 1), got " + num(c.ema_momentum));
   }
-  if (!(c.radius_lr >= 0)) bad("--radius-lr: expected >= 0, got " + num(c.radius_lr));
+  if (!float_rate(c.radius_lr, true)) bad("--radius-lr: expected >= 0" + kFloatRange + ", got " + num(c.radius_lr));
   if (c.crt_epochs < 0) bad("--crt-epochs: expected >= 0, got " + std::to_string(c.crt_epochs));
   bool trained_stage = c.wants(Method::crt) || (c.wants(Method::drolt) && c.classifiers.empty());
   bool needs_val = false;
@@ -509,7 +519,9 @@ inline void validate(const TrainConfig& c) {
     bad("--classifier: tau-norm and la choose tau on the validation split; give --val-set (or --make-longtail "
         "with --val-per-class > 0) or --tau-norm-tau / --la-tau");
   }
-  if (!(c.crt_lr > 0)) bad("--crt-lr: expected a positive learning rate, got " + num(c.crt_lr));
+  if (!float_rate(c.crt_lr, false)) {
+    bad("--crt-lr: expected a positive learning rate" + kFloatRange + ", got " + num(c.crt_lr));
+  }
   if (c.tau_norm_tau > 1 || !std::isfinite(c.tau_norm_tau)) {
     bad("--tau-norm-tau: expected a value in [0, 1] (or -1: chosen on validation), got " + num(c.tau_norm_tau));
   }

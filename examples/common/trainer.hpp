@@ -738,6 +738,41 @@ class Run {
     return mine;
   }
 
+  /// A run that diverged (a learning rate too high, say) stops at the first
+  /// step whose loss is not finite, naming where and what, instead of training
+  /// on NaN weights until an evaluation fails. With several processes the
+  /// check is made once per epoch on the loss summed over every rank (all
+  /// ranks stop together; a rank stopping alone would leave the others waiting
+  /// in a collective). `step` < 0: that epoch-level check.
+  void check_finite_loss(const std::string& phase, int64_t e, int64_t step, int64_t steps, double loss,
+                         double base, double dro_part, double lr) const {
+    if (std::isfinite(loss)) return;
+    const bool cls = Protocol::is_classifier_phase(phase), dro = !cls && proto_.dro_at(e);
+    auto str = [](double v) {  // "nan", whatever its sign bit
+      std::ostringstream o;
+      if (std::isnan(v)) o << "nan";
+      else o << v;
+      return o.str();
+    };
+    std::ostringstream m;
+    m << "[" << name_ << "] training diverged: the loss is " << str(loss) << " at epoch " << e + 1 << "/"
+      << proto_.total_epochs() << " (phase " << phase << ")";
+    if (step >= 0) {
+      m << ", step " << step + 1 << " of " << steps;
+    } else {
+      m << ", mean over the epoch and every process";
+    }
+    if (dro) m << "; the base loss " << str(base) << ", the DRO-LT term " << str(dro_part);
+    m << "; learning rate " << lr
+      << ". Nothing of this epoch was kept (checkpoints and results are from earlier epochs): start the run "
+         "again with "
+      << (cls   ? "a lower --crt-lr"
+          : !dro ? "a lower --lr or a longer --warmup"
+          : cfg_.dro_lr > 0 ? "a lower --dro-lr, --lambda or --radius-lr"
+                            : "a lower --lr, --lambda or --radius-lr, or a longer --warmup");
+    TORCH_CHECK(false, m.str());
+  }
+
   EpochRecord train_representation_epoch(int64_t e) {
     rec_start_ = Clock::now();
     frozen_ready_ = false;  // the representation changes
@@ -772,6 +807,7 @@ class Run {
     std::vector<torch::Tensor> gap_sum;
     int64_t gap_steps = 0;
     const auto t_train = Clock::now();
+    int64_t step_i = 0, steps = 0;  // for the message of a diverged run
     // One optimisation step on the images `idx`; `keep` (when defined) selects
     // the rows that feed the centroid bank.
     auto step = [&](const torch::Tensor& idx, const torch::Tensor& keep) {
@@ -806,9 +842,13 @@ class Run {
         }
         refresh_[i]->observe(fz, fy);
       }
-      sum_loss += v.total.item<double>() * static_cast<double>(n);
-      sum_ce += v.base.item<double>() * static_cast<double>(n);
-      if (v.dro.defined()) sum_dro += v.dro.item<double>() * static_cast<double>(n);
+      const double lt = v.total.item<double>(), lb = v.base.item<double>();
+      const double ld = v.dro.defined() ? v.dro.item<double>() : 0.0;
+      if (!dist_.active()) check_finite_loss(rec.phase, e, step_i, steps, lt, lb, ld, lr);
+      ++step_i;
+      sum_loss += lt * static_cast<double>(n);
+      sum_ce += lb * static_cast<double>(n);
+      sum_dro += ld * static_cast<double>(n);
       correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
       seen += n;
     };
@@ -829,6 +869,7 @@ class Run {
         keeps.push_back(keep);
       }
       data_.train->begin(batches, /*augment=*/true, e);
+      steps = static_cast<int64_t>(batches.size());
       for (size_t b = 0; b < batches.size(); ++b) step(batches[b], keeps[b]);
     } else {
       // A re-balancing sampler (own generator, checkpointed); every rank draws
@@ -851,6 +892,7 @@ class Run {
         keeps.push_back(keep);
       }
       data_.train->begin(batches, /*augment=*/true, e);
+      steps = static_cast<int64_t>(batches.size());
       for (size_t b = 0; b < batches.size(); ++b) step(batches[b], keeps[b]);
     }
     for (auto& r : refresh_) r->after_epoch(e);
@@ -871,6 +913,9 @@ class Run {
       gap_steps = static_cast<int64_t>(t[5]);
       for (size_t i = 0; i < gaps.size(); ++i) gaps[i] = t[6 + i];
       dist_.average_buffers(*model_);
+    }
+    if (dist_.active()) {
+      check_finite_loss(rec.phase, e, -1, 0, sum_loss, sum_ce, sum_dro, lr);
     }
     for (double& g : gaps) g /= static_cast<double>(std::max<int64_t>(gap_steps, 1));
     rec.bound_gap = gaps;
@@ -965,6 +1010,7 @@ class Run {
       batches.push_back(torch::tensor(share_of(*batch, real), torch::kLong));
     }
     data_.train->begin(batches, /*augment=*/true, e);
+    int64_t step_i = 0;
     for (const auto& idx : batches) {
       const int64_t n = idx.size(0);
       auto x = batch_x(idx, true);
@@ -981,7 +1027,10 @@ class Run {
       loss.backward();
       if (dist_.active()) dist_.allreduce_gradients(stage_parameters(kind));
       stage_opt_->step();
-      sum_loss += loss.item<double>() * static_cast<double>(n);
+      const double lt = loss.item<double>();
+      if (!dist_.active()) check_finite_loss(rec.phase, e, step_i, static_cast<int64_t>(batches.size()), lt, lt, 0, rec.lr);
+      ++step_i;
+      sum_loss += lt * static_cast<double>(n);
       correct += logits.argmax(1).eq(y).sum().item<int64_t>();
       seen += n;
     }
@@ -991,6 +1040,7 @@ class Run {
       sum_loss = t[0];
       correct = static_cast<int64_t>(t[1]);
       seen = static_cast<int64_t>(t[2]);
+      check_finite_loss(rec.phase, e, -1, 0, sum_loss, sum_loss, 0, rec.lr);
     }
     rec.loss = sum_loss / static_cast<double>(seen);
     rec.ce = rec.loss;
