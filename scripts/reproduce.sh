@@ -331,7 +331,7 @@ link() {
   local rel=$1 m=$2 best
   best=$(cat "$DATA_OUT/$T/$m/chosen.txt")
   [[ -f "$DATA_OUT/$rel/summary.json" ]] && return 0
-  if [[ -d "$RUNS/$T/$m/$best" ]]; then
+  if [[ -f "$RUNS/$T/$m/$best/summary.json" ]]; then  # (ensure_ckpt may have left a partial folder)
     mkdir -p "$(dirname "$RUNS/$rel")"
     [[ -e "$RUNS/$rel" ]] || ln -s "$(realpath "$RUNS/$T/$m/$best")" "$RUNS/$rel"
     keep "$RUNS/$rel" "$rel"
