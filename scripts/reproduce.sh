@@ -225,6 +225,16 @@ barrier() {
 choose() { python3 scripts/results_table.py --choose "$DATA_OUT/$1" "$2"; }
 choose_dir() { python3 scripts/results_table.py --choose-dir "$DATA_OUT/$1" "$2"; }
 ckpt() { echo "$RUNS/$1/checkpoint-ce-e$DRO_START.pt"; }
+# done_run REL: REL has finished (here, or kept by an earlier sitting).
+done_run() { [[ -f "$RUNS/$1/summary.json" || -f "$DATA_OUT/$1/summary.json" ]]; }
+# warm DRO-REL CE-REL: "--warm-start <CE-REL's checkpoint>" for a DRO-LT run that is
+# still to train; nothing for one that is done (no checkpoint retrained for it).
+warm() {
+  done_run "$1" && return 0
+  local c
+  c=$(ensure_ckpt "$2") || { touch "$RUNS/.failed"; return 1; }
+  echo "--warm-start $c"
+}
 # ensure_ckpt REL: the CE warm-up checkpoint of REL, retrained up to the DRO-LT
 # start from REL's kept args.txt when its RUNS folder is gone (the DRO-LT runs
 # need it; checkpoints are never committed). Prints the path.
@@ -288,24 +298,32 @@ CE_LRWD=$(echo "$CE_ARGS" | grep -o -- '--lr [^ ]* --wd [^ ]*')
 echo "chosen on the validation split: CE $CE_LRWD"
 
 # ------------------------------------------------------------------ step 1b: DRO-LT
-DRO=(--method drolt --dro-start "$DRO_START" --warm-start "$(ensure_ckpt "$T/ce/$CE_BEST")")
+DRO=(--method drolt --dro-start "$DRO_START")
+CE_TUNED="$T/ce/$CE_BEST"  # its checkpoint at the DRO-LT start is every DRO-LT tuning run's warm start
 # shellcheck disable=SC2206
 CE_LRWD_A=($CE_LRWD)
+# (the $(warm ...) words are split on purpose: "--warm-start PATH" or nothing)
+# shellcheck disable=SC2046
 for lam in $G_LAMBDA; do for t in $G_TEMP; do
-  spawn "$T/drolt-learned/l$lam-t$t" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" --policy learned \
+  r="$T/drolt-learned/l$lam-t$t"
+  spawn "$r" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" $(warm "$r" "$CE_TUNED") --policy learned \
     --eps0 $EPS_LEARNED --lambda "$lam" --temperature "$t" --classifier crt,joint,lws
-  spawn "$T/drolt-erm/l$lam-t$t" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" --policy erm \
+  r="$T/drolt-erm/l$lam-t$t"
+  spawn "$r" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" $(warm "$r" "$CE_TUNED") --policy erm \
     --lambda "$lam" --temperature "$t" --classifier crt,joint
 done; done
 barrier
 LAMBDA=$(choose "$T/drolt-learned" drolt-learned | grep -o -- '--lambda [^ ]*' | cut -d' ' -f2)
+# shellcheck disable=SC2046
 for t in $G_TEMP; do
   for e in $G_SHARED; do
-    spawn "$T/drolt-shared/e$e-t$t" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" --policy shared --eps0 "$e" \
+    r="$T/drolt-shared/e$e-t$t"
+    spawn "$r" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" $(warm "$r" "$CE_TUNED") --policy shared --eps0 "$e" \
       --lambda "$LAMBDA" --temperature "$t" --classifier crt,joint
   done
   for e in $G_SQRTN; do
-    spawn "$T/drolt-sqrtn/e$e-t$t" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" --policy sqrtn --eps0 "$e" \
+    r="$T/drolt-sqrtn/e$e-t$t"
+    spawn "$r" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" $(warm "$r" "$CE_TUNED") --policy sqrtn --eps0 "$e" \
       --lambda "$LAMBDA" --temperature "$t" --classifier crt,joint
   done
 done
@@ -359,7 +377,8 @@ for rho in $RHOS; do
   for seed in $(seeds_of "$rho"); do
     for m in drolt-learned drolt-erm drolt-shared drolt-sqrtn; do
       [[ $rho == 100 && $seed == 0 ]] && { main "$rho" "$seed" "$m"; continue; }
-      main "$rho" "$seed" "$m" --warm-start "$(ensure_ckpt "rho$rho/seed$seed/ce")"
+      # shellcheck disable=SC2046
+      main "$rho" "$seed" "$m" $(warm "rho$rho/seed$seed/$m" "rho$rho/seed$seed/ce")
     done
   done
   barrier
