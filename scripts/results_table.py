@@ -414,20 +414,31 @@ def main():
              "The test set plays no part.\n")
     L.append("| method | runs | values (val All %) | chosen |\n|---|---|---|---|")
     tune = os.path.join(a.data, "tune")
+    far = []
     for m in ["ce", "resample", "reweight", "focal", "ldam-drw"] + DRO_VARIANTS:
         tdir = os.path.join(tune, m)
         if not os.path.isdir(tdir):
             L.append(f"| {m} | 0 / 6 | not run yet | - |")
             continue
         row = TUNE_ROW.get(m, m)
-        vals = []
+        vals, nums = [], []
         for sub in sorted(os.listdir(tdir)):
             r = load_result(os.path.join(tdir, sub), row)
             if r is not None:
                 vals.append(f"{sub}: {r['val']['all']:.1f}")
+                nums.append((sub, r["val"]["all"]))
         ch = read(os.path.join(tdir, "chosen.txt"), "-")
         L.append(f"| {m} (row `{row}`) | {len(vals)} / 6 | " + ", ".join(vals) + f" | {ch} |")
+        if nums:
+            top = max(v for _, v in nums)
+            low = [f"{sub} ({v:.1f})" for sub, v in nums if v < 0.7 * top]
+            if low:
+                far.append(f"{m}: " + ", ".join(low) + f" (best {top:.1f})")
     L.append("")
+    if far:
+        L.append("Tuning runs far below the best of their grid (validation All under 70% of it), where training "
+                 "broke down rather than merely chose worse: " + "; ".join(far) + ". Their `metrics.jsonl` shows "
+                 "the epoch it happened.\n")
 
     # ---------------------------------------------------------------- compute
     L.append("## Compute: where each run ran, and how long\n")
