@@ -422,14 +422,14 @@ def main():
             L.append(f"| {m} | 0 / 6 | not run yet | - |")
             continue
         row = TUNE_ROW.get(m, m)
-        vals, nums = [], []
+        nums = []
         for sub in sorted(os.listdir(tdir)):
             r = load_result(os.path.join(tdir, sub), row)
             if r is not None:
-                vals.append(f"{sub}: {r['val']['all']:.1f}")
                 nums.append((sub, r["val"]["all"]))
         ch = read(os.path.join(tdir, "chosen.txt"), "-")
-        L.append(f"| {m} (row `{row}`) | {len(vals)} / 6 | " + ", ".join(vals) + f" | {ch} |")
+        L.append(f"| {m} (row `{row}`) | {len(nums)} / 6 | " + ", ".join(f"{sub}: {v:.1f}" for sub, v in nums) +
+                 f" | {ch} |")
         if nums:
             top = max(v for _, v in nums)
             low = [f"{sub} ({v:.1f})" for sub, v in nums if v < 0.7 * top]

@@ -92,7 +92,8 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
   expect_bad([](de::TrainConfig& d) { d.lambda = -0.1; });
   expect_bad([](de::TrainConfig& d) { d.temperature = 0; });
   expect_bad([](de::TrainConfig& d) { d.crt_lr = INFINITY; });
-  expect_bad([](de::TrainConfig& d) { d.radius_lr = NAN; });
+  expect_bad([](de::TrainConfig& d) { d.radius_lr = INFINITY; });
+  expect_bad([](de::TrainConfig& d) { d.weight_decay = INFINITY; });
   {  // LibTorch refuses a scalar a float cannot hold in the middle of the first step
     auto d = c;
     d.lr = 1e300;

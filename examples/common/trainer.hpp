@@ -913,8 +913,6 @@ class Run {
       gap_steps = static_cast<int64_t>(t[5]);
       for (size_t i = 0; i < gaps.size(); ++i) gaps[i] = t[6 + i];
       dist_.average_buffers(*model_);
-    }
-    if (dist_.active()) {
       check_finite_loss(rec.phase, e, -1, 0, sum_loss, sum_ce, sum_dro, lr);
     }
     for (double& g : gaps) g /= static_cast<double>(std::max<int64_t>(gap_steps, 1));
