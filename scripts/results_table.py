@@ -449,6 +449,33 @@ def main():
                  "broke down rather than merely chose worse: " + "; ".join(far) + ". Their `metrics.jsonl` shows "
                  "the epoch it happened.\n")
 
+    # ---------------------------------------------------------------- lr sensitivity (step 1c)
+    sens = sorted(glob.glob(os.path.join(a.data, "sens", "drolt-learned-lr*")))
+    ce_ch = read(os.path.join(tune, "ce", "chosen.txt"))
+    if sens and ce_ch.startswith("lr") and "-wd" in ce_ch:
+        ce_lr, ce_wd = ce_ch[2:].split("-wd")
+
+        def val_of(run_dir, row):
+            r = load_result(run_dir, row)
+            return f"{r['val']['all']:.1f}" if r else "not run yet"
+        lams = sorted({sub.split("-t")[0][1:] for sd in sens for sub in os.listdir(sd)} |
+                      {sub.split("-t")[0][1:] for sub in os.listdir(os.path.join(tune, "drolt-learned"))
+                       if sub.endswith("-t1.0")}, key=float)
+        L.append("## Learning-rate sensitivity (validation only, seed 0, rho = 100)\n")
+        L.append("Outside every budget and used for no choice (step 1c of the script): DRO-LT (learned) + cRT, "
+                 "temperature 1.0, at CE's runner-up learning rate, warm-started from that CE run, next to the "
+                 "same runs at the learning rate CE's tuning chose (which every DRO-LT variant inherits). "
+                 f"Validation All %, weight decay {ce_wd}.\n")
+        L.append("| lr | CE + cRT | " + " | ".join(f"DRO-LT learned + cRT, lambda {l}" for l in lams) + " |")
+        L.append("|---|---|" + "---|" * len(lams))
+        rows = [(ce_lr, os.path.join(tune, "drolt-learned"), " (chosen by CE's tuning)")]
+        rows += [(os.path.basename(sd)[len("drolt-learned-lr"):], sd, "") for sd in sens]
+        for lr, ddir, tag in rows:
+            cells = [val_of(os.path.join(tune, "ce", f"lr{lr}-wd{ce_wd}"), "crt")]
+            cells += [val_of(os.path.join(ddir, f"l{l}-t1.0"), "drolt-learned") for l in lams]
+            L.append(f"| {lr}{tag} | " + " | ".join(cells) + " |")
+        L.append("")
+
     # ---------------------------------------------------------------- compute
     L.append("## Compute: where each run ran, and how long\n")
     hosts, total, n_runs = {}, 0.0, 0
