@@ -40,6 +40,9 @@
 #     every method, not tuned. Seed 0 at rho = 100 of each method IS its winning
 #     tuning run (a link, no retraining): that cell carries selection optimism, and
 #     the report also gives the paired statistics over seeds != 0.
+#     1c. Validation only, outside the budget and used for no choice: DRO-LT
+#     (learned) + cRT at CE's runner-up learning rate, lambda as in its grid,
+#     temperature 1.0 (does inheriting CE's lr hold DRO-LT back?).
 #  2. Every (rho, seed, method) of the tables: SEEDS_100 (5 seeds) at rho = 100,
 #     SEEDS_OTHER (3) at rho = 50 and 10, with the values chosen in step 1.
 #     One ratio at a time, rho = 100 first. CE (classifiers joint, cRT, LWS,
@@ -341,6 +344,40 @@ for m in ce resample reweight focal ldam-drw drolt-erm drolt-learned drolt-share
 done
 ARGS[official]="--preset official --method drolt --epochs $OFFICIAL_EPOCHS --dro-start $EPOCHS \
 --crt-epochs $((CRT_EPOCHS * 2)) --warmup $WARMUP"
+
+# ------------------------------------------------------------------ step 1c: learning-rate sensitivity
+# Validation only, seed 0, rho = 100, used for no choice and outside every method's
+# budget: DRO-LT (learned) + cRT at CE's runner-up learning rate (the lr of CE's
+# grid, other than the chosen one, whose run at the chosen wd has the best cRT
+# validation All), lambda as in its grid, temperature 1.0, warm-started from that CE
+# run. It asks whether inheriting CE's lr is what holds DRO-LT back.
+CE_LR=$(echo "$CE_LRWD" | cut -d' ' -f2)
+CE_WD=$(echo "$CE_LRWD" | cut -d' ' -f4)
+# shellcheck disable=SC2086
+SENS_LR=$(python3 - "$DATA_OUT/$T/ce" "$CE_LR" "$CE_WD" $G_CE_LR <<'PY'
+import json, os, sys
+d, chosen, wd, lrs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+best = None
+for lr in lrs:
+    p = os.path.join(d, f"lr{lr}-wd{wd}", "result-crt.json")
+    if lr == chosen or not os.path.exists(p):
+        continue
+    v = json.load(open(p))["val"]["all"]
+    if best is None or v > best[1]:
+        best = (lr, v)
+print(best[0] if best else "")
+PY
+)
+if [[ -n "$SENS_LR" ]]; then
+  echo "learning-rate sensitivity (validation only): DRO-LT learned at lr $SENS_LR"
+  # shellcheck disable=SC2046
+  for lam in $G_LAMBDA; do
+    r="sens/drolt-learned-lr$SENS_LR/l$lam-t1.0"
+    spawn "$r" "${TS[@]}" --lr "$SENS_LR" --wd "$CE_WD" "${DRO[@]}" $(warm "$r" "$T/ce/lr$SENS_LR-wd$CE_WD") \
+      --policy learned --eps0 $EPS_LEARNED --lambda "$lam" --temperature 1.0 --classifier crt,joint
+  done
+  barrier
+fi
 
 # ------------------------------------------------------------------ step 2: every (rho, seed, method)
 seeds_of() { if [[ $1 == 100 ]]; then echo "$SEEDS_100"; else echo "$SEEDS_OTHER"; fi; }
