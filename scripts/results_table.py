@@ -141,6 +141,27 @@ def fmt_v(v):
     return f"{m:+.1f} ± {se:.1f} (SE) points, {word}; higher in {wins} of {n} seeds"
 
 
+def spearman(xs, ys):
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return num / den if den else 0.0
+
+
 def best_variant(root):
     """The DRO-LT variant with the best seed-0 validation All of its chosen tuning run."""
     best = None
@@ -247,6 +268,42 @@ def main():
             else:
                 S.append(f"- rho = {rho}: DRO-LT + cRT against cRT / LWS / logit adjustment: not enough paired "
                          "seeds yet (need 2).")
+    for rho in rhos:
+        parts = []
+        for lab, b in [("cRT", ("ce", "crt")), ("LWS", ("ce", "ce/lws")), ("logit adjustment", ("ce", "ce/la")),
+                       ("LDAM-DRW", ("ldam-drw", "ldam-drw"))]:
+            v = verdict(paired(d, rho, ("official", "drolt-learned"), b))
+            if v:
+                parts.append(f"vs {lab} {fmt_v(v)}")
+        if parts:
+            S.append(f"- Does the authors' recipe (DRO-LT, learned radii, their released training) beat them at "
+                     f"rho = {rho}? Test All, paired by seed: " + "; ".join(parts) + ".")
+    for rho in rhos:
+        means = []
+        for lab, run, row in TABLE1:
+            m, _, n = mean_sd([r["test"]["all"] for r in d.get(rho, run, row).values()])
+            if n == len(seeds[rho]):
+                means.append((m, lab))
+        if len(means) == len(TABLE1):
+            means.sort(reverse=True)
+            S.append(f"- Highest test All at rho = {rho} (means over {len(seeds[rho])} seeds): " +
+                     ", ".join(f"{lab} {m:.1f}" for m, lab in means[:3]) + ".")
+    for rho in rhos:
+        rs = d.get(rho, "drolt-learned", "drolt-learned")
+        if len(rs) < 2:
+            continue
+        counts = json.load(open(os.path.join(d.run_dir(rho, min(rs), "drolt-learned"), "summary.json")))["counts"]
+        radii = [statistics.fmean(r["radii"][c] for r in rs.values()) for c in range(len(counts))]
+        few = [radii[c] for c, n in enumerate(counts) if n < 20]
+        many = [radii[c] for c, n in enumerate(counts) if n > 100]
+        rho_s = spearman(counts, radii)
+        crit = 1.96 / math.sqrt(len(counts) - 1)  # large-sample two-sided 5% threshold
+        S.append(f"- Learned radii against class size at rho = {rho} (Fig. 2; the paper's are larger for the tail): "
+                 f"mean radius of the Many classes {statistics.fmean(many):.3f}, of the Few {statistics.fmean(few):.3f} "
+                 f"(means over {len(rs)} seeds); Spearman rank correlation of radius with training count "
+                 f"{rho_s:+.2f} (" + (("larger radii for larger classes" if rho_s > 0 else "larger radii for smaller classes")
+                                     if abs(rho_s) > crit else "no clear ordering with class size") +
+                f"; |r| > {crit:.2f} would be significant at about 5% for {len(counts)} classes).")
     for rho in rhos:
         v = verdict(paired(d, rho, ("drolt-learned", "drolt-learned"), ("drolt-erm", "drolt-erm")))
         S.append(f"- Do learned radii beat eps = 0 (both + cRT) at rho = {rho}? " +
