@@ -558,6 +558,17 @@ def main():
     for (h, w, dev, th, jb), (n, s) in sorted(hosts.items()):
         L.append(f"| {h} | {w} | {dev} | {th} | {jb} | {n} | {s / 3600:.2f} |")
     L.append("")
+    if not a.smoke:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import repro_progress
+        _rows, n_done, n_all, _total, left_s, unknown = repro_progress.progress(a.data)
+        if n_done < n_all:
+            L.append(f"Of the full set's {n_all} runs (tables, figures and tuning), {n_done} are finished; the rest "
+                     f"are projected at {left_s / 3600:.1f} job-hours from the measured mean wall time per method "
+                     "(scaled by training-set size), i.e. about half that with 2 jobs on 2 cores"
+                     + (f", plus {', '.join(sorted(unknown))} (no finished run to project from)" if unknown else "")
+                     + " (`scripts/repro_progress.py` lists them). The step-1c sensitivity runs are not part of "
+                     "the full set.\n")
     if a.wall:
         L.append(f"Wall time of the last invocation of `scripts/reproduce.sh`: {a.wall / 60:.1f} min (finished "
                  "runs are skipped, so this covers only what it ran).\n")
