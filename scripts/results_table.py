@@ -236,7 +236,8 @@ def main():
     L.append(f"- Our recipe: ResNet-{a.depth}, SGD (momentum 0.9, batch 128), {a.epochs} epochs with {a.warmup} warm-up "
              "epochs (lr from CE's tuning) and x0.1 at 80% and 90%; cRT / LWS: "
              f"{a.crt_epochs} epochs, class-balanced, on the features frozen in eval mode (batch-norm statistics fixed; "
-             "Kang et al.'s code keeps the network in train mode, so theirs follow the re-balanced batches). "
+             "Kang et al.'s code keeps the network in train mode, so theirs follow the re-balanced batches; "
+             "`--crt-bn train` does that, not used here). "
              f"DRO-LT: CE for {a.epochs // 2} epochs (the CE run's own "
              "checkpoint, `--warm-start`), then (1 - lambda) CE + lambda DRO-LT; full centroid refresh.")
     off_dro = max(1, a.epochs * 80 // 200)

@@ -265,6 +265,11 @@ struct TrainConfig {
   Schedule crt_schedule = Schedule::cosine;
   SamplerKind crt_sampler = SamplerKind::class_balanced;
   bool crt_reinit = true;      // cRT re-initialises the classifier (false: goes on training it)
+  /// The classifier stages' batch normalisation: false (eval) keeps the representation's running
+  /// statistics (features truly frozen); true (train) normalises with batch statistics and updates the
+  /// running ones from the re-balanced batches, as Kang et al.'s cRT code does (every stage starts from
+  /// the representation's statistics, and is evaluated with its own).
+  bool crt_bn_train = false;
   double tau_norm_tau = -1;    // tau-normalisation's tau; -1 = chosen on the validation split
   double la_tau = -1;          // logit adjustment's tau; -1 = chosen on the validation split
 
