@@ -356,6 +356,34 @@ def main():
             L.append(f"| {lab} | " + " | ".join(cell(d, 100, run, row) for run, row in cells) + " |")
         L.append("")
 
+    # ---------------------------------------------------------------- cRT's batch-norm mode (step 1d)
+    if 100 in rhos and d.get(100, "ce-crtbn", "crt"):
+        L.append("## cRT's batch-norm mode (rho = 100)\n")
+        L.append("The same CE representation (its chosen arguments, same seeds), classifier stages with the "
+                 "batch-norm layers in eval mode (the tables above: statistics of the representation) or in train "
+                 "mode (`--crt-bn train`, as Kang et al.'s code: batch statistics, running statistics following the "
+                 "class-balanced batches). Test %, mean ± std over seeds; the CE runs are retrained for the train "
+                 "mode, so their representations are the same computation as the main CE runs' only where the "
+                 "trainer is bit-reproducible (same machine kind and thread count).\n")
+        L.append("| classifier stage | Many | Medium | Few | All | val All |\n|---|---|---|---|---|---|")
+        for lab, run, row in [("cRT, eval mode (the tables above)", "ce", "crt"),
+                              ("cRT, train mode (`--crt-bn train`)", "ce-crtbn", "crt"),
+                              ("LWS, eval mode", "ce", "ce/lws"), ("LWS, train mode", "ce-crtbn", "ce/lws")]:
+            L.append(f"| {lab} | " + " | ".join([cell(d, 100, run, row, k) for k in SPLITS] +
+                                                [cell(d, 100, run, row, "all", "val")]) + " |")
+        L.append("")
+        parts = []
+        for lab, a_, b_ in [("cRT train minus eval mode", ("ce-crtbn", "crt"), ("ce", "crt")),
+                            ("LWS train minus eval mode", ("ce-crtbn", "ce/lws"), ("ce", "ce/lws"))] + (
+                [(f"{labels[bv + ':' + bv]} minus cRT in train mode", (bv, bv), ("ce-crtbn", "crt")),
+                 ("the authors' recipe minus cRT in train mode", ("official", "drolt-learned"), ("ce-crtbn", "crt"))]
+                if bv else []):
+            v = verdict(paired(d, 100, a_, b_))
+            if v:
+                parts.append(f"{lab}: All {fmt_v(v)}")
+        if parts:
+            L.append("Paired by seed: " + "; ".join(parts) + ".\n")
+
     # ---------------------------------------------------------------- paired statistics
     if bv:
         L.append(f"## Paired differences: {labels[bv + ':' + bv]} minus each row\n")
