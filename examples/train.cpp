@@ -123,6 +123,11 @@ int main(int argc, char** argv) {
   app.add_option("--crt-sampler", crt_sampler, "their sampler (default class-balanced)");
   bool no_crt_reinit = false;
   app.add_flag("--no-crt-reinit", no_crt_reinit, "crt goes on training the joint classifier (the authors' code)");
+  std::string crt_bn;
+  app.add_option("--crt-bn", crt_bn,
+                 "batch norm in the classifier stages: eval (default: the representation's statistics, features "
+                 "frozen) or train (batch statistics, running ones updated from the re-balanced batches, as Kang "
+                 "et al.'s cRT code)");
   app.add_option("--tau-norm-tau", cfg.tau_norm_tau, "tau-norm's tau in [0, 1] (-1: chosen on validation)");
   app.add_option("--la-tau", cfg.la_tau, "logit adjustment's tau (-1: chosen on validation)");
   app.add_option("--crop-pad", cfg.crop_pad, "random-crop padding (-1: 4 for 32x32, 2 for 28x28)");
@@ -187,6 +192,12 @@ int main(int argc, char** argv) {
       if (cfg.crt_schedule == de::Schedule::multistep) {
         throw std::invalid_argument("--crt-schedule: expected cosine or constant, got 'multistep'");
       }
+    }
+    if (given("--crt-bn")) {
+      if (crt_bn != "eval" && crt_bn != "train") {
+        throw std::invalid_argument("--crt-bn: expected eval or train, got '" + crt_bn + "'");
+      }
+      cfg.crt_bn_train = crt_bn == "train";
     }
     if (given("--crt-sampler")) cfg.crt_sampler = de::parse_enum<de::SamplerKind>("--crt-sampler", crt_sampler);
     if (given("--arch")) {

@@ -50,15 +50,12 @@ def expected():
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="docs/data/results")
-    ap.add_argument("--runs", default="")
-    a = ap.parse_args()
-
+def progress(data):
+    """(rows, runs done, runs in the full set, projected seconds left, methods without a projection);
+    rows: (step, rho, method, done, of, measured wall s, projected s left or None)."""
     done_tune = {m: [] for m in TUNE}  # method -> [wall s]
     for m in TUNE:
-        d = os.path.join(a.data, "tune", m)
+        d = os.path.join(data, "tune", m)
         if os.path.isdir(d):
             for sub in sorted(os.listdir(d)):
                 rd = os.path.join(d, sub)
@@ -73,7 +70,7 @@ def main():
     for step, rho, m, rel in expected():
         if step != "main":
             continue
-        rd = os.path.join(a.data, rel)
+        rd = os.path.join(data, rel)
         if os.path.isfile(os.path.join(rd, "summary.json")):
             w = wall_s(rd) or 0
             main_done.setdefault((rho, m), []).append(w)
@@ -85,8 +82,7 @@ def main():
     def project(m, rho, n):
         return None if m not in mean else n * mean[m] * TRAIN_SIZE[rho] / TRAIN_SIZE[100]
 
-    print("| step | rho | method | done | of | measured wall h | projected h left (one job) |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     unknown = set()
     left_s = 0.0
     for m in TUNE:
@@ -95,8 +91,7 @@ def main():
         if p is None:
             unknown.add(m)
         left_s += p or 0
-        print(f"| tune | 100 | {m} | {n} | {TUNE_BUDGET} | {sum(done_tune[m]) / 3600:.2f} | "
-              f"{'?' if p is None else f'{p / 3600:.2f}'} |")
+        rows.append(("tune", 100, m, n, TUNE_BUDGET, sum(done_tune[m]), p))
         n_done += n
         n_all += TUNE_BUDGET
     for rho, seeds in SEEDS.items():
@@ -107,10 +102,22 @@ def main():
             if p is None and exp > len(got):
                 unknown.add(m)
             left_s += p or 0
-            print(f"| main | {rho} | {m} | {len(got)} | {exp} | {sum(got) / 3600:.2f} | "
-                  f"{'?' if p is None else f'{p / 3600:.2f}'} |")
+            rows.append(("main", rho, m, len(got), exp, sum(got), p))
             n_done += len(got)
             n_all += exp
+    return rows, n_done, n_all, total_s, left_s, unknown
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="docs/data/results")
+    ap.add_argument("--runs", default="")
+    a = ap.parse_args()
+    rows, n_done, n_all, total_s, left_s, unknown = progress(a.data)
+    print("| step | rho | method | done | of | measured wall h | projected h left (one job) |")
+    print("|---|---|---|---|---|---|---|")
+    for step, rho, m, n, of, w, p in rows:
+        print(f"| {step} | {rho} | {m} | {n} | {of} | {w / 3600:.2f} | {'?' if p is None else f'{p / 3600:.2f}'} |")
     print()
     print(f"{n_done} of {n_all} runs finished, {total_s / 3600:.2f} h of summed wall time (measured, one job "
           f"each). Left, projected from the measured means: {left_s / 3600:.1f} job-hours"

@@ -43,6 +43,8 @@
 #     1c. Validation only, outside the budget and used for no choice: DRO-LT
 #     (learned) + cRT at CE's runner-up learning rate, lambda as in its grid,
 #     temperature 1.0 (does inheriting CE's lr hold DRO-LT back?).
+#     1d. CE with its chosen arguments and cRT / LWS with batch norm in train mode
+#     (--crt-bn train, as Kang et al.'s code), every seed of rho = 100.
 #  2. Every (rho, seed, method) of the tables: SEEDS_100 (5 seeds) at rho = 100,
 #     SEEDS_OTHER (3) at rho = 50 and 10, with the values chosen in step 1.
 #     One ratio at a time, rho = 100 first. CE (classifiers joint, cRT, LWS,
@@ -378,6 +380,17 @@ if [[ -n "$SENS_LR" ]]; then
   done
   barrier
 fi
+
+# ------------------------------------------------------------------ step 1d: cRT's batch-norm mode
+# Not a choice either: CE with its chosen arguments, then cRT and LWS with the
+# batch-norm layers in train mode (--crt-bn train, as Kang et al.'s code), every
+# seed of rho = 100, next to the eval-mode cRT / LWS of the main CE runs.
+for seed in $SEEDS_100; do
+  # shellcheck disable=SC2086
+  spawn "rho100/seed$seed/ce-crtbn" --seed "$seed" --rho 100 \
+    $(echo "${ARGS[ce]}" | sed -E 's/ --save-at [^ ]+//; s/--classifier [^ ]+/--classifier joint,crt,lws/') --crt-bn train
+done
+barrier
 
 # ------------------------------------------------------------------ step 2: every (rho, seed, method)
 seeds_of() { if [[ $1 == 100 ]]; then echo "$SEEDS_100"; else echo "$SEEDS_OTHER"; fi; }

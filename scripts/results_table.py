@@ -141,6 +141,27 @@ def fmt_v(v):
     return f"{m:+.1f} ± {se:.1f} (SE) points, {word}; higher in {wins} of {n} seeds"
 
 
+def spearman(xs, ys):
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return num / den if den else 0.0
+
+
 def best_variant(root):
     """The DRO-LT variant with the best seed-0 validation All of its chosen tuning run."""
     best = None
@@ -215,7 +236,8 @@ def main():
     L.append(f"- Our recipe: ResNet-{a.depth}, SGD (momentum 0.9, batch 128), {a.epochs} epochs with {a.warmup} warm-up "
              "epochs (lr from CE's tuning) and x0.1 at 80% and 90%; cRT / LWS: "
              f"{a.crt_epochs} epochs, class-balanced, on the features frozen in eval mode (batch-norm statistics fixed; "
-             "Kang et al.'s code keeps the network in train mode, so theirs follow the re-balanced batches). "
+             "Kang et al.'s code keeps the network in train mode, so theirs follow the re-balanced batches; "
+             "`--crt-bn train` does that, not used here). "
              f"DRO-LT: CE for {a.epochs // 2} epochs (the CE run's own "
              "checkpoint, `--warm-start`), then (1 - lambda) CE + lambda DRO-LT; full centroid refresh.")
     off_dro = max(1, a.epochs * 80 // 200)
@@ -247,6 +269,42 @@ def main():
             else:
                 S.append(f"- rho = {rho}: DRO-LT + cRT against cRT / LWS / logit adjustment: not enough paired "
                          "seeds yet (need 2).")
+    for rho in rhos:
+        parts = []
+        for lab, b in [("cRT", ("ce", "crt")), ("LWS", ("ce", "ce/lws")), ("logit adjustment", ("ce", "ce/la")),
+                       ("LDAM-DRW", ("ldam-drw", "ldam-drw"))]:
+            v = verdict(paired(d, rho, ("official", "drolt-learned"), b))
+            if v:
+                parts.append(f"vs {lab} {fmt_v(v)}")
+        if parts:
+            S.append(f"- Does the authors' recipe (DRO-LT, learned radii, their released training) beat them at "
+                     f"rho = {rho}? Test All, paired by seed: " + "; ".join(parts) + ".")
+    for rho in rhos:
+        means = []
+        for lab, run, row in TABLE1:
+            m, _, n = mean_sd([r["test"]["all"] for r in d.get(rho, run, row).values()])
+            if n == len(seeds[rho]):
+                means.append((m, lab))
+        if len(means) == len(TABLE1):
+            means.sort(reverse=True)
+            S.append(f"- Highest test All at rho = {rho} (means over {len(seeds[rho])} seeds): " +
+                     ", ".join(f"{lab} {m:.1f}" for m, lab in means[:3]) + ".")
+    for rho in rhos:
+        rs = d.get(rho, "drolt-learned", "drolt-learned")
+        if len(rs) < 2:
+            continue
+        counts = json.load(open(os.path.join(d.run_dir(rho, min(rs), "drolt-learned"), "summary.json")))["counts"]
+        radii = [statistics.fmean(r["radii"][c] for r in rs.values()) for c in range(len(counts))]
+        few = [radii[c] for c, n in enumerate(counts) if n < 20]
+        many = [radii[c] for c, n in enumerate(counts) if n > 100]
+        rho_s = spearman(counts, radii)
+        crit = 1.96 / math.sqrt(len(counts) - 1)  # large-sample two-sided 5% threshold
+        S.append(f"- Learned radii against class size at rho = {rho} (Fig. 2; the paper's are larger for the tail): "
+                 f"mean radius of the Many classes {statistics.fmean(many):.3f}, of the Few {statistics.fmean(few):.3f} "
+                 f"(means over {len(rs)} seeds); Spearman rank correlation of radius with training count "
+                 f"{rho_s:+.2f} (" + (("larger radii for larger classes" if rho_s > 0 else "larger radii for smaller classes")
+                                     if abs(rho_s) > crit else "no clear ordering with class size") +
+                f"; |r| > {crit:.2f} would be significant at about 5% for {len(counts)} classes).")
     for rho in rhos:
         v = verdict(paired(d, rho, ("drolt-learned", "drolt-learned"), ("drolt-erm", "drolt-erm")))
         S.append(f"- Do learned radii beat eps = 0 (both + cRT) at rho = {rho}? " +
@@ -297,6 +355,34 @@ def main():
         for lab, cells in TABLE4:
             L.append(f"| {lab} | " + " | ".join(cell(d, 100, run, row) for run, row in cells) + " |")
         L.append("")
+
+    # ---------------------------------------------------------------- cRT's batch-norm mode (step 1d)
+    if 100 in rhos and d.get(100, "ce-crtbn", "crt"):
+        L.append("## cRT's batch-norm mode (rho = 100)\n")
+        L.append("The same CE representation (its chosen arguments, same seeds), classifier stages with the "
+                 "batch-norm layers in eval mode (the tables above: statistics of the representation) or in train "
+                 "mode (`--crt-bn train`, as Kang et al.'s code: batch statistics, running statistics following the "
+                 "class-balanced batches). Test %, mean ± std over seeds; the CE runs are retrained for the train "
+                 "mode, so their representations are the same computation as the main CE runs' only where the "
+                 "trainer is bit-reproducible (same machine kind and thread count).\n")
+        L.append("| classifier stage | Many | Medium | Few | All | val All |\n|---|---|---|---|---|---|")
+        for lab, run, row in [("cRT, eval mode (the tables above)", "ce", "crt"),
+                              ("cRT, train mode (`--crt-bn train`)", "ce-crtbn", "crt"),
+                              ("LWS, eval mode", "ce", "ce/lws"), ("LWS, train mode", "ce-crtbn", "ce/lws")]:
+            L.append(f"| {lab} | " + " | ".join([cell(d, 100, run, row, k) for k in SPLITS] +
+                                                [cell(d, 100, run, row, "all", "val")]) + " |")
+        L.append("")
+        parts = []
+        for lab, a_, b_ in [("cRT train minus eval mode", ("ce-crtbn", "crt"), ("ce", "crt")),
+                            ("LWS train minus eval mode", ("ce-crtbn", "ce/lws"), ("ce", "ce/lws"))] + (
+                [(f"{labels[bv + ':' + bv]} minus cRT in train mode", (bv, bv), ("ce-crtbn", "crt")),
+                 ("the authors' recipe minus cRT in train mode", ("official", "drolt-learned"), ("ce-crtbn", "crt"))]
+                if bv else []):
+            v = verdict(paired(d, 100, a_, b_))
+            if v:
+                parts.append(f"{lab}: All {fmt_v(v)}")
+        if parts:
+            L.append("Paired by seed: " + "; ".join(parts) + ".\n")
 
     # ---------------------------------------------------------------- paired statistics
     if bv:
@@ -501,6 +587,17 @@ def main():
     for (h, w, dev, th, jb), (n, s) in sorted(hosts.items()):
         L.append(f"| {h} | {w} | {dev} | {th} | {jb} | {n} | {s / 3600:.2f} |")
     L.append("")
+    if not a.smoke:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import repro_progress
+        _rows, n_done, n_all, _total, left_s, unknown = repro_progress.progress(a.data)
+        if n_done < n_all:
+            L.append(f"Of the full set's {n_all} runs (tables, figures and tuning), {n_done} are finished; the rest "
+                     f"are projected at {left_s / 3600:.1f} job-hours from the measured mean wall time per method "
+                     "(scaled by training-set size), i.e. about half that with 2 jobs on 2 cores"
+                     + (f", plus {', '.join(sorted(unknown))} (no finished run to project from)" if unknown else "")
+                     + " (`scripts/repro_progress.py` lists them). The step-1c sensitivity runs are not part of "
+                     "the full set.\n")
     if a.wall:
         L.append(f"Wall time of the last invocation of `scripts/reproduce.sh`: {a.wall / 60:.1f} min (finished "
                  "runs are skipped, so this covers only what it ran).\n")

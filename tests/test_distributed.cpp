@@ -361,6 +361,34 @@ void scenario_trainer(drolt::dist::GlooGroup& g) {
   }
 }
 
+std::string crt_bn_out_dir() { return std::string(DROLT_TEST_TMPDIR) + "/dist-crt-bn"; }
+
+/// --crt-bn train with two processes: each rank's batch-norm statistics follow
+/// its own shard of the re-balanced batches, and are averaged after every
+/// epoch, so the ranks end with one model whose statistics moved.
+void scenario_crt_bn(drolt::dist::GlooGroup& g) {
+  namespace de = drolt_examples;
+  const de::DistContext dist(std::make_shared<drolt::dist::GlooGroup>(g));
+  de::TrainConfig c = tiny_trainer_config(crt_bn_out_dir());
+  c.methods = {de::Method::ce};
+  c.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt};
+  c.crt_bn_train = true;
+  c.checkpoint_every = 0;
+  const auto spec = tiny_run_spec(c, de::Method::ce);
+  auto data = de::load_data(c);
+  de::make_dirs(c.out_dir);
+  de::Run run(c, data, spec, dist);
+  std::ostringstream log;
+  CHECK(run.run(log).size() == 2);
+  CHECK(drolt::dist::max_divergence(*run.model(), g.pg()) == 0.0);
+  const auto bs = run.model()->buffers();
+  const auto& rep = run.representation_buffers();
+  REQUIRE(bs.size() == rep.size());
+  bool moved = false;
+  for (size_t i = 0; i < bs.size(); ++i) moved = moved || !torch::equal(bs[i], rep[i]);
+  CHECK(moved);
+}
+
 /// The trainer's bucketed gradient all-reduce (DistContext, examples/common/
 /// multiprocess.hpp) against the expected averages, with unused parameters:
 /// `a` and `d` get a gradient on both ranks, `b` on rank 0 only (and in step 1
@@ -672,7 +700,7 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
   }
   REQUIRE(o.world_size == 2);
   if (s == "centroids" || s == "training" || s == "trainer" || s == "buckets" || s == "trainer-buckets" ||
-      s == "settings" || s == "diverged") {
+      s == "settings" || s == "diverged" || s == "crt-bn") {
     o.timeout = std::chrono::seconds(60);
     auto g = drolt::dist::make_gloo_group(o);
     if (s == "centroids") scenario_centroids(g);
@@ -682,6 +710,7 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
     if (s == "trainer-buckets") scenario_trainer_buckets(g);
     if (s == "settings") scenario_settings(g);
     if (s == "diverged") scenario_diverged(g);
+    if (s == "crt-bn") scenario_crt_bn(g);
   } else if (s == "die" || s == "hang") {
     o.timeout = std::chrono::seconds(3);
     auto g = drolt::dist::make_gloo_group(o);
@@ -718,6 +747,12 @@ TEST_CASE("distributed: the trainer with gradient buckets ends with the weights 
           "[dist][trainer]") {
   std::system(("rm -rf '" + bucket_out_dir() + "'").c_str());
   run_two_ranks("trainer-buckets", scenario_trainer_buckets);
+}
+
+TEST_CASE("distributed: --crt-bn train averages the stages' batch-norm statistics over the ranks",
+          "[dist][trainer]") {
+  std::system(("rm -rf '" + crt_bn_out_dir() + "'").c_str());
+  run_two_ranks("crt-bn", scenario_crt_bn);
 }
 
 TEST_CASE("distributed: trainer ranks started with different settings all refuse the run, naming them",

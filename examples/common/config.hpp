@@ -265,6 +265,11 @@ struct TrainConfig {
   Schedule crt_schedule = Schedule::cosine;
   SamplerKind crt_sampler = SamplerKind::class_balanced;
   bool crt_reinit = true;      // cRT re-initialises the classifier (false: goes on training it)
+  /// The classifier stages' batch normalisation: false (eval) keeps the representation's running
+  /// statistics (features truly frozen); true (train) normalises with batch statistics and updates the
+  /// running ones from the re-balanced batches, as Kang et al.'s cRT code does (every stage starts from
+  /// the representation's statistics, and is evaluated with its own).
+  bool crt_bn_train = false;
   double tau_norm_tau = -1;    // tau-normalisation's tau; -1 = chosen on the validation split
   double la_tau = -1;          // logit adjustment's tau; -1 = chosen on the validation split
 
@@ -566,9 +571,10 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     return;
   }
   if (name == "paper") {
-    // The setting of docs/results.md (scripts/reproduce.sh passes it explicitly).
+    // The first reproduction's setting (lr 0.1, lambda 0.3 chosen on its validation split; its page:
+    // `git show 6baa0c2:docs/results.md`). scripts/reproduce.sh passes its own, validation-chosen arguments.
     c.methods = {Method::ce, Method::crt, Method::drolt};
-    c.lambda = 0.3;  // the validation split's choice (docs/results.md)
+    c.lambda = 0.3;
     c.depth = 32;
     c.epochs = 40;
     c.dro_start = 20;

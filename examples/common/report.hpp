@@ -239,6 +239,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     j["seed"] = cfg.seed;
     j["epochs"] = cfg.epochs;
     j["crt_epochs"] = cfg.crt_epochs;
+    j["crt_bn"] = cfg.crt_bn_train ? "train" : "eval";
     j["policy"] = cfg.radius.name();
     j["lambda"] = cfg.lambda;
     j["dro_sum"] = cfg.dro_sum;

@@ -201,6 +201,8 @@ class Run {
   const std::vector<drolt::CentroidBank>& banks() const { return banks_; }
   /// LWS's per-class scales (undefined before an LWS stage).
   const torch::Tensor& lws_scales() const { return lws_scale_; }
+  /// The representation's batch-norm buffers, as snapshotted when it finished (empty before).
+  const std::vector<torch::Tensor>& representation_buffers() const { return joint_buffers_; }
   const std::vector<EpochRecord>& history() const { return history_; }
   int64_t next_epoch() const { return next_epoch_; }
   bool interrupted() const { return interrupted_; }
@@ -349,6 +351,9 @@ class Run {
     if (joint_weight_.defined()) {
       ar.write("joint_weight", joint_weight_);
       ar.write("joint_bias", joint_bias_);
+      torch::serialize::OutputArchive jb;
+      for (size_t i = 0; i < joint_buffers_.size(); ++i) jb.write("b" + std::to_string(i), joint_buffers_[i].cpu());
+      ar.write("joint_buffers", jb);
     }
     if (stage_opt_) {
       torch::serialize::OutputArchive c, s;
@@ -410,6 +415,16 @@ class Run {
       if (next_epoch_ >= E) {
         joint_weight_ = ck::read_tensor(ar, "joint_weight").to(device_);
         joint_bias_ = ck::read_tensor(ar, "joint_bias").to(device_);
+        joint_buffers_.clear();
+        torch::serialize::InputArchive jb;
+        if (ar.try_read("joint_buffers", jb)) {
+          const size_t n = model_->buffers().size();
+          for (size_t i = 0; i < n; ++i) joint_buffers_.push_back(ck::read_tensor(jb, "b" + std::to_string(i)).to(device_));
+        } else if (cfg_.crt_bn_train) {
+          throw std::runtime_error("checkpoint '" + path +
+                                   "' has no batch-norm statistics of the representation, which --crt-bn train "
+                                   "needs to start its classifier stages (written by an older drolt_train?)");
+        }
       }
       if (next_epoch_ > E) {
         // The stage of the last epoch run; the next epoch may begin another.
@@ -565,7 +580,8 @@ class Run {
     j["dro_sum"] = cfg_.dro_sum;
     j["ema_momentum"] = cfg_.ema_momentum;
     j["radius_opt"] = {cfg_.radius_lr, cfg_.radius_weight_decay};
-    j["crt"] = {cfg_.crt_lr, name_of(cfg_.crt_schedule), name_of(cfg_.crt_sampler), cfg_.crt_reinit};
+    j["crt"] = {cfg_.crt_lr, name_of(cfg_.crt_schedule), name_of(cfg_.crt_sampler), cfg_.crt_reinit,
+                cfg_.crt_bn_train};
     j["post_hoc_tau"] = {cfg_.tau_norm_tau, cfg_.la_tau};
     j["augment"] = {cfg_.flip, cfg_.crop_pad};
     j["eval"] = {cfg_.val_per_class, cfg_.test_limit, cfg_.val_every};
@@ -932,6 +948,19 @@ class Run {
   void snapshot_joint() {
     joint_weight_ = model_->classifier()->weight.detach().clone();
     joint_bias_ = model_->classifier()->bias.detach().clone();
+    // The representation's batch-norm statistics: with --crt-bn train every stage starts from them.
+    joint_buffers_.clear();
+    for (const auto& b : model_->buffers()) joint_buffers_.push_back(b.detach().clone());
+  }
+
+  /// Puts the representation's batch-norm statistics back (--crt-bn train, at a stage's start).
+  void restore_joint_buffers() {
+    torch::NoGradGuard g;
+    auto bs = model_->buffers();
+    TORCH_CHECK(bs.size() == joint_buffers_.size(), "drolt_train: expected ", bs.size(),
+                " batch-norm buffers of the representation, have ", joint_buffers_.size());
+    for (size_t i = 0; i < bs.size(); ++i) bs[i].copy_(joint_buffers_[i]);
+    frozen_ready_ = false;  // the stage's features follow its own statistics
   }
 
   /// Optimizer and sampler of a trained stage, over its parameters.
@@ -954,6 +983,7 @@ class Run {
     fc->weight.copy_(joint_weight_);
     fc->bias.copy_(joint_bias_);
     lws_scale_ = torch::Tensor();
+    if (cfg_.crt_bn_train) restore_joint_buffers();
     if (kind == ClassifierKind::crt && cfg_.crt_reinit) {
       torch::nn::init::kaiming_normal_(fc->weight);
       torch::nn::init::zeros_(fc->bias);
@@ -980,8 +1010,9 @@ class Run {
   }
 
   /// One epoch of a trained classifier stage (cRT or LWS, Kang et al. 2020):
-  /// frozen feature extractor in eval mode, --crt-sampler sampling, --crt-lr
-  /// with a cosine or constant schedule.
+  /// frozen feature extractor (eval mode; with --crt-bn train, train mode: its
+  /// weights stay fixed, its batch-norm statistics follow the stage's batches),
+  /// --crt-sampler sampling, --crt-lr with a cosine or constant schedule.
   EpochRecord train_classifier_epoch(int64_t e) {
     rec_start_ = Clock::now();
     const auto kind = proto_.classifier_at(e);
@@ -997,7 +1028,11 @@ class Run {
     static_cast<torch::optim::SGDOptions&>(stage_opt_->param_groups()[0].options()).lr(cfg_.crt_lr * f);
     rec.lr = cfg_.crt_lr * f;
 
-    model_->eval();
+    if (cfg_.crt_bn_train) {
+      model_->train();
+    } else {
+      model_->eval();
+    }
     begin_epoch(*stage_sampler_, k);
     double sum_loss = 0;
     int64_t correct = 0, seen = 0;
@@ -1033,6 +1068,10 @@ class Run {
       seen += n;
     }
     model_->train();
+    if (cfg_.crt_bn_train) {
+      dist_.average_buffers(*model_);  // one set of statistics over the ranks' shards
+      frozen_ready_ = false;           // they changed: evaluation recomputes the features
+    }
     if (dist_.active()) {
       auto t = dist_.sum({sum_loss, static_cast<double>(correct), static_cast<double>(seen)});
       sum_loss = t[0];
@@ -1220,6 +1259,7 @@ class Run {
   std::unique_ptr<torch::optim::SGD> opt_, stage_opt_;
   std::unique_ptr<Sampler> rep_sampler_, stage_sampler_;
   torch::Tensor joint_weight_, joint_bias_, lws_scale_;
+  std::vector<torch::Tensor> joint_buffers_;  // the representation's batch-norm statistics
   torch::Tensor train_f_, val_f_, test_f_;
   bool frozen_ready_ = false;
   int64_t next_epoch_ = 0;
