@@ -541,6 +541,26 @@ def main():
                  "broke down rather than merely chose worse: " + "; ".join(far) + ". Their `metrics.jsonl` shows "
                  "the epoch it happened.\n")
 
+    # Main runs whose training came near chance after the warm-up (an lr too high for that seed / ratio).
+    near = []
+    for rho in rhos:
+        for seed in seeds[rho]:
+            for run in ["ce", "resample", "reweight", "focal", "ldam-drw", "official"] + DRO_VARIANTS:
+                mp = os.path.join(d.run_dir(rho, seed, run), "metrics.jsonl")
+                if os.path.islink(d.run_dir(rho, seed, run)) or not os.path.exists(mp):
+                    continue
+                with open(mp) as f:
+                    recs = [json.loads(x) for x in f if x.strip()]
+                low = [(r["epoch"] + 1, r["val_acc"]) for r in recs
+                       if r.get("val_acc") is not None and r["epoch"] + 1 > a.warmup and r["val_acc"] <= 20.0]
+                if low:
+                    e, v = low[0]
+                    near.append(f"rho = {rho} seed {seed} {run} (val {v:.1f} % after epoch {e})")
+    if near:
+        L.append("Main runs whose validation accuracy fell to 20 % or less (chance: 10 %) at an evaluated epoch "
+                 "after the warm-up, where training nearly broke down; their cells include them as they ended: " +
+                 "; ".join(near) + ".\n")
+
     # ---------------------------------------------------------------- lr sensitivity (step 1c)
     sens = sorted(glob.glob(os.path.join(a.data, "sens", "drolt-learned-lr*")))
     ce_ch = read(os.path.join(tune, "ce", "chosen.txt"))
