@@ -414,17 +414,17 @@ main() {  # rho seed method extra...
   # shellcheck disable=SC2086
   spawn "$rel" --seed "$seed" --rho "$rho" ${ARGS[$m]} "$@"
 }
-# One imbalance ratio at a time (rho = 100 first), so that an interrupted set has
-# whole ratios: CE (its checkpoint is the DRO-LT warm-up) and the baselines, then
-# the authors' recipe (the longest runs, started first) and the DRO-LT variants.
+# One imbalance ratio at a time (rho = 100 first), and inside it one seed at a
+# time, so that an interrupted set has whole seeds (every method of a seed, so
+# every paired difference, exists): CE (its checkpoint is the DRO-LT warm-up)
+# and the baselines, longest first; then the authors' recipe (the longest run)
+# and the DRO-LT variants, while the next seed's CE and baselines fill the pool.
+# Only the DRO-LT runs wait (barrier) for their seed's CE checkpoint.
 for rho in $RHOS; do
   for seed in $(seeds_of "$rho"); do
-    main "$rho" "$seed" ce
-    for m in resample reweight focal ldam-drw; do main "$rho" "$seed" "$m"; done
-  done
-  barrier
-  for seed in $(seeds_of "$rho"); do main "$rho" "$seed" official; done
-  for seed in $(seeds_of "$rho"); do
+    for m in ce reweight resample focal ldam-drw; do main "$rho" "$seed" "$m"; done
+    barrier
+    main "$rho" "$seed" official
     for m in drolt-learned drolt-erm drolt-shared drolt-sqrtn; do
       [[ $rho == 100 && $seed == 0 ]] && { main "$rho" "$seed" "$m"; continue; }
       # shellcheck disable=SC2046
