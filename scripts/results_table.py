@@ -123,7 +123,9 @@ def cell(d, rho, run, row, key="all", field="test"):
 def paired(d, rho, a, b, key="all", exclude=()):
     ra, rb = d.get(rho, *a), d.get(rho, *b)
     common = sorted((set(ra) & set(rb)) - set(exclude))
-    return [ra[s]["test"][key] - rb[s]["test"][key] for s in common]
+    # A split can be empty at a ratio (no Few classes at rho = 10): its value is None.
+    return [ra[s]["test"][key] - rb[s]["test"][key] for s in common
+            if ra[s]["test"][key] is not None and rb[s]["test"][key] is not None]
 
 
 def verdict(ds):
