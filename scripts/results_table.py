@@ -298,11 +298,14 @@ def main():
         counts = json.load(open(os.path.join(d.run_dir(rho, min(rs), "drolt-learned"), "summary.json")))["counts"]
         radii = [statistics.fmean(r["radii"][c] for r in rs.values()) for c in range(len(counts))]
         few = [radii[c] for c, n in enumerate(counts) if n < 20]
+        tail = "Few"
+        if not few:  # no class under 20 images (rho = 10 with n_max = 500): the smallest split present
+            few, tail = [radii[c] for c, n in enumerate(counts) if n <= 100], "Medium (there are no Few classes)"
         many = [radii[c] for c, n in enumerate(counts) if n > 100]
         rho_s = spearman(counts, radii)
         crit = 1.96 / math.sqrt(len(counts) - 1)  # large-sample two-sided 5% threshold
         S.append(f"- Learned radii against class size at rho = {rho} (Fig. 2; the paper's are larger for the tail): "
-                 f"mean radius of the Many classes {statistics.fmean(many):.3f}, of the Few {statistics.fmean(few):.3f} "
+                 f"mean radius of the Many classes {statistics.fmean(many):.3f}, of the {tail} {statistics.fmean(few):.3f} "
                  f"(means over {len(rs)} seeds); Spearman rank correlation of radius with training count "
                  f"{rho_s:+.2f} (" + (("larger radii for larger classes" if rho_s > 0 else "larger radii for smaller classes")
                                      if abs(rho_s) > crit else "no clear ordering with class size") +
