@@ -134,7 +134,10 @@ def verdict(ds):
     m, sd = statistics.fmean(ds), statistics.stdev(ds)
     se = sd / math.sqrt(len(ds))
     wins = sum(1 for x in ds if x > 0)
-    word = ("higher" if m > 0 else "lower") if abs(m) > 2 * se else "not distinguishable from seed noise"
+    if len(ds) < 3:  # a standard error from two seeds is itself too noisy to call a difference on
+        word = "too few seeds (2) to call"
+    else:
+        word = ("higher" if m > 0 else "lower") if abs(m) > 2 * se else "not distinguishable from seed noise"
     return m, se, wins, len(ds), word
 
 
@@ -320,7 +323,7 @@ def main():
                  (f"All {fmt_v(v)}." if v else "not enough paired seeds yet (need 2)."))
     L.append("## Summary\n")
     L.append("Computed from the tables below. \"Higher\" / \"lower\": the mean paired difference is more than "
-             "twice its standard error over seeds. At rho = 100 seed 0 is the tuning seed; the paired table "
+             "twice its standard error over seeds; with fewer than 3 seeds no call is made. At rho = 100 seed 0 is the tuning seed; the paired table "
              "also gives seeds ≠ 0 alone.\n")
     L.extend(S)
     L.append("")
