@@ -287,11 +287,10 @@ struct TracedLoss : public torch::autograd::Function<TracedLoss> {
   }
 };
 
-/// Whether a tensor is an ordinary CPU / CUDA tensor (not a FakeTensor, a
-/// functional or batched wrapper, a Python subclass).
+/// Whether a tensor is an ordinary tensor (not a FakeTensor, a functional or
+/// batched wrapper, a Python subclass).
 bool plain(const Tensor& t) {
   if (!t.defined()) return true;
-  if (!(t.is_cpu() || t.is_cuda())) return false;
   const auto ks = t.key_set();
   for (auto k : {c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
                  c10::DispatchKey::Functionalize, c10::DispatchKey::FuncTorchBatched,
@@ -301,8 +300,9 @@ bool plain(const Tensor& t) {
 }
 
 Tensor loss_autograd(DROLT_LOSS_PARAMS) {
+  // Inputs on mixed devices take the eager path too: the header's checks name them.
   const bool eager = !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Python) &&
-                     plain(features) && plain(labels) && plain(centroids) && plain(radii) &&
+                     (features.is_cpu() || features.is_cuda()) && plain(features) && plain(labels) && plain(centroids) && plain(radii) &&
                      plain(or_undefined(class_weights)) && plain(or_undefined(valid));
   if (eager)
     return header_loss(features, labels, centroids, radii, or_undefined(class_weights),
@@ -331,7 +331,10 @@ void bank_finalize(Tensor& sums, Tensor& pending_counts, Tensor& centroids, Tens
 
 /// The header API called directly, for python/tests (bitwise equality with the
 /// op): loss and the gradients of loss.sum() for features, centroids, radii and
-/// the class weights (an empty tensor when there are none). Options are built
+/// the class weights (an empty tensor when there are none), then the loss
+/// computed without a graph (with class weights that require grad, the header
+/// composes the reduction weights from tensor ops, which can round the last
+/// bit differently from its loops). Options are built
 /// from integers (the enums' values), independently of the op's string parsing.
 std::vector<Tensor> header_loss_and_grads(const Tensor& features, const Tensor& labels,
                                           const Tensor& centroids, const Tensor& radii,
@@ -357,7 +360,14 @@ std::vector<Tensor> header_loss_and_grads(const Tensor& features, const Tensor& 
   std::vector<Tensor> inputs{z, mu, eps};
   if (w.defined()) inputs.push_back(w);
   auto g = torch::autograd::grad({loss.sum()}, inputs, {}, false, false, true);
-  return {loss.detach(), g[0], g[1], g[2], w.defined() ? g[3] : torch::empty({0})};
+  for (size_t k = 0; k < g.size(); ++k)
+    if (!g[k].defined()) g[k] = torch::zeros_like(inputs[k]);
+  torch::Tensor no_graph;
+  {
+    torch::NoGradGuard no_grad;
+    no_graph = functional::robust_centroid_loss(z, labels, mu, eps, o);
+  }
+  return {loss.detach(), g[0], g[1], g[2], w.defined() ? g[3] : torch::empty({0}), no_graph};
 }
 
 }  // namespace
