@@ -12,6 +12,8 @@
 //                                  weights), for the traced autograd path below
 //   bank_accumulate_, bank_finalize_  CentroidBank::accumulate / finalize on the
 //                                  bank's buffers (in place)
+//   _header_loss_and_grads, _bench_header_loss  the header API called directly,
+//                                  for python/tests and python/bench.py
 //
 // The Autograd kernel, in C++ so that the op differentiates the same from every
 // front end, has two paths with the same analytic gradients:
@@ -35,7 +37,9 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -370,6 +374,27 @@ std::vector<Tensor> header_loss_and_grads(const Tensor& features, const Tensor& 
   return {loss.detach(), g[0], g[1], g[2], w.defined() ? g[3] : torch::empty({0}), no_graph};
 }
 
+/// Seconds per forward + backward of the header API (features and radii get
+/// gradients, centroids are constant; docs/math.md's defaults), timed in C++
+/// over `iters` calls after `warmup` ones: python/bench.py's "header API" row,
+/// against which the operator's own overhead is measured.
+double bench_header_loss(const Tensor& features, const Tensor& labels, const Tensor& centroids,
+                         const Tensor& radii, int64_t warmup, int64_t iters) {
+  torch::AutoGradMode grad_on(true);
+  auto z = features.detach().requires_grad_(true);
+  auto eps = radii.detach().requires_grad_(true);
+  auto once = [&] {
+    functional::robust_centroid_loss(z, labels, centroids, eps).backward();
+    z.mutable_grad().reset();
+    eps.mutable_grad().reset();
+  };
+  for (int64_t k = 0; k < warmup; ++k) once();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t k = 0; k < iters; ++k) once();
+  const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+  return dt.count() / static_cast<double>(std::max<int64_t>(iters, 1));
+}
+
 }  // namespace
 }  // namespace ops
 }  // namespace drolt
@@ -400,6 +425,10 @@ TORCH_LIBRARY(drolt, m) {
       "Tensor? class_weights, Tensor? valid, float temperature, float? base_temperature, "
       "int normalization, int distance, int reduction, int backend) -> Tensor[]",
       &drolt::ops::header_loss_and_grads);
+  m.def(
+      "_bench_header_loss(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
+      "int warmup, int iters) -> float",
+      &drolt::ops::bench_header_loss);
 }
 
 TORCH_LIBRARY_IMPL(drolt, CPU, m) {

@@ -64,29 +64,23 @@ def drolt_loss(features, labels, centroids, radii, class_weights=None, valid=Non
 def authors_loss(batch_feats, batch_targets, centroid_feats, centroid_targets, temperature,
                  base_temperature, class_weights=None, epsilons=None):
     """What the authors' DROLoss computes, from docs/math.md's description of it
-    (steps 1-6), including the batch-order pairing of radii with entries."""
-    U = sorted(set(centroid_targets.tolist()))
-    mus = torch.stack([centroid_feats[centroid_targets == u].mean(0) for u in U])
-    A = -torch.stack([torch.stack([(mus[r] - z).pow(2).sum().sqrt() for z in batch_feats])
-                      for r in range(len(U))])                       # [|U|, B]
-    if epsilons is not None:
-        # Positive entries in row-major order; the k-th gets the k-th sample's radius.
-        entries = [(r, i) for r, u in enumerate(U) for i in range(len(batch_targets))
-                   if int(batch_targets[i]) == u]
-        sub = torch.zeros_like(A)
-        for k, (r, i) in enumerate(entries):
-            sub = sub.index_put((torch.tensor([r]), torch.tensor([i])),
-                                epsilons[batch_targets[k]].reshape(1))
-        A = A - sub
+    (steps 1-6), including the batch-order pairing of radii with entries.
+    python/bench.py times it as "the authors' computation"."""
+    U = torch.unique(centroid_targets)                             # sorted
+    mus = torch.stack([centroid_feats[centroid_targets == u].mean(0) for u in U])   # step 1
+    A = -torch.cdist(mus, batch_feats)                             # step 2: [|U|, B]
+    if epsilons is not None:                                       # steps 3-4
+        positive = U.unsqueeze(1) == batch_targets.unsqueeze(0)
+        # A boolean selection walks the matrix row by row; the k-th selected
+        # entry gets the radius of the k-th sample's label.
+        A = A.masked_scatter(positive, A[positive] - epsilons[batch_targets])
     S = A / temperature
-    log_prob = S - S.exp().sum(1, keepdim=True).log()
-    present = sorted(set(batch_targets.tolist()))
-    total = batch_feats.new_zeros(())
-    for r, u in enumerate(U):
-        if u in present:
-            m = log_prob[r][batch_targets == u].mean()
-            l_u = -(temperature / base_temperature) * m
-            total = total + (l_u if class_weights is None else class_weights[u] * l_u)
-    if class_weights is None:
-        return total / len(present)
-    return total / class_weights[torch.tensor(U)].sum()
+    log_prob = S - S.exp().sum(1, keepdim=True).log()              # step 4: no max shift
+    present = torch.unique(batch_targets)                          # step 5
+    m = torch.stack([log_prob[:, batch_targets == c].mean(1) for c in present], 1)
+    own = (U.unsqueeze(1) == present.unsqueeze(0)).to(S.dtype)     # [|U|, |P|]
+    l = -(temperature / base_temperature) * (m * own)
+    if class_weights is None:                                      # step 6
+        return l.sum() / present.numel()
+    w = class_weights[U]
+    return (l * w.unsqueeze(1)).sum() / w.sum()

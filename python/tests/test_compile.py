@@ -1,10 +1,16 @@
 """torch.library.opcheck and a torch.compile(fullgraph=True) training step
 (PyTorch >= 2.4: they skip, with the reason, on older versions)."""
+import os
+
 import pytest
 import torch
 
 import drolt
 from drolt._ops import HAS_FAKE, TORCH_VERSION
+
+if os.environ.get("DROLT_REQUIRE_COMPILE_TESTS") == "1" and not HAS_FAKE:
+    raise RuntimeError("DROLT_REQUIRE_COMPILE_TESTS=1 but this torch (%d.%d) is older than 2.4"
+                       % TORCH_VERSION)
 
 pytestmark = pytest.mark.skipif(
     not HAS_FAKE, reason="torch.library.opcheck, register_fake and torch.compile of custom "
