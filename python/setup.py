@@ -10,7 +10,6 @@ forces the choice. TORCH_CUDA_ARCH_LIST defaults to drolt's "8.0;9.0+PTX".
 import os
 
 from setuptools import setup
-from torch.utils import cpp_extension
 
 here = os.path.dirname(os.path.abspath(__file__))
 include = os.path.normpath(os.path.join(here, "..", "include"))
@@ -20,7 +19,12 @@ if not os.path.isfile(os.path.join(include, "drolt", "loss.hpp")):
         "repository (pip install --no-build-isolation ./python)" % include)
 
 want = os.environ.get("DROLT_CUDA", "auto")
-import torch  # noqa: E402
+try:
+    import torch  # noqa: E402
+except ImportError as e:
+    raise RuntimeError("drolt: building the package needs the environment's torch; install "
+                       "it with `pip install --no-build-isolation ./python`") from e
+from torch.utils import cpp_extension  # noqa: E402
 
 cuda = (want == "1" or (want == "auto" and torch.version.cuda is not None
                         and cpp_extension.CUDA_HOME is not None))
