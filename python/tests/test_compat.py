@@ -22,6 +22,9 @@ def data(seed, labels, eps_sign=1.0):
 
 
 UNSORTED = [4, 0, 2, 0, 5, 1, 2, 2, 0, 4, 1, 0]
+# Class 1 has a centroid but is absent: the weighted mean divides by its weight too.
+ABSENT = [4, 0, 2, 0, 5, 2, 2, 0, 4, 0]
+BATCHES = pytest.mark.parametrize("batch", [UNSORTED, ABSENT], ids=["unsorted", "absent"])
 
 
 def sorted_batch(feats, labels):
@@ -36,10 +39,11 @@ def check(got, want, inputs):
         torch.testing.assert_close(g, h, rtol=1e-9, atol=1e-11)
 
 
+@BATCHES
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("with_eps", [False, True])
-def test_equals_the_authors_loss_on_sorted_batches(weighted, with_eps):
-    feats, labels, cf, ct, eps, w = data(0, UNSORTED)
+def test_equals_the_authors_loss_on_sorted_batches(weighted, with_eps, batch):
+    feats, labels, cf, ct, eps, w = data(0, batch)
     z, y = sorted_batch(feats, labels)
     kw = dict(class_weights=w if weighted else None, epsilons=eps if with_eps else None)
     got = DROLoss(0.5, 0.7, **kw)(z, y, cf, ct)
@@ -47,20 +51,22 @@ def test_equals_the_authors_loss_on_sorted_batches(weighted, with_eps):
     check(got, want, [feats] + ([eps] if with_eps else []))
 
 
+@BATCHES
 @pytest.mark.parametrize("weighted", [False, True])
-def test_authors_indexing_equals_the_authors_loss_on_unsorted_batches(weighted):
-    feats, labels, cf, ct, eps, w = data(1, UNSORTED)
+def test_authors_indexing_equals_the_authors_loss_on_unsorted_batches(weighted, batch):
+    feats, labels, cf, ct, eps, w = data(1, batch)
     kw = dict(class_weights=w if weighted else None, epsilons=eps)
     got = DROLoss(0.5, 0.7, authors_indexing=True, **kw)(feats, labels, cf, ct)
     want = authors_loss(feats, labels, cf, ct, 0.5, 0.7, **kw)
     check(got, want, [feats, eps])
 
 
+@BATCHES
 @pytest.mark.parametrize("weighted", [False, True])
-def test_default_pairs_radii_by_class_on_unsorted_batches(weighted):
+def test_default_pairs_radii_by_class_on_unsorted_batches(weighted, batch):
     """The correct formula is the authors' computation on the same batch sorted
     by label (the loss does not depend on the order once the pairing is right)."""
-    feats, labels, cf, ct, eps, w = data(2, UNSORTED)
+    feats, labels, cf, ct, eps, w = data(2, batch)
     kw = dict(class_weights=w if weighted else None, epsilons=eps)
     got = DROLoss(0.5, 0.7, **kw)(feats, labels, cf, ct)
     z, y = sorted_batch(feats, labels)
