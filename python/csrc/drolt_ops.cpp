@@ -1,0 +1,453 @@
+// drolt's operators in PyTorch's operator registry (torch.ops.drolt.* from
+// Python, TorchScript and torch::Dispatcher): the loss and the centroid bank's
+// accumulate / finalize, computed by the header API (include/drolt), which
+// stays the primary C++ interface. Built by python/setup.py into the package
+// drolt (docs/python.md).
+//
+//   robust_centroid_loss           CPU / CUDA: the header's functional::robust_centroid_loss
+//                                  (fused path, or the reference with backend="reference").
+//                                  Autograd: see below. Meta (torch < 2.4; from 2.4 the fake
+//                                  kernel is registered from Python, drolt/_ops.py).
+//   robust_centroid_loss_backward  its gradients (features, centroids, radii, class
+//                                  weights), for the traced autograd path below
+//   bank_accumulate_, bank_finalize_  CentroidBank::accumulate / finalize on the
+//                                  bank's buffers (in place)
+//   _header_loss_and_grads, _bench_header_loss  the header API called directly,
+//                                  for python/tests and python/bench.py
+//
+// The Autograd kernel, in C++ so that the op differentiates the same from every
+// front end, has two paths with the same analytic gradients:
+//  - plain CPU / CUDA tensors (eager use): it calls the header function, whose
+//    fused autograd function keeps the kernels' saved state (no recomputation)
+//    and supports second derivatives;
+//  - tensors seen by a tracer (FakeTensor, functionalisation, any Python
+//    dispatch mode: torch.compile, torch.library.opcheck): TracedLoss, an
+//    autograd function whose forward is the op below autograd and whose backward
+//    is robust_centroid_loss_backward, so the graph holds two opaque operators
+//    with meta kernels. Its backward recomputes the forward (the kernels' saved
+//    state has a data-dependent size); it is not differentiable again.
+//
+// No Python bindings: the library is loaded with torch.ops.load_library, so
+// torch/torch.h must not pull in torch/extension.h (pybind11), which
+// torch.utils.cpp_extension asks for with this macro.
+#undef TORCH_API_INCLUDE_EXTENSION_H
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "drolt/centroid_bank.hpp"
+#include "drolt/detail/checks.hpp"
+#include "drolt/loss.hpp"
+
+#if TORCH_VERSION_MAJOR < 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4)
+#define DROLT_OPS_CPP_META 1
+#else
+#define DROLT_OPS_CPP_META 0
+#endif
+
+namespace drolt {
+namespace ops {
+namespace {
+
+using torch::Tensor;
+using OptTensor = c10::optional<Tensor>;
+using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor>;
+
+constexpr const char* kOp = "drolt::robust_centroid_loss";
+
+std::string str(c10::string_view s) { return std::string(s.data(), s.size()); }
+
+Normalization parse_normalization(c10::string_view s) {
+  if (s == "batch") return Normalization::batch;
+  if (s == "classes") return Normalization::classes;
+  DROLT_CHECK(false, kOp, "expected normalization 'batch' or 'classes', got '", str(s), "'");
+  return Normalization::batch;
+}
+
+Distance parse_distance(c10::string_view s) {
+  if (s == "euclidean") return Distance::euclidean;
+  if (s == "squared_euclidean") return Distance::squared_euclidean;
+  if (s == "cosine") return Distance::cosine;
+  DROLT_CHECK(false, kOp, "expected distance 'euclidean', 'squared_euclidean' or 'cosine', got '",
+              str(s), "'");
+  return Distance::euclidean;
+}
+
+LossReduction parse_reduction(c10::string_view s) {
+  if (s == "mean") return torch::kMean;
+  if (s == "sum") return torch::kSum;
+  if (s == "none") return torch::kNone;
+  DROLT_CHECK(false, kOp, "expected reduction 'mean', 'sum' or 'none', got '", str(s), "'");
+  return torch::kMean;
+}
+
+Backend parse_backend(c10::string_view s) {
+  if (s == "auto") return Backend::automatic;
+  if (s == "reference") return Backend::reference;
+  if (s == "fused") return Backend::fused;
+  DROLT_CHECK(false, kOp, "expected backend 'auto', 'fused' or 'reference', got '", str(s), "'");
+  return Backend::automatic;
+}
+
+/// The loss's scalar arguments, as the schema lists them after the tensors.
+struct Scalars {
+  double temperature;
+  c10::optional<double> base_temperature;
+  std::string normalization, distance, reduction, backend;
+  bool validate_values, check_finite;
+};
+
+functional::RobustCentroidLossFuncOptions func_options(const Tensor& class_weights,
+                                                       const Tensor& valid, const Scalars& s) {
+  return functional::RobustCentroidLossFuncOptions()
+      .temperature(s.temperature)
+      .base_temperature(s.base_temperature)
+      .class_weights(class_weights)
+      .valid(valid)
+      .normalization(parse_normalization(s.normalization))
+      .distance(parse_distance(s.distance))
+      .reduction(parse_reduction(s.reduction))
+      .backend(parse_backend(s.backend))
+      .validate_values(s.validate_values)
+      .check_finite(s.check_finite);
+}
+
+Tensor or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
+
+/// The header function on these arguments (differentiable, as the header is).
+Tensor header_loss(const Tensor& features, const Tensor& labels, const Tensor& centroids,
+                   const Tensor& radii, const Tensor& class_weights, const Tensor& valid,
+                   const Scalars& s) {
+  return functional::robust_centroid_loss(features, labels, centroids, radii,
+                                          func_options(class_weights, valid, s));
+}
+
+#define DROLT_LOSS_PARAMS                                                                       \
+  const Tensor &features, const Tensor &labels, const Tensor &centroids, const Tensor &radii,   \
+      const OptTensor &class_weights, const OptTensor &valid, double temperature,               \
+      c10::optional<double> base_temperature, c10::string_view normalization,                   \
+      c10::string_view distance, c10::string_view reduction, c10::string_view backend,          \
+      bool validate_values, bool check_finite
+#define DROLT_LOSS_SCALARS                                                                      \
+  Scalars {                                                                                     \
+    temperature, base_temperature, str(normalization), str(distance), str(reduction),           \
+        str(backend), validate_values, check_finite                                             \
+  }
+
+// ------------------------------------------------------------------ CPU / CUDA kernels
+
+/// The loss value (below autograd: no graph is recorded).
+Tensor loss_kernel(DROLT_LOSS_PARAMS) {
+  torch::NoGradGuard no_grad;
+  return header_loss(features, labels, centroids, radii, or_undefined(class_weights),
+                     or_undefined(valid), DROLT_LOSS_SCALARS);
+}
+
+/// Re-enables autograd inside a kernel reached below the Autograd key (the
+/// dispatcher then excludes the autograd keys from the thread's dispatch set),
+/// so that the header's autograd function can compute the gradients.
+struct AutogradInsideKernel {
+  AutogradInsideKernel() : saved_(c10::impl::tls_local_dispatch_key_set()), grad_mode_(true) {
+    auto now = saved_;
+    now.excluded_ = now.excluded_ - c10::autograd_dispatch_keyset_with_ADInplaceOrView;
+    c10::impl::_force_tls_local_dispatch_key_set(now);
+  }
+  ~AutogradInsideKernel() { c10::impl::_force_tls_local_dispatch_key_set(saved_); }
+  AutogradInsideKernel(const AutogradInsideKernel&) = delete;
+  AutogradInsideKernel& operator=(const AutogradInsideKernel&) = delete;
+
+ private:
+  c10::impl::LocalDispatchKeySet saved_;
+  torch::AutoGradMode grad_mode_;
+};
+
+/// Gradients of sum(grad * loss) for the inputs output_mask asks for (features,
+/// centroids, radii, class weights); zeros for the others, and an empty tensor
+/// for absent class weights.
+Grads loss_backward_kernel(const Tensor& grad, DROLT_LOSS_PARAMS,
+                           std::array<bool, 4> output_mask) {
+  AutogradInsideKernel autograd_on;
+  const Tensor w = or_undefined(class_weights);
+  std::array<Tensor, 4> in = {features.detach(), centroids.detach(), radii.detach(),
+                              w.defined() ? w.detach() : Tensor()};
+  std::vector<Tensor> wanted;
+  for (size_t k = 0; k < in.size(); ++k) {
+    if (output_mask[k] && in[k].defined()) {
+      in[k].requires_grad_(true);
+      wanted.push_back(in[k]);
+    }
+  }
+  std::array<Tensor, 4> out;
+  if (!wanted.empty()) {
+    auto loss = header_loss(in[0], labels, in[1], in[2], in[3], or_undefined(valid),
+                            DROLT_LOSS_SCALARS);
+    auto g = torch::autograd::grad({loss}, wanted, {grad}, /*retain_graph=*/false,
+                                   /*create_graph=*/false, /*allow_unused=*/true);
+    size_t j = 0;
+    for (size_t k = 0; k < in.size(); ++k)
+      if (output_mask[k] && in[k].defined()) out[k] = g[j++];
+  }
+  for (size_t k = 0; k < 3; ++k)
+    if (!out[k].defined()) out[k] = torch::zeros_like(in[k]);
+  if (!w.defined())
+    out[3] = torch::empty({0}, radii.options());
+  else if (!out[3].defined())
+    out[3] = torch::zeros_like(w);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+// ------------------------------------------------------------------ meta kernels
+
+#if DROLT_OPS_CPP_META
+/// Shapes and dtypes only (the checks that need values run on the real call).
+Tensor loss_meta(DROLT_LOSS_PARAMS) {
+  const auto dt = features.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+  const auto o = features.options().dtype(dt);
+  if (parse_reduction(reduction).index() != LossReduction(torch::kNone).index())
+    return torch::empty({}, o);
+  const bool batch = parse_normalization(normalization) == Normalization::batch;
+  return torch::empty({batch ? centroids.size(0) : features.size(0)}, o);
+}
+
+Grads loss_backward_meta(const Tensor& /*grad*/, DROLT_LOSS_PARAMS,
+                         std::array<bool, 4> /*output_mask*/) {
+  const Tensor w = or_undefined(class_weights);
+  return {torch::empty_like(features), torch::empty_like(centroids), torch::empty_like(radii),
+          w.defined() ? torch::empty_like(w) : torch::empty({0}, radii.options())};
+}
+#endif
+
+// ------------------------------------------------------------------ autograd
+
+const c10::TypedOperatorHandle<Tensor(DROLT_LOSS_PARAMS)>& loss_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("drolt::robust_centroid_loss", "")
+                             .typed<Tensor(DROLT_LOSS_PARAMS)>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<Grads(const Tensor&, DROLT_LOSS_PARAMS, std::array<bool, 4>)>&
+loss_backward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("drolt::robust_centroid_loss_backward", "")
+          .typed<Grads(const Tensor&, DROLT_LOSS_PARAMS, std::array<bool, 4>)>();
+  return op;
+}
+
+/// The traced path's autograd function: forward and backward are operators.
+struct TracedLoss : public torch::autograd::Function<TracedLoss> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& features,
+                        const Tensor& labels, const Tensor& centroids, const Tensor& radii,
+                        const OptTensor& class_weights, const OptTensor& valid, Scalars s) {
+    Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView below;
+      out = loss_op().call(features, labels, centroids, radii, class_weights, valid,
+                           s.temperature, s.base_temperature, s.normalization, s.distance,
+                           s.reduction, s.backend, s.validate_values, s.check_finite);
+    }
+    ctx->save_for_backward(
+        {features, labels, centroids, radii, or_undefined(class_weights), or_undefined(valid)});
+    ctx->saved_data["temperature"] = s.temperature;
+    ctx->saved_data["base_temperature"] = s.base_temperature;
+    ctx->saved_data["strings"] =
+        std::vector<std::string>{s.normalization, s.distance, s.reduction, s.backend};
+    ctx->saved_data["validate_values"] = s.validate_values;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto v = ctx->get_saved_variables();
+    const auto strings = ctx->saved_data["strings"].toList();
+    auto text = [&](size_t k) { return strings.get(k).toStringRef(); };
+    const OptTensor w = v[4].defined() ? OptTensor(v[4]) : OptTensor();
+    const OptTensor valid = v[5].defined() ? OptTensor(v[5]) : OptTensor();
+    const std::array<bool, 4> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(2),
+                                      ctx->needs_input_grad(3),
+                                      w.has_value() && ctx->needs_input_grad(4)};
+    const auto b = ctx->saved_data["base_temperature"];
+    auto g = loss_backward_op().call(
+        grads[0], v[0], v[1], v[2], v[3], w, valid, ctx->saved_data["temperature"].toDouble(),
+        b.isNone() ? c10::optional<double>() : c10::optional<double>(b.toDouble()), text(0),
+        text(1), text(2), text(3), ctx->saved_data["validate_values"].toBool(),
+        /*check_finite=*/false, mask);
+    torch::autograd::variable_list out(7);
+    if (mask[0]) out[0] = std::get<0>(g);
+    if (mask[1]) out[2] = std::get<1>(g);
+    if (mask[2]) out[3] = std::get<2>(g);
+    if (mask[3]) out[4] = std::get<3>(g);
+    return out;
+  }
+};
+
+/// Whether a tensor is an ordinary tensor (not a FakeTensor, a functional or
+/// batched wrapper, a Python subclass).
+bool plain(const Tensor& t) {
+  if (!t.defined()) return true;
+  const auto ks = t.key_set();
+  for (auto k : {c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
+                 c10::DispatchKey::Functionalize, c10::DispatchKey::FuncTorchBatched,
+                 c10::DispatchKey::FuncTorchGradWrapper})
+    if (ks.has(k)) return false;
+  return true;
+}
+
+Tensor loss_autograd(DROLT_LOSS_PARAMS) {
+  // Inputs on mixed devices take the eager path too: the header's checks name them.
+  const bool eager = !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Python) &&
+                     (features.is_cpu() || features.is_cuda()) && plain(features) && plain(labels) && plain(centroids) && plain(radii) &&
+                     plain(or_undefined(class_weights)) && plain(or_undefined(valid));
+  if (eager)
+    return header_loss(features, labels, centroids, radii, or_undefined(class_weights),
+                       or_undefined(valid), DROLT_LOSS_SCALARS);
+  return TracedLoss::apply(features, labels, centroids, radii, class_weights, valid,
+                           DROLT_LOSS_SCALARS);
+}
+
+// ------------------------------------------------------------------ the bank
+
+void bank_accumulate(Tensor& sums, Tensor& pending_counts, const Tensor& features,
+                     const Tensor& labels) {
+  torch::NoGradGuard no_grad;
+  auto y = detail::bank_check_batch(features, labels, sums.size(0), sums.size(1), sums.device(),
+                                    "accumulate");
+  detail::bank_accumulate(sums, pending_counts, y, features);
+}
+
+void bank_finalize(Tensor& sums, Tensor& pending_counts, Tensor& centroids, Tensor& counts,
+                   Tensor& valid, Tensor& ema) {
+  torch::NoGradGuard no_grad;
+  detail::bank_finalize(sums, pending_counts, centroids, counts, valid, ema);
+}
+
+// ------------------------------------------------------------------ test helper
+
+/// The header API called directly, for python/tests (bitwise equality with the
+/// op): loss and the gradients of loss.sum() for features, centroids, radii and
+/// the class weights (an empty tensor when there are none), then the loss
+/// computed without a graph (with class weights that require grad, the header
+/// composes the reduction weights from tensor ops, which can round the last
+/// bit differently from its loops). Options are built
+/// from integers (the enums' values), independently of the op's string parsing.
+std::vector<Tensor> header_loss_and_grads(const Tensor& features, const Tensor& labels,
+                                          const Tensor& centroids, const Tensor& radii,
+                                          const OptTensor& class_weights, const OptTensor& valid,
+                                          double temperature,
+                                          c10::optional<double> base_temperature,
+                                          int64_t normalization, int64_t distance,
+                                          int64_t reduction, int64_t backend) {
+  torch::AutoGradMode grad_on(true);
+  auto z = features.detach().requires_grad_(true);
+  auto mu = centroids.detach().requires_grad_(true);
+  auto eps = radii.detach().requires_grad_(true);
+  auto w = class_weights.has_value() ? class_weights->detach().requires_grad_(true) : Tensor();
+  functional::RobustCentroidLossFuncOptions o;
+  o.temperature(temperature).base_temperature(base_temperature).class_weights(w);
+  if (valid.has_value()) o.valid(*valid);
+  o.normalization(static_cast<Normalization>(normalization));
+  o.distance(static_cast<Distance>(distance));
+  if (reduction == 0) o.reduction(torch::kNone);
+  if (reduction == 2) o.reduction(torch::kSum);
+  o.backend(static_cast<Backend>(backend));
+  auto loss = functional::robust_centroid_loss(z, labels, mu, eps, o);
+  std::vector<Tensor> inputs{z, mu, eps};
+  if (w.defined()) inputs.push_back(w);
+  auto g = torch::autograd::grad({loss.sum()}, inputs, {}, false, false, true);
+  for (size_t k = 0; k < g.size(); ++k)
+    if (!g[k].defined()) g[k] = torch::zeros_like(inputs[k]);
+  torch::Tensor no_graph;
+  {
+    torch::NoGradGuard no_grad;
+    no_graph = functional::robust_centroid_loss(z, labels, mu, eps, o);
+  }
+  return {loss.detach(), g[0], g[1], g[2], w.defined() ? g[3] : torch::empty({0}), no_graph};
+}
+
+/// Seconds per forward + backward of the header API (features and radii get
+/// gradients, centroids are constant; docs/math.md's defaults), timed in C++
+/// over `iters` calls after `warmup` ones: python/bench.py's "header API" row,
+/// against which the operator's own overhead is measured.
+double bench_header_loss(const Tensor& features, const Tensor& labels, const Tensor& centroids,
+                         const Tensor& radii, int64_t warmup, int64_t iters) {
+  torch::AutoGradMode grad_on(true);
+  auto z = features.detach().requires_grad_(true);
+  auto eps = radii.detach().requires_grad_(true);
+  auto once = [&] {
+    functional::robust_centroid_loss(z, labels, centroids, eps).backward();
+    z.mutable_grad().reset();
+    eps.mutable_grad().reset();
+  };
+  for (int64_t k = 0; k < warmup; ++k) once();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t k = 0; k < iters; ++k) once();
+  const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+  return dt.count() / static_cast<double>(std::max<int64_t>(iters, 1));
+}
+
+}  // namespace
+}  // namespace ops
+}  // namespace drolt
+
+TORCH_LIBRARY(drolt, m) {
+  m.def(
+      "robust_centroid_loss(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
+      "Tensor? class_weights=None, Tensor? valid=None, float temperature=1.0, "
+      "float? base_temperature=None, str normalization=\"batch\", str distance=\"euclidean\", "
+      "str reduction=\"mean\", str backend=\"auto\", bool validate_values=True, "
+      "bool check_finite=False) -> Tensor");
+  m.def(
+      "robust_centroid_loss_backward(Tensor grad, Tensor features, Tensor labels, "
+      "Tensor centroids, Tensor radii, Tensor? class_weights, Tensor? valid, float temperature, "
+      "float? base_temperature, str normalization, str distance, str reduction, str backend, "
+      "bool validate_values, bool check_finite, bool[4] output_mask) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "bank_accumulate_(Tensor(a!) sums, Tensor(b!) pending_counts, Tensor features, "
+      "Tensor labels) -> ()",
+      &drolt::ops::bank_accumulate);
+  m.def(
+      "bank_finalize_(Tensor(a!) sums, Tensor(b!) pending_counts, Tensor(c!) centroids, "
+      "Tensor(d!) counts, Tensor(e!) valid, Tensor(f!) ema) -> ()",
+      &drolt::ops::bank_finalize);
+  m.def(
+      "_header_loss_and_grads(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
+      "Tensor? class_weights, Tensor? valid, float temperature, float? base_temperature, "
+      "int normalization, int distance, int reduction, int backend) -> Tensor[]",
+      &drolt::ops::header_loss_and_grads);
+  m.def(
+      "_bench_header_loss(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
+      "int warmup, int iters) -> float",
+      &drolt::ops::bench_header_loss);
+}
+
+TORCH_LIBRARY_IMPL(drolt, CPU, m) {
+  m.impl("robust_centroid_loss", &drolt::ops::loss_kernel);
+  m.impl("robust_centroid_loss_backward", &drolt::ops::loss_backward_kernel);
+}
+
+TORCH_LIBRARY_IMPL(drolt, CUDA, m) {
+  m.impl("robust_centroid_loss", &drolt::ops::loss_kernel);
+  m.impl("robust_centroid_loss_backward", &drolt::ops::loss_backward_kernel);
+}
+
+TORCH_LIBRARY_IMPL(drolt, Autograd, m) {
+  m.impl("robust_centroid_loss", &drolt::ops::loss_autograd);
+}
+
+#if DROLT_OPS_CPP_META
+TORCH_LIBRARY_IMPL(drolt, Meta, m) {
+  m.impl("robust_centroid_loss", &drolt::ops::loss_meta);
+  m.impl("robust_centroid_loss_backward", &drolt::ops::loss_backward_meta);
+}
+#endif
