@@ -49,7 +49,8 @@ drolt_configure_pip() {
 }
 
 drolt_python_tests() {
-  local venv=$1 py=${2:-}
+  local venv py=${2:-}
+  venv=$(realpath -m "$1")  # absolute: the tests run from python/tests
   if [[ ! -x "$venv/bin/python" ]]; then
     "$py" -m venv --system-site-packages "$venv"
   fi
