@@ -12,6 +12,8 @@
 //                                  weights), for the traced autograd path below
 //   bank_accumulate_, bank_finalize_  CentroidBank::accumulate / finalize on the
 //                                  bank's buffers (in place)
+//   metrics_*, data_*              drolt::metrics and drolt::data (the package's
+//                                  drolt.metrics and drolt.data)
 //   _header_loss_and_grads, _bench_header_loss  the header API called directly,
 //                                  for python/tests and python/bench.py
 //
@@ -45,8 +47,11 @@
 #include <vector>
 
 #include "drolt/centroid_bank.hpp"
+#include "drolt/data/longtail.hpp"
+#include "drolt/data/samplers.hpp"
 #include "drolt/detail/checks.hpp"
 #include "drolt/loss.hpp"
+#include "drolt/metrics.hpp"
 
 #if TORCH_VERSION_MAJOR < 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4)
 #define DROLT_OPS_CPP_META 1
@@ -273,9 +278,11 @@ struct TracedLoss : public torch::autograd::Function<TracedLoss> {
     auto text = [&](size_t k) { return strings.get(k).toStringRef(); };
     const OptTensor w = v[4].defined() ? OptTensor(v[4]) : OptTensor();
     const OptTensor valid = v[5].defined() ? OptTensor(v[5]) : OptTensor();
-    const std::array<bool, 4> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(2),
-                                      ctx->needs_input_grad(3),
-                                      w.has_value() && ctx->needs_input_grad(4)};
+    // Without a reduction the class weights are not used: no gradient (as on
+    // the eager path, where autograd leaves it undefined).
+    const std::array<bool, 4> mask = {
+        ctx->needs_input_grad(0), ctx->needs_input_grad(2), ctx->needs_input_grad(3),
+        w.has_value() && ctx->needs_input_grad(4) && text(2) != "none"};
     const auto b = ctx->saved_data["base_temperature"];
     auto g = loss_backward_op().call(
         grads[0], v[0], v[1], v[2], v[3], w, valid, ctx->saved_data["temperature"].toDouble(),
@@ -329,6 +336,83 @@ void bank_finalize(Tensor& sums, Tensor& pending_counts, Tensor& centroids, Tens
                    Tensor& valid, Tensor& ema) {
   torch::NoGradGuard no_grad;
   detail::bank_finalize(sums, pending_counts, centroids, counts, valid, ema);
+}
+
+// ------------------------------------------------------------------ metrics and data
+
+/// [many, medium, few, overall, class_mean] of metrics::split_accuracy.
+std::vector<double> split_accuracy(const Tensor& predictions, const Tensor& targets,
+                                   std::vector<int64_t> train_counts, int64_t many_above,
+                                   int64_t few_below) {
+  metrics::SplitThresholds th;
+  th.many_above = many_above;
+  th.few_below = few_below;
+  const auto a = metrics::split_accuracy(predictions, targets, train_counts, th);
+  return {a.many, a.medium, a.few, a.overall, a.class_mean};
+}
+
+Tensor nearest_centroid_predict(const Tensor& features, const Tensor& centroids,
+                                const OptTensor& valid, c10::string_view similarity) {
+  return metrics::nearest_centroid_predict(features, centroids, or_undefined(valid),
+                                           parse_distance(similarity));
+}
+
+double nearest_centroid_accuracy(const Tensor& features, const Tensor& targets,
+                                 const Tensor& centroids, const OptTensor& valid,
+                                 c10::string_view similarity) {
+  return metrics::nearest_centroid_accuracy(features, targets, centroids, or_undefined(valid),
+                                            parse_distance(similarity));
+}
+
+data::Profile parse_profile(c10::string_view s) {
+  if (s == "exp") return data::Profile::exp;
+  if (s == "step") return data::Profile::step;
+  DROLT_CHECK(false, "drolt::data", "expected profile 'exp' or 'step', got '", str(s), "'");
+  return data::Profile::exp;
+}
+
+std::vector<int64_t> longtail_counts(int64_t n_max, int64_t num_classes, double rho,
+                                     c10::string_view profile) {
+  return data::longtail_counts(n_max, num_classes, rho, parse_profile(profile));
+}
+
+/// The kept dataset indices of data::make_longtail (grouped by class).
+Tensor make_longtail(const Tensor& targets, int64_t num_classes, int64_t n_max, double rho,
+                     c10::string_view profile, int64_t seed) {
+  auto sub = data::make_longtail(targets, num_classes, n_max, rho, parse_profile(profile),
+                                 static_cast<uint64_t>(seed));
+  return torch::tensor(sub.indices, torch::kLong);
+}
+
+/// The indices of epoch `epoch` of a sampler built from (targets, seed,
+/// num_samples): the C++ sampler replayed from its first epoch, so that a
+/// Python Sampler holding only these arguments (and so picklable) draws the
+/// same stream as the C++ one. kind: "class_balanced", "sqrt" or "class_aware"
+/// (k images per class in turn).
+Tensor sampler_epoch(c10::string_view kind, const Tensor& targets, int64_t seed,
+                     int64_t num_samples, int64_t k, int64_t epoch) {
+  DROLT_CHECK(epoch >= 0, "drolt::data::sampler_epoch", "expected epoch >= 0, got ", epoch);
+  const auto o = data::ClassSamplerOptions().seed(static_cast<uint64_t>(seed)).num_samples(
+      num_samples);
+  auto draw = [&](torch::data::samplers::Sampler<>& s) {
+    for (int64_t e = 0; e <= epoch; ++e) s.reset(c10::nullopt);
+    std::vector<int64_t> out;
+    while (auto batch = s.next(4096))
+      for (size_t i : *batch) out.push_back(static_cast<int64_t>(i));
+    return torch::tensor(out, torch::kLong);
+  };
+  if (kind == "class_balanced") {
+    data::ClassBalancedSampler s(targets, o);
+    return draw(s);
+  }
+  if (kind == "sqrt") {
+    data::SqrtSampler s(targets, o);
+    return draw(s);
+  }
+  DROLT_CHECK(kind == "class_aware", "drolt::data::sampler_epoch",
+              "expected kind 'class_balanced', 'sqrt' or 'class_aware', got '", str(kind), "'");
+  data::ClassAwareSampler s(targets, k, o);
+  return draw(s);
 }
 
 // ------------------------------------------------------------------ test helper
@@ -420,6 +504,35 @@ TORCH_LIBRARY(drolt, m) {
       "bank_finalize_(Tensor(a!) sums, Tensor(b!) pending_counts, Tensor(c!) centroids, "
       "Tensor(d!) counts, Tensor(e!) valid, Tensor(f!) ema) -> ()",
       &drolt::ops::bank_finalize);
+  m.def(
+      "metrics_split_accuracy(Tensor predictions, Tensor targets, int[] train_counts, "
+      "int many_above=100, int few_below=20) -> float[]",
+      &drolt::ops::split_accuracy);
+  m.def("metrics_expected_calibration_error(Tensor probabilities, Tensor targets, int bins=15) "
+        "-> float",
+        [](const torch::Tensor& p, const torch::Tensor& t, int64_t bins) {
+          return drolt::metrics::expected_calibration_error(p, t, bins);
+        });
+  m.def(
+      "metrics_nearest_centroid_predict(Tensor features, Tensor centroids, Tensor? valid=None, "
+      "str similarity=\"euclidean\") -> Tensor",
+      &drolt::ops::nearest_centroid_predict);
+  m.def(
+      "metrics_nearest_centroid_accuracy(Tensor features, Tensor targets, Tensor centroids, "
+      "Tensor? valid=None, str similarity=\"euclidean\") -> float",
+      &drolt::ops::nearest_centroid_accuracy);
+  m.def(
+      "data_longtail_counts(int n_max, int num_classes, float imbalance_ratio, "
+      "str profile=\"exp\") -> int[]",
+      &drolt::ops::longtail_counts);
+  m.def(
+      "data_make_longtail(Tensor targets, int num_classes, int n_max, float imbalance_ratio, "
+      "str profile=\"exp\", int seed=0) -> Tensor",
+      &drolt::ops::make_longtail);
+  m.def(
+      "data_sampler_epoch(str kind, Tensor targets, int seed, int num_samples, int k, "
+      "int epoch) -> Tensor",
+      &drolt::ops::sampler_epoch);
   m.def(
       "_header_loss_and_grads(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
       "Tensor? class_weights, Tensor? valid, float temperature, float? base_temperature, "
