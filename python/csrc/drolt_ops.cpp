@@ -39,7 +39,6 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <string>
@@ -458,12 +457,13 @@ std::vector<Tensor> header_loss_and_grads(const Tensor& features, const Tensor& 
   return {loss.detach(), g[0], g[1], g[2], w.defined() ? g[3] : torch::empty({0}), no_graph};
 }
 
-/// Seconds per forward + backward of the header API (features and radii get
-/// gradients, centroids are constant; docs/math.md's defaults), timed in C++
-/// over `iters` calls after `warmup` ones: python/bench.py's "header API" row,
-/// against which the operator's own overhead is measured.
-double bench_header_loss(const Tensor& features, const Tensor& labels, const Tensor& centroids,
-                         const Tensor& radii, int64_t warmup, int64_t iters) {
+/// Seconds of each of `iters` forward + backward calls of the header API
+/// (features and radii get gradients, centroids are constant; docs/math.md's
+/// defaults), timed in C++ after `warmup` calls: python/bench.py's "header API"
+/// column (its median), against which the operator's own overhead is measured.
+std::vector<double> bench_header_loss(const Tensor& features, const Tensor& labels,
+                                      const Tensor& centroids, const Tensor& radii,
+                                      int64_t warmup, int64_t iters) {
   torch::AutoGradMode grad_on(true);
   auto z = features.detach().requires_grad_(true);
   auto eps = radii.detach().requires_grad_(true);
@@ -473,10 +473,14 @@ double bench_header_loss(const Tensor& features, const Tensor& labels, const Ten
     eps.mutable_grad().reset();
   };
   for (int64_t k = 0; k < warmup; ++k) once();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t k = 0; k < iters; ++k) once();
-  const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-  return dt.count() / static_cast<double>(std::max<int64_t>(iters, 1));
+  std::vector<double> seconds;
+  for (int64_t k = 0; k < iters; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    once();
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    seconds.push_back(dt.count());
+  }
+  return seconds;
 }
 
 }  // namespace
@@ -540,7 +544,7 @@ TORCH_LIBRARY(drolt, m) {
       &drolt::ops::header_loss_and_grads);
   m.def(
       "_bench_header_loss(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
-      "int warmup, int iters) -> float",
+      "int warmup, int iters) -> float[]",
       &drolt::ops::bench_header_loss);
 }
 

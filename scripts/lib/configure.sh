@@ -55,7 +55,7 @@ drolt_python_tests() {
   fi
   local t0=$SECONDS
   # --no-build-isolation: build against the torch already in the environment.
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation ./python
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation ./python || return 1
   echo "drolt: python package built and installed in $((SECONDS - t0)) s"
   # From python/tests, so that `import drolt` is the installed package. pytest
   # exits 5 when it collected no test at all: that is a failure here.
