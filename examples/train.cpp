@@ -206,6 +206,10 @@ int main(int argc, char** argv) {
                           digits.find_first_not_of("0123456789") == std::string::npos;
       const int64_t d = number ? std::stoll(digits) : -1;
       if (d == 10 || d == 18 || d == 34 || d == 50) {
+        if (given("--depth")) {
+          throw std::invalid_argument("--depth " + std::to_string(cfg.depth) + " and --arch " + arch +
+                                      ": expected --depth only with a CIFAR ResNet, got an ImageNet one");
+        }
         cfg.imagenet_depth = d;
       } else if (d >= 8 && (d - 2) % 6 == 0) {
         if (given("--depth") && cfg.depth != d) {

@@ -471,6 +471,11 @@ inline void validate(const TrainConfig& c) {
   if (!(c.temperature > 0) || !std::isfinite(c.temperature)) {
     bad("--temperature: expected a positive temperature, got " + num(c.temperature));
   }
+  // Epoch flags whose one negative value, -1, is a documented sentinel.
+  for (const auto& f : {std::make_pair("--dro-start", c.dro_start), std::make_pair("--drw-start", c.drw_start),
+                        std::make_pair("--save-at", c.save_at), std::make_pair("--stop-after", c.stop_after)}) {
+    if (f.second < -1) bad(std::string(f.first) + ": expected >= 0 (or -1, its default), got " + std::to_string(f.second));
+  }
   if (c.dro_start > c.epochs) {
     bad("--dro-start: expected at most --epochs (" + std::to_string(c.epochs) + "), got " +
         std::to_string(c.dro_start));
@@ -527,10 +532,10 @@ inline void validate(const TrainConfig& c) {
   if (!float_rate(c.crt_lr, false)) {
     bad("--crt-lr: expected a positive learning rate" + kFloatRange + ", got " + num(c.crt_lr));
   }
-  if (c.tau_norm_tau > 1 || !std::isfinite(c.tau_norm_tau)) {
+  if (c.tau_norm_tau > 1 || !std::isfinite(c.tau_norm_tau) || (c.tau_norm_tau < 0 && c.tau_norm_tau != -1)) {
     bad("--tau-norm-tau: expected a value in [0, 1] (or -1: chosen on validation), got " + num(c.tau_norm_tau));
   }
-  if (!std::isfinite(c.la_tau) || c.la_tau > 10) {
+  if (!std::isfinite(c.la_tau) || c.la_tau > 10 || (c.la_tau < 0 && c.la_tau != -1)) {
     bad("--la-tau: expected a value in [0, 10] (or -1: chosen on validation), got " + num(c.la_tau));
   }
   if (c.crop_pad < -1) bad("--crop-pad: expected >= 0, got " + std::to_string(c.crop_pad));
