@@ -14,6 +14,9 @@
 //                                  bank's buffers (in place)
 //   metrics_*, data_*              drolt::metrics and drolt::data (the package's
 //                                  drolt.metrics and drolt.data)
+//   focal_loss, ldam_loss, ...     the long-tail baselines (drolt/longtail_losses.hpp,
+//                                  posthoc.hpp, weight_balancing.hpp): compositions of
+//                                  tensor ops, registered CompositeImplicitAutograd
 //   _header_loss_and_grads, _bench_header_loss  the header API called directly,
 //                                  for python/tests and python/bench.py
 //
@@ -49,8 +52,11 @@
 #include "drolt/data/longtail.hpp"
 #include "drolt/data/samplers.hpp"
 #include "drolt/detail/checks.hpp"
+#include "drolt/longtail_losses.hpp"
 #include "drolt/loss.hpp"
 #include "drolt/metrics.hpp"
+#include "drolt/posthoc.hpp"
+#include "drolt/weight_balancing.hpp"
 
 #if TORCH_VERSION_MAJOR < 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4)
 #define DROLT_OPS_CPP_META 1
@@ -414,6 +420,61 @@ Tensor sampler_epoch(c10::string_view kind, const Tensor& targets, int64_t seed,
   return draw(s);
 }
 
+// ------------------------------------------------------------------ long-tail baselines
+
+/// The classification losses' reduction, as the C++ options spell it.
+functional::ClassificationReduction classification_reduction(c10::string_view s) {
+  if (s == "mean") return torch::kMean;
+  if (s == "sum") return torch::kSum;
+  if (s == "none") return torch::kNone;
+  DROLT_CHECK(false, "drolt", "expected reduction 'mean', 'sum' or 'none', got '", str(s), "'");
+  return torch::kMean;
+}
+
+Tensor focal_loss(const Tensor& logits, const Tensor& targets, double gamma,
+                  const OptTensor& weight, c10::string_view reduction, bool validate_values) {
+  return functional::focal_loss(logits, targets,
+                                functional::FocalLossFuncOptions()
+                                    .gamma(gamma)
+                                    .weight(or_undefined(weight))
+                                    .reduction(classification_reduction(reduction))
+                                    .validate_values(validate_values));
+}
+
+Tensor ldam_loss(const Tensor& logits, const Tensor& targets, const Tensor& margins, double scale,
+                 const OptTensor& weight, c10::string_view reduction, bool validate_values) {
+  return functional::ldam_loss(logits, targets, margins,
+                               functional::LDAMLossFuncOptions()
+                                   .scale(scale)
+                                   .weight(or_undefined(weight))
+                                   .reduction(classification_reduction(reduction))
+                                   .validate_values(validate_values));
+}
+
+Tensor logit_adjusted_loss(const Tensor& logits, const Tensor& targets, const Tensor& log_prior,
+                           double tau, const OptTensor& weight, c10::string_view reduction,
+                           bool validate_values) {
+  return functional::logit_adjusted_loss(logits, targets, log_prior,
+                                         functional::LogitAdjustedLossFuncOptions()
+                                             .tau(tau)
+                                             .weight(or_undefined(weight))
+                                             .reduction(classification_reduction(reduction))
+                                             .validate_values(validate_values));
+}
+
+/// drw_class_weights: an empty tensor before start_epoch (no weights).
+Tensor drw_class_weights(std::vector<int64_t> counts, int64_t epoch, int64_t start_epoch,
+                         double beta) {
+  auto w = drolt::drw_class_weights(counts, epoch, start_epoch, beta);
+  return w.defined() ? w : torch::empty({0});
+}
+
+Tensor nearest_class_mean(const Tensor& features, const Tensor& centroids, const OptTensor& valid) {
+  return functional::nearest_class_mean(features, centroids, or_undefined(valid));
+}
+
+void max_norm(Tensor& weight, const Tensor& thresholds) { drolt::max_norm_(weight, thresholds); }
+
 // ------------------------------------------------------------------ test helper
 
 /// The header API called directly, for python/tests (bitwise equality with the
@@ -537,6 +598,34 @@ TORCH_LIBRARY(drolt, m) {
       "data_sampler_epoch(str kind, Tensor targets, int seed, int num_samples, int k, "
       "int epoch) -> Tensor",
       &drolt::ops::sampler_epoch);
+  m.def(
+      "focal_loss(Tensor logits, Tensor targets, float gamma=1.0, Tensor? weight=None, "
+      "str reduction=\"mean\", bool validate_values=True) -> Tensor",
+      &drolt::ops::focal_loss);
+  m.def(
+      "ldam_loss(Tensor logits, Tensor targets, Tensor margins, float scale=30.0, "
+      "Tensor? weight=None, str reduction=\"mean\", bool validate_values=True) -> Tensor",
+      &drolt::ops::ldam_loss);
+  m.def(
+      "logit_adjusted_loss(Tensor logits, Tensor targets, Tensor log_prior, float tau=1.0, "
+      "Tensor? weight=None, str reduction=\"mean\", bool validate_values=True) -> Tensor",
+      &drolt::ops::logit_adjusted_loss);
+  m.def("ldam_margins(int[] counts, float max_margin=0.5) -> Tensor",
+        [](std::vector<int64_t> counts, double m) { return drolt::ldam_margins(counts, m); });
+  m.def(
+      "drw_class_weights(int[] counts, int epoch, int start_epoch, float beta=0.9999) -> Tensor",
+      &drolt::ops::drw_class_weights);
+  m.def("log_class_prior(int[] counts) -> Tensor",
+        [](std::vector<int64_t> counts) { return drolt::log_class_prior(counts); });
+  m.def("logit_adjust(Tensor logits, int[] counts, float tau=1.0) -> Tensor",
+        [](const torch::Tensor& logits, std::vector<int64_t> counts, double tau) {
+          return drolt::logit_adjust(logits, counts, tau);
+        });
+  m.def("tau_normalize(Tensor weight, float tau) -> Tensor",
+        [](const torch::Tensor& w, double tau) { return drolt::tau_normalize(w, tau); });
+  m.def("nearest_class_mean(Tensor features, Tensor centroids, Tensor? valid=None) -> Tensor",
+        &drolt::ops::nearest_class_mean);
+  m.def("max_norm_(Tensor(a!) weight, Tensor thresholds) -> ()", &drolt::ops::max_norm);
   m.def(
       "_header_loss_and_grads(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
       "Tensor? class_weights, Tensor? valid, float temperature, float? base_temperature, "
