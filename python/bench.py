@@ -28,9 +28,13 @@ import time
 
 import torch
 
-import drolt
+# The installed package, not the sources next to this file (they lack the
+# compiled operators): drop this file's folder from the path.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+import drolt  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
+sys.path.insert(0, os.path.join(_here, "tests"))
 from reference import authors_loss  # noqa: E402
 
 SHAPES = {"cifar100lt": (128, 100, 64), "imagenetlt": (256, 1000, 2048),

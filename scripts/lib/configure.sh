@@ -54,6 +54,9 @@ drolt_python_tests() {
     "$py" -m venv --system-site-packages "$venv"
   fi
   local t0=$SECONDS
+  # pip builds in the tree (python/build): objects of another torch must not be
+  # reused, nor a stale egg-info's file list.
+  rm -rf python/build python/drolt.egg-info
   # --no-build-isolation: build against the torch already in the environment.
   "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation ./python || return 1
   echo "drolt: python package built and installed in $((SECONDS - t0)) s"
