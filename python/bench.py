@@ -4,9 +4,9 @@ temperature 1, float32) at the three shapes of bench/bench_loss.cpp, four
 implementations side by side, in one process:
 
   op                drolt.functional.robust_centroid_loss (torch.ops.drolt)
-  header            the C++ header API, timed in C++ by the same library
-                    (torch.ops.drolt._bench_header_loss): the op's own overhead
-                    is op - header
+  header            the C++ header API, each call timed in C++ by the same
+                    library (torch.ops.drolt._bench_header_loss): the op's own
+                    overhead is op - header
   authors           tests/reference.py's transcription of the authors'
                     computation (docs/math.md), which recomputes the centroids
                     from centroid_feats on every call: timed with the
@@ -28,9 +28,13 @@ import time
 
 import torch
 
-import drolt
+# The installed package, not the sources next to this file (they lack the
+# compiled operators): drop this file's folder from the path.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+import drolt  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
+sys.path.insert(0, os.path.join(_here, "tests"))
 from reference import authors_loss  # noqa: E402
 
 SHAPES = {"cifar100lt": (128, 100, 64), "imagenetlt": (256, 1000, 2048),
@@ -50,7 +54,9 @@ def matmul_composition(z, y, mu, eps):
     return (l * present).sum() / present.sum()
 
 
-def timed(fn, z, eps, min_time, max_iters=200):
+def timed(fn, z, eps, min_time, max_iters=200, samples=None):
+    """Median seconds of one call of fn plus backward, and the calls timed
+    (their times are appended to `samples` when given)."""
     def once():
         fn().backward()
         z.grad = None
@@ -64,6 +70,8 @@ def timed(fn, z, eps, min_time, max_iters=200):
         t0 = time.perf_counter()
         once()
         times.append(time.perf_counter() - t0)
+    if samples is not None:
+        samples += times
     return statistics.median(times), len(times)
 
 
@@ -72,6 +80,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shapes", default="cifar100lt,imagenetlt,inat")
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating op / header rounds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print("torch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
@@ -88,10 +97,14 @@ def main():
         y = torch.randint(0, C, (B,), generator=g)
         eps = torch.full((C,), 0.5, requires_grad=True)
         ms = {}
-        ms["op"], _ = timed(lambda: drolt.functional.robust_centroid_loss(z, y, mu, eps), z, eps,
-                            args.min_time)
-        iters = max(5, int(args.min_time / max(ms["op"], 1e-6)))
-        ms["header"] = torch.ops.drolt._bench_header_loss(z, y, mu, eps, 2, min(iters, 200))
+        # The op and the header in alternating rounds (medians over all of
+        # them), so that a change of the machine's load hits both alike.
+        op_times, header_times = [], []
+        for _ in range(args.rounds):
+            t, n = timed(lambda: drolt.functional.robust_centroid_loss(z, y, mu, eps), z, eps,
+                         args.min_time / args.rounds, samples=op_times)
+            header_times += torch.ops.drolt._bench_header_loss(z, y, mu, eps, 2, n)
+        ms["op"], ms["header"] = statistics.median(op_times), statistics.median(header_times)
         # The authors' radius is subtracted once: e = 2 eps.
         ms["authors_one"], _ = timed(
             lambda: authors_loss(z, y, mu, torch.arange(C), 1.0, 1.0, epsilons=2 * eps), z, eps,

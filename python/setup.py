@@ -3,7 +3,8 @@ torch.utils.cpp_extension, against the torch of the environment:
 
     pip install --no-build-isolation ./python
 
-CUDA: the fused kernels (../include/drolt/cuda/fused_kernels.cu) are compiled
+CUDA: the fused kernels (../include/drolt/cuda/fused_kernels.cu, through
+csrc/cuda_kernels.cu) are compiled
 when torch is a CUDA build and nvcc is found (CUDA_HOME); DROLT_CUDA=0 or 1
 forces the choice. TORCH_CUDA_ARCH_LIST defaults to drolt's "8.0;9.0+PTX".
 """
@@ -32,7 +33,7 @@ sources = [os.path.join("csrc", "drolt_ops.cpp")]
 cxx = ["-std=c++17", "-O3"]
 if cuda:
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
-    sources.append(os.path.join(include, "drolt", "cuda", "fused_kernels.cu"))
+    sources.append(os.path.join("csrc", "cuda_kernels.cu"))  # includes drolt/cuda/fused_kernels.cu
     ext = cpp_extension.CUDAExtension(
         "drolt._C", sources, include_dirs=[include],
         define_macros=[("DROLT_HAS_CUDA_KERNELS", "1")],

@@ -13,7 +13,7 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config
       catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev gnuplot-nox
       libturbojpeg0-dev libpng-dev
       dataset-fashion-mnist
-      python3-torch python3-pytest python3-venv python3-dev)  # the Python package (python/)
+      python3-torch python3-pytest python3-venv python3-dev python3-wheel)  # python/
 if [[ $want_pip == 1 ]]; then pkgs+=(clang libclang-rt-14-dev python3-venv); fi
 
 missing=()
@@ -35,7 +35,8 @@ if [[ $want_pip == 1 ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "torch==$torch_version"
   fi
-  # The Python package's tests (python/tests) under that torch.
-  "$venv/bin/python" -c "import pytest" 2>/dev/null ||
-    "$venv/bin/pip" install -q --disable-pip-version-check pytest
+  # The Python package (python/, built with --no-build-isolation: setuptools'
+  # bdist_wheel needs wheel) and its tests under that torch.
+  "$venv/bin/python" -c "import pytest, wheel" 2>/dev/null ||
+    "$venv/bin/pip" install -q --disable-pip-version-check pytest wheel
 fi

@@ -12,6 +12,11 @@
 //                                  weights), for the traced autograd path below
 //   bank_accumulate_, bank_finalize_  CentroidBank::accumulate / finalize on the
 //                                  bank's buffers (in place)
+//   metrics_*, data_*              drolt::metrics and drolt::data (the package's
+//                                  drolt.metrics and drolt.data)
+//   focal_loss, ldam_loss, ...     the long-tail baselines (drolt/longtail_losses.hpp,
+//                                  posthoc.hpp, weight_balancing.hpp): compositions of
+//                                  tensor ops, registered CompositeImplicitAutograd
 //   _header_loss_and_grads, _bench_header_loss  the header API called directly,
 //                                  for python/tests and python/bench.py
 //
@@ -37,7 +42,6 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <string>
@@ -45,8 +49,14 @@
 #include <vector>
 
 #include "drolt/centroid_bank.hpp"
+#include "drolt/data/longtail.hpp"
+#include "drolt/data/samplers.hpp"
 #include "drolt/detail/checks.hpp"
+#include "drolt/longtail_losses.hpp"
 #include "drolt/loss.hpp"
+#include "drolt/metrics.hpp"
+#include "drolt/posthoc.hpp"
+#include "drolt/weight_balancing.hpp"
 
 #if TORCH_VERSION_MAJOR < 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4)
 #define DROLT_OPS_CPP_META 1
@@ -273,9 +283,11 @@ struct TracedLoss : public torch::autograd::Function<TracedLoss> {
     auto text = [&](size_t k) { return strings.get(k).toStringRef(); };
     const OptTensor w = v[4].defined() ? OptTensor(v[4]) : OptTensor();
     const OptTensor valid = v[5].defined() ? OptTensor(v[5]) : OptTensor();
-    const std::array<bool, 4> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(2),
-                                      ctx->needs_input_grad(3),
-                                      w.has_value() && ctx->needs_input_grad(4)};
+    // Without a reduction the class weights are not used: no gradient (as on
+    // the eager path, where autograd leaves it undefined).
+    const std::array<bool, 4> mask = {
+        ctx->needs_input_grad(0), ctx->needs_input_grad(2), ctx->needs_input_grad(3),
+        w.has_value() && ctx->needs_input_grad(4) && text(2) != "none"};
     const auto b = ctx->saved_data["base_temperature"];
     auto g = loss_backward_op().call(
         grads[0], v[0], v[1], v[2], v[3], w, valid, ctx->saved_data["temperature"].toDouble(),
@@ -331,6 +343,138 @@ void bank_finalize(Tensor& sums, Tensor& pending_counts, Tensor& centroids, Tens
   detail::bank_finalize(sums, pending_counts, centroids, counts, valid, ema);
 }
 
+// ------------------------------------------------------------------ metrics and data
+
+/// [many, medium, few, overall, class_mean] of metrics::split_accuracy.
+std::vector<double> split_accuracy(const Tensor& predictions, const Tensor& targets,
+                                   std::vector<int64_t> train_counts, int64_t many_above,
+                                   int64_t few_below) {
+  metrics::SplitThresholds th;
+  th.many_above = many_above;
+  th.few_below = few_below;
+  const auto a = metrics::split_accuracy(predictions, targets, train_counts, th);
+  return {a.many, a.medium, a.few, a.overall, a.class_mean};
+}
+
+Tensor nearest_centroid_predict(const Tensor& features, const Tensor& centroids,
+                                const OptTensor& valid, c10::string_view similarity) {
+  return metrics::nearest_centroid_predict(features, centroids, or_undefined(valid),
+                                           parse_distance(similarity));
+}
+
+double nearest_centroid_accuracy(const Tensor& features, const Tensor& targets,
+                                 const Tensor& centroids, const OptTensor& valid,
+                                 c10::string_view similarity) {
+  return metrics::nearest_centroid_accuracy(features, targets, centroids, or_undefined(valid),
+                                            parse_distance(similarity));
+}
+
+data::Profile parse_profile(c10::string_view s) {
+  if (s == "exp") return data::Profile::exp;
+  if (s == "step") return data::Profile::step;
+  DROLT_CHECK(false, "drolt::data", "expected profile 'exp' or 'step', got '", str(s), "'");
+  return data::Profile::exp;
+}
+
+std::vector<int64_t> longtail_counts(int64_t n_max, int64_t num_classes, double rho,
+                                     c10::string_view profile) {
+  return data::longtail_counts(n_max, num_classes, rho, parse_profile(profile));
+}
+
+/// The kept dataset indices of data::make_longtail (grouped by class).
+Tensor make_longtail(const Tensor& targets, int64_t num_classes, int64_t n_max, double rho,
+                     c10::string_view profile, int64_t seed) {
+  auto sub = data::make_longtail(targets, num_classes, n_max, rho, parse_profile(profile),
+                                 static_cast<uint64_t>(seed));
+  return torch::tensor(sub.indices, torch::kLong);
+}
+
+/// The indices of epoch `epoch` of a sampler built from (targets, seed,
+/// num_samples): the C++ sampler replayed from its first epoch, so that a
+/// Python Sampler holding only these arguments (and so picklable) draws the
+/// same stream as the C++ one. kind: "class_balanced", "sqrt" or "class_aware"
+/// (k images per class in turn).
+Tensor sampler_epoch(c10::string_view kind, const Tensor& targets, int64_t seed,
+                     int64_t num_samples, int64_t k, int64_t epoch) {
+  DROLT_CHECK(epoch >= 0, "drolt::data::sampler_epoch", "expected epoch >= 0, got ", epoch);
+  const auto o = data::ClassSamplerOptions().seed(static_cast<uint64_t>(seed)).num_samples(
+      num_samples);
+  auto draw = [&](torch::data::samplers::Sampler<>& s) {
+    for (int64_t e = 0; e <= epoch; ++e) s.reset(c10::nullopt);
+    std::vector<int64_t> out;
+    while (auto batch = s.next(4096))
+      for (size_t i : *batch) out.push_back(static_cast<int64_t>(i));
+    return torch::tensor(out, torch::kLong);
+  };
+  if (kind == "class_balanced") {
+    data::ClassBalancedSampler s(targets, o);
+    return draw(s);
+  }
+  if (kind == "sqrt") {
+    data::SqrtSampler s(targets, o);
+    return draw(s);
+  }
+  DROLT_CHECK(kind == "class_aware", "drolt::data::sampler_epoch",
+              "expected kind 'class_balanced', 'sqrt' or 'class_aware', got '", str(kind), "'");
+  data::ClassAwareSampler s(targets, k, o);
+  return draw(s);
+}
+
+// ------------------------------------------------------------------ long-tail baselines
+
+/// The classification losses' reduction, as the C++ options spell it.
+functional::ClassificationReduction classification_reduction(c10::string_view s) {
+  if (s == "mean") return torch::kMean;
+  if (s == "sum") return torch::kSum;
+  if (s == "none") return torch::kNone;
+  DROLT_CHECK(false, "drolt", "expected reduction 'mean', 'sum' or 'none', got '", str(s), "'");
+  return torch::kMean;
+}
+
+Tensor focal_loss(const Tensor& logits, const Tensor& targets, double gamma,
+                  const OptTensor& weight, c10::string_view reduction, bool validate_values) {
+  return functional::focal_loss(logits, targets,
+                                functional::FocalLossFuncOptions()
+                                    .gamma(gamma)
+                                    .weight(or_undefined(weight))
+                                    .reduction(classification_reduction(reduction))
+                                    .validate_values(validate_values));
+}
+
+Tensor ldam_loss(const Tensor& logits, const Tensor& targets, const Tensor& margins, double scale,
+                 const OptTensor& weight, c10::string_view reduction, bool validate_values) {
+  return functional::ldam_loss(logits, targets, margins,
+                               functional::LDAMLossFuncOptions()
+                                   .scale(scale)
+                                   .weight(or_undefined(weight))
+                                   .reduction(classification_reduction(reduction))
+                                   .validate_values(validate_values));
+}
+
+Tensor logit_adjusted_loss(const Tensor& logits, const Tensor& targets, const Tensor& log_prior,
+                           double tau, const OptTensor& weight, c10::string_view reduction,
+                           bool validate_values) {
+  return functional::logit_adjusted_loss(logits, targets, log_prior,
+                                         functional::LogitAdjustedLossFuncOptions()
+                                             .tau(tau)
+                                             .weight(or_undefined(weight))
+                                             .reduction(classification_reduction(reduction))
+                                             .validate_values(validate_values));
+}
+
+/// drw_class_weights: an empty tensor before start_epoch (no weights).
+Tensor drw_class_weights(std::vector<int64_t> counts, int64_t epoch, int64_t start_epoch,
+                         double beta) {
+  auto w = drolt::drw_class_weights(counts, epoch, start_epoch, beta);
+  return w.defined() ? w : torch::empty({0});
+}
+
+Tensor nearest_class_mean(const Tensor& features, const Tensor& centroids, const OptTensor& valid) {
+  return functional::nearest_class_mean(features, centroids, or_undefined(valid));
+}
+
+void max_norm(Tensor& weight, const Tensor& thresholds) { drolt::max_norm_(weight, thresholds); }
+
 // ------------------------------------------------------------------ test helper
 
 /// The header API called directly, for python/tests (bitwise equality with the
@@ -374,12 +518,13 @@ std::vector<Tensor> header_loss_and_grads(const Tensor& features, const Tensor& 
   return {loss.detach(), g[0], g[1], g[2], w.defined() ? g[3] : torch::empty({0}), no_graph};
 }
 
-/// Seconds per forward + backward of the header API (features and radii get
-/// gradients, centroids are constant; docs/math.md's defaults), timed in C++
-/// over `iters` calls after `warmup` ones: python/bench.py's "header API" row,
-/// against which the operator's own overhead is measured.
-double bench_header_loss(const Tensor& features, const Tensor& labels, const Tensor& centroids,
-                         const Tensor& radii, int64_t warmup, int64_t iters) {
+/// Seconds of each of `iters` forward + backward calls of the header API
+/// (features and radii get gradients, centroids are constant; docs/math.md's
+/// defaults), timed in C++ after `warmup` calls: python/bench.py's "header API"
+/// column (its median), against which the operator's own overhead is measured.
+std::vector<double> bench_header_loss(const Tensor& features, const Tensor& labels,
+                                      const Tensor& centroids, const Tensor& radii,
+                                      int64_t warmup, int64_t iters) {
   torch::AutoGradMode grad_on(true);
   auto z = features.detach().requires_grad_(true);
   auto eps = radii.detach().requires_grad_(true);
@@ -389,10 +534,14 @@ double bench_header_loss(const Tensor& features, const Tensor& labels, const Ten
     eps.mutable_grad().reset();
   };
   for (int64_t k = 0; k < warmup; ++k) once();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t k = 0; k < iters; ++k) once();
-  const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-  return dt.count() / static_cast<double>(std::max<int64_t>(iters, 1));
+  std::vector<double> seconds;
+  for (int64_t k = 0; k < iters; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    once();
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    seconds.push_back(dt.count());
+  }
+  return seconds;
 }
 
 }  // namespace
@@ -421,13 +570,70 @@ TORCH_LIBRARY(drolt, m) {
       "Tensor(d!) counts, Tensor(e!) valid, Tensor(f!) ema) -> ()",
       &drolt::ops::bank_finalize);
   m.def(
+      "metrics_split_accuracy(Tensor predictions, Tensor targets, int[] train_counts, "
+      "int many_above=100, int few_below=20) -> float[]",
+      &drolt::ops::split_accuracy);
+  m.def("metrics_expected_calibration_error(Tensor probabilities, Tensor targets, int bins=15) "
+        "-> float",
+        [](const torch::Tensor& p, const torch::Tensor& t, int64_t bins) {
+          return drolt::metrics::expected_calibration_error(p, t, bins);
+        });
+  m.def(
+      "metrics_nearest_centroid_predict(Tensor features, Tensor centroids, Tensor? valid=None, "
+      "str similarity=\"euclidean\") -> Tensor",
+      &drolt::ops::nearest_centroid_predict);
+  m.def(
+      "metrics_nearest_centroid_accuracy(Tensor features, Tensor targets, Tensor centroids, "
+      "Tensor? valid=None, str similarity=\"euclidean\") -> float",
+      &drolt::ops::nearest_centroid_accuracy);
+  m.def(
+      "data_longtail_counts(int n_max, int num_classes, float imbalance_ratio, "
+      "str profile=\"exp\") -> int[]",
+      &drolt::ops::longtail_counts);
+  m.def(
+      "data_make_longtail(Tensor targets, int num_classes, int n_max, float imbalance_ratio, "
+      "str profile=\"exp\", int seed=0) -> Tensor",
+      &drolt::ops::make_longtail);
+  m.def(
+      "data_sampler_epoch(str kind, Tensor targets, int seed, int num_samples, int k, "
+      "int epoch) -> Tensor",
+      &drolt::ops::sampler_epoch);
+  m.def(
+      "focal_loss(Tensor logits, Tensor targets, float gamma=1.0, Tensor? weight=None, "
+      "str reduction=\"mean\", bool validate_values=True) -> Tensor",
+      &drolt::ops::focal_loss);
+  m.def(
+      "ldam_loss(Tensor logits, Tensor targets, Tensor margins, float scale=30.0, "
+      "Tensor? weight=None, str reduction=\"mean\", bool validate_values=True) -> Tensor",
+      &drolt::ops::ldam_loss);
+  m.def(
+      "logit_adjusted_loss(Tensor logits, Tensor targets, Tensor log_prior, float tau=1.0, "
+      "Tensor? weight=None, str reduction=\"mean\", bool validate_values=True) -> Tensor",
+      &drolt::ops::logit_adjusted_loss);
+  m.def("ldam_margins(int[] counts, float max_margin=0.5) -> Tensor",
+        [](std::vector<int64_t> counts, double m) { return drolt::ldam_margins(counts, m); });
+  m.def(
+      "drw_class_weights(int[] counts, int epoch, int start_epoch, float beta=0.9999) -> Tensor",
+      &drolt::ops::drw_class_weights);
+  m.def("log_class_prior(int[] counts) -> Tensor",
+        [](std::vector<int64_t> counts) { return drolt::log_class_prior(counts); });
+  m.def("logit_adjust(Tensor logits, int[] counts, float tau=1.0) -> Tensor",
+        [](const torch::Tensor& logits, std::vector<int64_t> counts, double tau) {
+          return drolt::logit_adjust(logits, counts, tau);
+        });
+  m.def("tau_normalize(Tensor weight, float tau) -> Tensor",
+        [](const torch::Tensor& w, double tau) { return drolt::tau_normalize(w, tau); });
+  m.def("nearest_class_mean(Tensor features, Tensor centroids, Tensor? valid=None) -> Tensor",
+        &drolt::ops::nearest_class_mean);
+  m.def("max_norm_(Tensor(a!) weight, Tensor thresholds) -> ()", &drolt::ops::max_norm);
+  m.def(
       "_header_loss_and_grads(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
       "Tensor? class_weights, Tensor? valid, float temperature, float? base_temperature, "
       "int normalization, int distance, int reduction, int backend) -> Tensor[]",
       &drolt::ops::header_loss_and_grads);
   m.def(
       "_bench_header_loss(Tensor features, Tensor labels, Tensor centroids, Tensor radii, "
-      "int warmup, int iters) -> float",
+      "int warmup, int iters) -> float[]",
       &drolt::ops::bench_header_loss);
 }
 

@@ -2,9 +2,9 @@
 torch.ops.drolt operators over drolt's C++ library, with nn.Module wrappers.
 See docs/python.md."""
 from . import _ops  # noqa: F401  (loads the operators)
-from . import compat, functional  # noqa: F401
+from . import compat, data, functional, longtail, metrics  # noqa: F401
 from .modules import CentroidBank, RadiusPolicy, RobustCentroidLoss
 
-__all__ = ["RobustCentroidLoss", "CentroidBank", "RadiusPolicy", "functional",
-           "compat"]
+__all__ = ["RobustCentroidLoss", "CentroidBank", "RadiusPolicy", "functional", "metrics",
+           "data", "longtail", "compat"]
 __version__ = "0.1.0"

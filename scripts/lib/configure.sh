@@ -55,8 +55,11 @@ drolt_python_tests() {
     "$py" -m venv --system-site-packages "$venv"
   fi
   local t0=$SECONDS
+  # pip builds in the tree (python/build): objects of another torch must not be
+  # reused, nor a stale egg-info's file list.
+  rm -rf python/build python/drolt.egg-info
   # --no-build-isolation: build against the torch already in the environment.
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation ./python
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation ./python || return 1
   echo "drolt: python package built and installed in $((SECONDS - t0)) s"
   # From python/tests, so that `import drolt` is the installed package. pytest
   # exits 5 when it collected no test at all: that is a failure here.
