@@ -10,50 +10,25 @@
 // ops with autograd (the oracle, detail/reference.hpp), and fused paths (a fast
 // CPU path, detail/cpu_fused.hpp, and CUDA kernels, cuda/fused_kernels.cu) as
 // one custom autograd function with the analytic backward
-// (detail/fused_function.hpp). This file is the public API; the definition of
-// robust_centroid_loss, which picks between them, is at its end.
+// (detail/fused_function.hpp). This file is the public API (its options are in
+// drolt/loss_options.hpp); the definition of robust_centroid_loss, which picks
+// between them, is at its end.
 #include <torch/torch.h>
 
 #include "drolt/centroid_bank.hpp"
 #include "drolt/detail/checked_load.hpp"
 #include "drolt/detail/floating_state.hpp"
+#include "drolt/detail/fused_function.hpp"
+#include "drolt/detail/loss_inputs.hpp"
+#include "drolt/detail/reduction.hpp"
+#include "drolt/detail/reference.hpp"
 #include "drolt/detail/seen_tensor.hpp"
+#include "drolt/loss_options.hpp"
 #include "drolt/radius.hpp"
 #include "drolt/types.hpp"
 
 namespace drolt {
-
-using LossReduction = torch::nn::L1LossOptions::reduction_t;
-
 namespace functional {
-
-struct RobustCentroidLossFuncOptions {
-  using reduction_t = LossReduction;
-  /// tau > 0: scores are -d / tau.
-  TORCH_ARG(double, temperature) = 1.0;
-  /// tau_b > 0: the loss is scaled by tau / tau_b. Unset means tau_b = tau.
-  TORCH_ARG(c10::optional<double>, base_temperature) = c10::nullopt;
-  /// Optional [C] positive class weights w_c.
-  TORCH_ARG(torch::Tensor, class_weights) = {};
-  /// Optional [C] bool mask of classes that have a centroid (default: all).
-  TORCH_ARG(torch::Tensor, valid) = {};
-  TORCH_ARG(Normalization, normalization) = Normalization::batch;
-  TORCH_ARG(Distance, distance) = Distance::euclidean;
-  /// mean (weighted mean over rows), sum, or none ([C] per class for batch
-  /// normalization, [B] per sample for classes normalization).
-  TORCH_ARG(reduction_t, reduction) = torch::kMean;
-  TORCH_ARG(Backend, backend) = Backend::automatic;
-  /// Check that labels are in [0, C), radii are finite and >= 0 and weights
-  /// finite and > 0. On CUDA this costs one device-to-host synchronisation, and
-  /// turning it off makes out-of-range values the caller's responsibility. On
-  /// the CPU the checks cost nothing measurable and always run.
-  TORCH_ARG(bool, validate_values) = true;
-  /// Check features and valid centroids for NaN/Inf and name the offending rows,
-  /// and check that the loss itself is finite (float32 distances overflow for
-  /// features around 1e19). Off by default: it synchronises with the device.
-  /// Without it a non-finite feature gives a NaN loss, as in LibTorch's own losses.
-  TORCH_ARG(bool, check_finite) = false;
-};
 
 /// The DRO-LT loss. features [B, D], labels [B] (integer), centroids [C, D],
 /// radii [C] (the paper's epsilon). See RobustCentroidLossFuncOptions.
@@ -64,30 +39,6 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features,
                                           const RobustCentroidLossFuncOptions& options = {});
 
 }  // namespace functional
-
-/// Options of the module form: the function's options plus the radius policy
-/// and the class count. (The shared fields are repeated on purpose: TORCH_ARG
-/// setters return their own struct, so neither options struct can inherit the
-/// other's and still chain.)
-struct RobustCentroidLossOptions {
-  using reduction_t = LossReduction;
-  /* implicit */ RobustCentroidLossOptions(int64_t num_classes) : num_classes_(num_classes) {}
-  TORCH_ARG(int64_t, num_classes);
-  TORCH_ARG(double, temperature) = 1.0;
-  TORCH_ARG(c10::optional<double>, base_temperature) = c10::nullopt;
-  /// Radius policy; the paper's best variant (learned, initial margin 2 * 0.5) by default.
-  TORCH_ARG(RadiusPolicy, radius) = RadiusPolicy::learned(0.5);
-  /// [C] training-set counts for the sqrt-n policy; when undefined the counts
-  /// of the CentroidBank passed to forward() are used.
-  TORCH_ARG(torch::Tensor, class_counts) = {};
-  TORCH_ARG(torch::Tensor, class_weights) = {};
-  TORCH_ARG(Normalization, normalization) = Normalization::batch;
-  TORCH_ARG(Distance, distance) = Distance::euclidean;
-  TORCH_ARG(reduction_t, reduction) = torch::kMean;
-  TORCH_ARG(Backend, backend) = Backend::automatic;
-  TORCH_ARG(bool, validate_values) = true;
-  TORCH_ARG(bool, check_finite) = false;
-};
 
 /// The DRO-LT loss as a module. It owns its radius policy: a learned radius is
 /// the parameter "radii" (shows up in parameters() and in saved state; give it
@@ -131,7 +82,7 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
     return known_;
   }
 
-  /// Sets the training-set class counts (sqrt-n policy).
+  /// Sets the training-set class counts (sqrtn policy).
   void set_class_counts(const torch::Tensor& counts) {
     const int64_t C = options.num_classes();
     detail::check_class_counts(counts, C, "drolt::RobustCentroidLoss::set_class_counts");
@@ -155,7 +106,7 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
     raw_radii_.clamp_min_(0);
   }
 
-  /// Loss with centroids (and, for sqrt-n without explicit counts, the class counts) from a bank.
+  /// Loss with centroids (and, for sqrtn without explicit counts, the class counts) from a bank.
   torch::Tensor forward(const torch::Tensor& features, const torch::Tensor& labels,
                         const CentroidBank& bank) {
     TORCH_CHECK(bank->num_classes() == options.num_classes(),
@@ -262,11 +213,6 @@ TORCH_MODULE(RobustCentroidLoss);
 }  // namespace drolt
 
 // ------------------------------------------------------------------ implementation
-#include "drolt/detail/fused_function.hpp"
-#include "drolt/detail/loss_inputs.hpp"
-#include "drolt/detail/reduction.hpp"
-#include "drolt/detail/reference.hpp"
-
 namespace drolt {
 namespace functional {
 

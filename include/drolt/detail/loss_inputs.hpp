@@ -1,15 +1,17 @@
 #pragma once
 // Input checks of functional::robust_centroid_loss (docs/math.md, "Input
-// checks"). Part of drolt/loss.hpp, which includes it after declaring the
-// options; not meant to be included on its own.
+// checks"). Part of drolt/loss.hpp.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <sstream>
 
 #include "drolt/detail/checks.hpp"
+#include "drolt/loss_options.hpp"
+#include "drolt/types.hpp"
 
 namespace drolt {
 namespace detail {
