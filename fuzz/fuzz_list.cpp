@@ -1,21 +1,16 @@
 // libFuzzer target for the ImageNet-LT / Places-LT list-file reader: an
 // ImageList whose every label is in [0, num_classes), or a c10::Error, never a
 // crash, a silently coerced label or an unbounded allocation.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 #include "drolt/data/image_list.hpp"
+#include "input_file.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/drolt_fuzz_list_" + std::to_string(::getpid()) + ".txt";
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) return 0;
-  if (size > 0) std::fwrite(data, 1, size, f);
-  std::fclose(f);
+  static const std::string path = fuzz_input_path("list");
+  if (!write_fuzz_input(path, data, size)) return 0;
   for (const int64_t num_classes : {0, 10}) {
     try {
       const auto list = drolt::data::read_image_list(path, "/root", num_classes);
