@@ -417,6 +417,11 @@ TEST_CASE("list files: malformed lines and labels are errors naming file and lin
   CHECK_THROWS_WITH(dd::read_image_list(dir + "/c.txt", dir, 5),
                     Contains("'" + dir + "/c.txt' line 2: expected a label in [0, 5), got 5"));
   CHECK(dd::read_image_list(dir + "/c.txt", dir).num_classes == 6);
+  // An inferred class count is bounded: one huge label must not size per-class buffers.
+  write_text(dir + "/huge.txt", "x.png 999999999\n");
+  CHECK_THROWS_WITH(dd::read_image_list(dir + "/huge.txt", dir),
+                    Contains("huge.txt': expected labels in [0, 2^24) when num_classes is inferred (0), got 999999999"));
+  CHECK(dd::read_image_list(dir + "/huge.txt", dir, 1000000000).num_classes == 1000000000);
   write_text(dir + "/d.txt", "\n  \n");
   CHECK_THROWS_WITH(
       dd::read_image_list(dir + "/d.txt", dir),
