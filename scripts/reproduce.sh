@@ -433,6 +433,65 @@ for rho in $RHOS; do
   done
   barrier
 done
+
+# ------------------------------------------------------------------ step 4: v3 (issue 27), rho = 100
+# 4a. A fair DRO-LT grid: step 1b spent DRO-LT's six runs on lambda x temperature
+#     at CE's inherited learning rate, and temperature 0.07 collapsed, so DRO-LT
+#     had three useful runs against six for every baseline. This grid is six runs
+#     at temperature 1.0, learned radii (eps0 0.5), over the DRO-LT phase's own
+#     learning rate {the schedule goes on (--dro-lr 0, as in step 1b), constant
+#     0.02, constant 0.005 (the authors')} x lambda {0.3, 0.5}. Its two
+#     "schedule" cells are step 1b's runs with the same arguments (kept copies, no
+#     retraining). Chosen on the validation All of the cRT row, like step 1b.
+# 4b. The choice (lr, lambda) applied to every radius policy (eps = 0, shared and
+#     sqrt-n with step 1b's eps0, learned), evaluated with cRT, LWS and post-hoc
+#     logit adjustment, SEEDS_100 seeds; seed 0 of learned is the tuning run.
+# 4c. The grid's choice with --centroids previous against full (4b's learned), paired.
+if [[ "${V3:-1}" == 1 ]]; then
+  if [[ "$SMALL_GRIDS" == 1 ]]; then G3_DROLR=${G3_DROLR:-"0 0.02"}; G3_LAMBDA=${G3_LAMBDA:-"0.3"}
+  else G3_DROLR=${G3_DROLR:-"0 0.02 0.005"}; G3_LAMBDA=${G3_LAMBDA:-"0.3 0.5"}; fi
+  F="$T/drolt-fair"
+  # shellcheck disable=SC2046
+  for dlr in $G3_DROLR; do for lam in $G3_LAMBDA; do
+    r="$F/lr$dlr-l$lam"
+    if [[ $dlr == 0 && -f "$DATA_OUT/$T/drolt-learned/l$lam-t1.0/summary.json" ]]; then
+      [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$T/drolt-learned/l$lam-t1.0" "$r"
+      continue
+    fi
+    spawn "$r" "${TS[@]}" "${CE_LRWD_A[@]}" "${DRO[@]}" $(warm "$r" "$CE_TUNED") --policy learned \
+      --eps0 $EPS_LEARNED --lambda "$lam" --temperature 1.0 --dro-lr "$dlr" --classifier crt,joint,lws,la
+  done; done
+  barrier
+  FAIR=$(choose "$F" drolt-learned | grep -o -- '--lambda [^ ]*\( --temperature [^ ]*\)\?\( --dro-lr [^ ]*\)\?')
+  FAIR_LAMBDA=$(echo "$FAIR" | grep -o -- '--lambda [^ ]*' | cut -d' ' -f2)
+  FAIR_DROLR=$(echo "$FAIR" | grep -o -- '--dro-lr [^ ]*' | cut -d' ' -f2 || true)
+  FAIR_DROLR=${FAIR_DROLR:-0}
+  choose_dir "$F" drolt-learned > "$DATA_OUT/$F/chosen.txt"
+  echo "fair grid, chosen on the validation split: lambda $FAIR_LAMBDA, --dro-lr $FAIR_DROLR"
+  FAIR_A=(--lambda "$FAIR_LAMBDA" --temperature 1.0 --dro-lr "$FAIR_DROLR" --classifier crt,joint,lws,la)
+  eps_of() { grep -o -- '--eps0 [^ ]*' <<<"${ARGS[$1]}" | cut -d' ' -f2; }
+  declare -A POL=([drolt3-erm]="--policy erm" [drolt3-learned]="--policy learned --eps0 $EPS_LEARNED"
+    [drolt3-shared]="--policy shared --eps0 $(eps_of drolt-shared)" [drolt3-sqrtn]="--policy sqrtn --eps0 $(eps_of drolt-sqrtn)")
+  for seed in $SEEDS_100; do
+    rel0="rho100/seed$seed"
+    for m in drolt3-learned drolt3-erm drolt3-shared drolt3-sqrtn drolt3-learned-prev; do
+      r="$rel0/$m"
+      pol=${POL[${m%-prev}]}; extra=()
+      [[ $m == *-prev ]] && extra=(--centroids previous)
+      if [[ $seed == 0 && $m == drolt3-learned ]]; then  # the winning tuning run itself
+        [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$F/$(cat "$DATA_OUT/$F/chosen.txt")" "$r"
+        continue
+      fi
+      if [[ $seed == 0 ]]; then ce_rel="$CE_TUNED"; else ce_rel="$rel0/ce"; fi
+      # (--centroids previous has no full-refresh warm-up to share: it trains its own CE phase)
+      if [[ $m == *-prev ]]; then w=(); else read -ra w <<<"$(warm "$r" "$ce_rel")"; fi
+      # shellcheck disable=SC2086
+      spawn "$r" --seed "$seed" --rho 100 $RECIPE "${CE_LRWD_A[@]}" "${DRO[@]}" "${w[@]}" $pol "${FAIR_A[@]}" "${extra[@]}"
+    done
+    barrier
+  done
+fi
+
 wall=$(( $(date +%s) - start ))
 
 # ------------------------------------------------------------------ step 3: the report
