@@ -447,6 +447,7 @@ done
 #     sqrt-n with step 1b's eps0, learned), evaluated with cRT, LWS and post-hoc
 #     logit adjustment, SEEDS_100 seeds; seed 0 of learned is the tuning run.
 # 4c. The grid's choice with --centroids previous against full (4b's learned), paired.
+# 4d. DRO-LT with LDAM-DRW as its base loss against LDAM-DRW alone (below).
 if [[ "${V3:-1}" == 1 ]]; then
   if [[ "$SMALL_GRIDS" == 1 ]]; then G3_DROLR=${G3_DROLR:-"0 0.02"}; G3_LAMBDA=${G3_LAMBDA:-"0.3"}
   else G3_DROLR=${G3_DROLR:-"0 0.02 0.005"}; G3_LAMBDA=${G3_LAMBDA:-"0.3 0.5"}; fi
@@ -490,6 +491,38 @@ if [[ "${V3:-1}" == 1 ]]; then
     done
     barrier
   done
+
+  # 4d. DRO-LT added to the best baseline: LDAM-DRW (its chosen margin and DRW start, lr 0.1)
+  #     as DRO-LT's base loss (--loss ldam --drw), learned radii, temperature 1.0, its own
+  #     six-run grid lambda {0.1, 0.3, 0.5} x the DRO-LT phase's lr {the schedule, constant
+  #     0.02}, chosen on the joint classifier's validation All (LDAM-DRW's own row is its
+  #     joint classifier), then SEEDS_100 seeds paired against LDAM-DRW alone. No warm start:
+  #     the LDAM phase before --dro-start is not CE's, so each run trains its own.
+  if [[ "$SMALL_GRIDS" == 1 ]]; then G3L_LAMBDA=${G3L_LAMBDA:-"0.3"}; G3L_DROLR=${G3L_DROLR:-"0"}
+  else G3L_LAMBDA=${G3L_LAMBDA:-"0.1 0.3 0.5"}; G3L_DROLR=${G3L_DROLR:-"0 0.02"}; fi
+  LDAM_A=$(grep -o -- '--ldam-margin [^ ]* --drw-start [^ ]*' <<<"${ARGS[ldam-drw]}")
+  # shellcheck disable=SC2206
+  LDAM_A=($LDAM_A --lr 0.1 --wd 2e-4 --method drolt --dro-start "$DRO_START" --loss ldam --drw \
+    --policy learned --eps0 "$EPS_LEARNED" --temperature 1.0 --classifier joint,crt)
+  FL="$T/drolt-ldam"
+  for lam in $G3L_LAMBDA; do for dlr in $G3L_DROLR; do
+    spawn "$FL/l$lam-lr$dlr" "${TS[@]}" "${LDAM_A[@]}" --lambda "$lam" --dro-lr "$dlr"
+  done; done
+  barrier
+  choose_dir "$FL" drolt-learned/nocrt > "$DATA_OUT/$FL/chosen.txt"
+  LDAM_CH=$(choose "$FL" drolt-learned/nocrt)
+  LDAM_L=$(grep -o -- '--lambda [^ ]*' <<<"$LDAM_CH" | cut -d' ' -f2)
+  LDAM_D=$(grep -o -- '--dro-lr [^ ]*' <<<"$LDAM_CH" | cut -d' ' -f2)
+  echo "DRO-LT + LDAM-DRW, chosen on the validation split: lambda $LDAM_L, --dro-lr $LDAM_D"
+  for seed in $SEEDS_100; do
+    r="rho100/seed$seed/drolt3-ldam"
+    if [[ $seed == 0 ]]; then
+      [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$FL/$(cat "$DATA_OUT/$FL/chosen.txt")" "$r"
+      continue
+    fi
+    spawn "$r" --seed "$seed" --rho 100 $RECIPE "${LDAM_A[@]}" --lambda "$LDAM_L" --dro-lr "$LDAM_D"
+  done
+  barrier
 fi
 
 wall=$(( $(date +%s) - start ))
