@@ -111,8 +111,8 @@ struct GroupOptions {
     return o;
   }
 };
-/// The name of GroupOptions before NCCL groups existed.
-using GlooGroupOptions = GroupOptions;
+/// The name of GroupOptions before NCCL groups existed (deprecated).
+using GlooGroupOptions [[deprecated("use drolt::dist::GroupOptions")]] = GroupOptions;
 
 /// True when the environment describes a run of more than one process.
 inline bool env_is_distributed() {
@@ -135,8 +135,8 @@ struct Group {
   /// The rendezvous port (the one picked when GroupOptions::port was 0).
   int64_t port() const { return bound_port; }
 };
-/// The name of Group before NCCL groups existed.
-using GlooGroup = Group;
+/// The name of Group before NCCL groups existed (deprecated).
+using GlooGroup [[deprecated("use drolt::dist::Group")]] = Group;
 
 namespace detail {
 inline void check_options(const GroupOptions& o, const char* fn) {
