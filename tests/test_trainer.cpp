@@ -94,7 +94,7 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
   expect_bad([](de::TrainConfig& d) { d.lambda = 1.5; });
   expect_bad([](de::TrainConfig& d) { d.lambda = -0.1; });
   expect_bad([](de::TrainConfig& d) { d.temperature = 0; });
-  expect_bad([](de::TrainConfig& d) { d.crt_lr = INFINITY; });
+  expect_bad([](de::TrainConfig& d) { d.stage_lr = INFINITY; });
   expect_bad([](de::TrainConfig& d) { d.radius_lr = INFINITY; });
   expect_bad([](de::TrainConfig& d) { d.weight_decay = INFINITY; });
   {  // LibTorch refuses a scalar a float cannot hold in the middle of the first step
@@ -105,17 +105,29 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
   }
   expect_bad([](de::TrainConfig& d) { d.batch_size = 0; });
   expect_bad([](de::TrainConfig& d) { d.depth = 30; });
-  expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::lws}; d.crt_epochs = 0; });
+  expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::lws}; d.stage_epochs = 0; });
   expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::tau_norm}; d.val_per_class = 0; });
   // Words of the command line are checked where they become enums, with the flag named.
-  CHECK_THROWS_WITH(de::parse_enum_list<de::Method>("--method", {"ce,svm"}),
-                    "--method: expected ce, crt, resample, reweight, focal, ldam-drw or drolt, got 'svm'");
+  CHECK_THROWS_WITH(de::parse_names("--method", de::method_registry(), {"ce,svm"}),
+                    "--method: expected ce, crt, resample, reweight, focal, ldam-drw, drolt, la-loss or "
+                    "weight-balancing, got 'svm'");
+  CHECK_THROWS_WITH(de::parse_names("--classifier", de::stage_registry(), {"joint,svm"}),
+                    "--classifier: expected joint, crt, lws, tau-norm, ncm, la or wb, got 'svm'");
+  expect_bad([](de::TrainConfig& d) { d.methods = {"svm"}; });
+  expect_bad([](de::TrainConfig& d) { d.classifiers = {"svm"}; });
+  expect_bad([](de::TrainConfig& d) { d.la_loss_tau = -1; });
+  expect_bad([](de::TrainConfig& d) { d.max_norm = 0; });
+  expect_bad([](de::TrainConfig& d) { d.wb_weight_decay = -1; });
+  // One answer to "does this stage train?": the stage's own. wb trains, so it needs epochs.
+  CHECK(de::stage_trains("wb", c));
+  CHECK_FALSE(de::stage_trains("tau-norm", c));
+  expect_bad([](de::TrainConfig& d) { d.methods = {de::Method::weight_balancing}; d.stage_epochs = 0; });
   CHECK_THROWS_WITH(de::parse_policy("huge", 0.5), "--policy: expected erm, shared, sqrtn or learned, got 'huge'");
   CHECK_THROWS_WITH(de::parse_enum<de::CentroidMode>("--centroids", "batch"),
                     "--centroids: expected full, previous or ema, got 'batch'");
-  const bool parsed = de::parse_enum_list<de::ClassifierKind>("--classifier", {"joint,crt", "la"}) ==
-                      std::vector<de::ClassifierKind>{de::ClassifierKind::joint, de::ClassifierKind::crt,
-                                                      de::ClassifierKind::logit_adjust};
+  const bool parsed = de::parse_names("--classifier", de::stage_registry(), {"joint,crt", "la"}) ==
+                      std::vector<std::string>{de::ClassifierKind::joint, de::ClassifierKind::crt,
+                                               de::ClassifierKind::logit_adjust};
   CHECK(parsed);
   // Counts that would overflow the epoch arithmetic are refused, naming the
   // flag, the bound and the value.
@@ -127,7 +139,7 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
   };
   const int64_t huge = std::numeric_limits<int64_t>::max();
   too_big([&](de::TrainConfig& d) { d.epochs = huge; }, "--epochs", de::kMaxEpochs);
-  too_big([&](de::TrainConfig& d) { d.crt_epochs = huge; }, "--crt-epochs", de::kMaxEpochs);
+  too_big([&](de::TrainConfig& d) { d.stage_epochs = huge; }, "--stage-epochs", de::kMaxEpochs);
   too_big([&](de::TrainConfig& d) { d.dro_start = huge; }, "--dro-start", de::kMaxEpochs);
   too_big([&](de::TrainConfig& d) { d.batch_size = huge; }, "--batch-size", de::kMaxBatch);
   too_big([&](de::TrainConfig& d) { d.n_max = huge; }, "--n-max", de::kMaxImagesPerClass);
@@ -362,11 +374,11 @@ TEST_CASE("trainer: a diverging run stops at its first non-finite loss, naming t
   }
   SECTION("classifier stage (cRT)") {
     cfg.methods = {de::Method::crt};
-    cfg.crt_lr = 3e38;
+    cfg.stage_lr = 3e38;
     spec = tiny_run_spec(cfg, de::Method::crt);
     where = "at epoch 5/6 (phase crt), step ";
     kept = 4;
-    hint = "a lower --crt-lr";
+    hint = "a lower --stage-lr";
   }
   de::Run run(cfg, data, spec, {});
   try {
@@ -528,7 +540,7 @@ TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a 
   c.methods = {de::Method::drolt};
   const auto runs = de::runs_of(c);
   REQUIRE(runs.size() == 1);
-  const de::Protocol proto(c, runs[0]);
+  const de::Protocol proto(c, runs[0], counts);
   const int64_t e = c.dro_start_epoch();
   CHECK(e == 200);
   CHECK(proto.sampler_at(e) == de::SamplerKind::class_aware);
@@ -545,7 +557,7 @@ TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a 
   bank->accumulate(torch::randn({40, 8}), torch::arange(4).repeat(10));
   bank->finalize();
   drolt::RobustCentroidLoss dro(de::dro_loss_options(c, counts, torch::kCPU));
-  const auto v = de::compute_loss(proto.loss_at(e, counts), logits, features, y, dro, bank);
+  const auto v = de::compute_loss(proto.loss_at(e), logits, features, y, dro, bank);
   namespace F = torch::nn::functional;
   auto w = torch::tensor({1.0f, 27.0f / 60, 12.0f / 60, 6.0f / 60});
   auto ce = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().weight(w));
@@ -555,7 +567,7 @@ TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a 
   CHECK(v.total.item<double>() == Approx(expect.item<double>()).epsilon(1e-6));
   CHECK(v.base.item<double>() == Approx(ce.item<double>()).epsilon(1e-6));
   // The warm-up is plain CE.
-  const auto warm = de::compute_loss(proto.loss_at(e - 1, counts), logits, features, y, dro, bank);
+  const auto warm = de::compute_loss(proto.loss_at(e - 1), logits, features, y, dro, bank);
   CHECK_FALSE(warm.dro.defined());
   CHECK(warm.total.item<double>() == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-6));
 }
@@ -623,7 +635,7 @@ TEST_CASE("trainer: --resume is bit-identical in every stage kind", "[trainer]")
   base.sampler = de::SamplerKind::class_aware;
   base.weighting = de::Weighting::max_ratio;
   base.dro_sum = true;
-  base.crt_sampler = de::SamplerKind::progressive;
+  base.stage_sampler = de::SamplerKind::progressive;
   const auto data = de::load_data(base);
   std::ostringstream log;
   de::make_dirs(base.out_dir);
@@ -701,7 +713,7 @@ TEST_CASE("trainer: --crt-bn train updates batch-norm statistics in the classifi
 
   // train: they follow the stage's batches; the snapshot every stage starts from is the representation's.
   auto ct = base;
-  ct.crt_bn_train = true;
+  ct.stage_bn_train = true;
   ct.out_dir = tmpdir("crt-bn-train");
   de::make_dirs(ct.out_dir);
   de::Run moving(ct, data, spec, {});
@@ -1074,7 +1086,7 @@ TEST_CASE("trainer: a streamed JPEG class-folder set trains end to end, ImageNet
   c.batch_size = 8;
   c.epochs = 2;
   c.dro_start = 1;
-  c.crt_epochs = 1;
+  c.stage_epochs = 1;
   c.many_above = 5;
   c.few_below = 2;
   c.methods = {de::Method::drolt};
@@ -1189,7 +1201,7 @@ struct GoldenValues {
     const std::string k = tag + "/" + h.run + "/e" + std::to_string(h.epoch) + "/" + h.phase;
     add(k + "/lr", h.lr);
     add(k + "/loss", h.loss);
-    add(k + "/base", h.ce);
+    add(k + "/base", h.base_loss);
     add(k + "/dro", h.dro);
     add(k + "/train", h.train_acc);
     add(k + "/val", h.val_acc);
@@ -1220,10 +1232,10 @@ de::TrainConfig golden_official(const std::string& out) {
   c.dro_sum = true;
   c.dro_lr = 0.01;
   c.crt_reinit = false;
-  c.crt_lr = 0.02;
-  c.crt_schedule = de::Schedule::constant;
-  c.crt_sampler = de::SamplerKind::class_aware;
-  c.crt_bn_train = true;
+  c.stage_lr = 0.02;
+  c.stage_schedule = de::Schedule::constant;
+  c.stage_sampler = de::SamplerKind::class_aware;
+  c.stage_bn_train = true;
   c.plots = false;
   return c;
 }
@@ -1365,4 +1377,98 @@ TEST_CASE("trainer: a checkpoint of the format before the registry resumes to th
     REQUIRE(expect.count(kv.first) == 1);
     CHECK(same_number(kv.second, expect.at(kv.first)));
   }
+}
+
+// ---------------------------------------------------------------- methods added through the registry
+
+TEST_CASE("trainer: la-loss is CE on logits + tau log pi, weight balancing projects each class's weights",
+          "[trainer]") {
+  auto c = tiny_config(tmpdir("la-loss-unit"));
+  const std::vector<int64_t> counts{60, 27, 12, 6};
+  torch::manual_seed(5);
+  auto logits = torch::randn({16, 4});
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 0, 0, 2, 1, 0}, torch::kLong);
+  namespace F = torch::nn::functional;
+  for (double tau : {0.0, 1.0, 2.5}) {
+    c.la_loss_tau = tau;
+    c.methods = {de::Method::la_loss};
+    const de::Protocol proto(c, de::runs_of(c).at(0), counts);
+    CHECK(proto.row_name("joint") == "la-loss");
+    const auto spec = proto.loss_at(0);
+    CHECK_FALSE(spec.dro);
+    const double got = de::base_loss(spec, logits, y).item<double>();
+    // float64 reference: log_softmax of logits + tau log(n_c / n)
+    auto prior = torch::tensor(counts, torch::kDouble) / 105.0;
+    auto z = logits.to(torch::kDouble) + tau * prior.log().unsqueeze(0);
+    const double ref = -torch::log_softmax(z, 1).gather(1, y.unsqueeze(1)).mean().item<double>();
+    CHECK(got == Approx(ref).epsilon(1e-6));
+    if (tau == 0) CHECK(got == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-6));
+  }
+  // A class without training images has no prior: refused, naming it.
+  c.methods = {de::Method::la_loss};
+  CHECK_THROWS_WITH(de::Protocol(c, de::runs_of(c).at(0), {10, 0, 3, 1}),
+                    Catch::Contains("--method la-loss: expected every class to have training images, got 0 for class 1"));
+
+  // MaxNorm: rows longer than r are scaled onto the sphere of radius r, shorter ones and the bias stay.
+  torch::nn::Linear fc(3, 4);
+  {
+    torch::NoGradGuard g;
+    fc->weight.copy_(torch::tensor({{3.0f, 4.0f, 0.0f}, {0.06f, 0.0f, 0.08f}, {0.0f, 0.0f, 0.0f}, {1.0f, 1.0f, 1.0f}}));
+  }
+  const auto bias = fc->bias.detach().clone();
+  de::max_norm_rows_(fc, 0.5);
+  auto norms = fc->weight.detach().to(torch::kDouble).norm(2, 1);
+  CHECK(norms[0].item<double>() == Approx(0.5).epsilon(1e-6));
+  CHECK(norms[1].item<double>() == Approx(0.1).epsilon(1e-6));
+  CHECK(norms[2].item<double>() == 0.0);
+  CHECK(norms[3].item<double>() == Approx(0.5).epsilon(1e-6));
+  CHECK(fc->weight[0][0].item<double>() == Approx(0.3).epsilon(1e-6));  // the direction stays
+  CHECK(torch::equal(fc->bias.detach(), bias));
+}
+
+TEST_CASE("trainer: --method la-loss and weight-balancing train through the registry and resume exactly",
+          "[trainer]") {
+  auto c = tiny_config(tmpdir("new-methods"));
+  c.methods = {de::Method::la_loss, de::Method::weight_balancing};
+  c.max_norm = 0.3;
+  c.plots = false;
+  const auto data = de::load_data(c);
+  std::ostringstream log;
+  auto rep = de::run_experiment(c, data, log);
+  std::vector<std::string> names;
+  for (const auto& r : rep.results) names.push_back(r.name);
+  REQUIRE(names == std::vector<std::string>({"la-loss", "weight-balancing", "weight-balancing/wb"}));
+  std::map<std::string, std::vector<std::string>> phases;
+  for (const auto& h : rep.history) phases[h.run].push_back(h.phase);
+  CHECK(phases["la-loss"] == std::vector<std::string>({"ce", "ce", "ce", "ce"}));
+  CHECK(phases["weight-balancing"] == std::vector<std::string>({"ce", "ce", "ce", "ce", "wb", "wb"}));
+  for (const auto& r : rep.results) {
+    CHECK(r.test.all >= 0);
+    CHECK(r.per_class.size() == 4);
+  }
+  // MaxNorm held after every step of both stages: every class's weights within the radius at the end.
+  auto cw = c;
+  cw.methods = {de::Method::weight_balancing};
+  cw.out_dir = tmpdir("wb-resume-a");
+  de::make_dirs(cw.out_dir);
+  de::Run whole(cw, data, tiny_run_spec(cw, de::Method::weight_balancing), {});
+  const auto ra = whole.run(log);
+  REQUIRE(ra.size() == 2);
+  const auto norms = whole.model()->classifier()->weight.detach().norm(2, 1);
+  CHECK(norms.max().item<double>() <= 0.3 * (1 + 1e-6));
+  CHECK(norms.max().item<double>() >= 0.3 * (1 - 1e-6));  // the projection was active
+  // Interrupted in the wb stage and resumed: the same numbers.
+  cw.out_dir = tmpdir("wb-resume-b");
+  de::make_dirs(cw.out_dir);
+  cw.stop_after = 5;
+  de::Run first(cw, data, tiny_run_spec(cw, de::Method::weight_balancing), {});
+  CHECK(first.run(log).empty());
+  cw.stop_after = -1;
+  cw.resume = true;
+  de::Run second(cw, data, tiny_run_spec(cw, de::Method::weight_balancing), {});
+  const auto rb = second.run(log);
+  REQUIRE(rb.size() == 2);
+  CHECK(rb[1].name == "weight-balancing/wb");
+  CHECK(rb[1].per_class == ra[1].per_class);
+  require_identical(*whole.model(), *second.model());
 }

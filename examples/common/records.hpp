@@ -49,7 +49,9 @@ struct EvalResult {
 struct EpochRecord {
   std::string run, phase;
   int64_t epoch = 0;  // 0-based, global over the stages of a run
-  double lr = 0, loss = 0, ce = 0, dro = 0, train_acc = 0, val_acc = -1;
+  /// The loss, its classifier term (cross-entropy, focal, LDAM, ... as the
+  /// method says; the whole loss in classifier stages) and its DRO-LT term.
+  double lr = 0, loss = 0, base_loss = 0, dro = 0, train_acc = 0, val_acc = -1;
   double seconds = 0, centroid_seconds = 0, images_per_s = 0;
   /// DRO-LT epochs: the bound's relative gap (upper - lower) / upper, mean over
   /// the epoch's steps, per DRO-LT layer (layer order of --dro-layers); else empty.
@@ -107,7 +109,7 @@ inline void to_json(json& j, const EpochRecord& r) {
            {"epoch", r.epoch},
            {"lr", r.lr},
            {"loss", r.loss},
-           {"ce", r.ce},
+           {"base_loss", r.base_loss},
            {"dro", r.dro},
            {"train_acc", r.train_acc},
            {"seconds", r.seconds},
@@ -122,7 +124,8 @@ inline void from_json(const json& j, EpochRecord& r) {
   r.epoch = j.at("epoch").get<int64_t>();
   r.lr = j.at("lr").get<double>();
   r.loss = j.at("loss").get<double>();
-  r.ce = j.at("ce").get<double>();
+  // "ce": the key before it was named for what it holds (checkpoints and logs of older versions).
+  r.base_loss = (j.contains("base_loss") ? j.at("base_loss") : j.at("ce")).get<double>();
   r.dro = j.at("dro").get<double>();
   r.train_acc = j.at("train_acc").get<double>();
   r.val_acc = j.value("val_acc", -1.0);

@@ -20,6 +20,7 @@
 #include "config.hpp"
 #include "data.hpp"
 #include "trainer.hpp"
+#include "validate.hpp"
 
 namespace drolt_examples {
 
@@ -189,9 +190,9 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   for (const auto& spec : runs_of(cfg)) {
     if (rep.interrupted) break;
     TrainConfig run_cfg = cfg;
-    const bool is_ce = spec.representation.method == Method::ce || spec.representation.method == Method::crt;
+    const bool is_ce = spec.method == Method::ce || spec.method == Method::crt;
     if (is_ce && share_warmup) run_cfg.save_at = cfg.dro_start_epoch();
-    if (spec.representation.dro && share_warmup && file_exists(shared_ckpt)) run_cfg.warm_start = shared_ckpt;
+    if (spec.method == Method::drolt && share_warmup && file_exists(shared_ckpt)) run_cfg.warm_start = shared_ckpt;
     Run run(run_cfg, data, spec, dist);
     if (is_ce && share_warmup) shared_ckpt = run.epoch_checkpoint_path(cfg.dro_start_epoch());
     auto rs = run.run(log);
@@ -209,7 +210,7 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
   thresholds.few_below = cfg.few_below;
   const std::string table = format_table(all, data.split_counts, thresholds);
   log << "\n" << data.description << ", " << network_name(cfg) << ", " << cfg.epochs << " epochs"
-      << " + " << cfg.crt_epochs << " epochs per trained classifier stage"
+      << " + " << cfg.stage_epochs << " epochs per trained classifier stage"
       << ", seed " << cfg.seed << "\n"
       << table;
   for (const auto* r : radii_rows(all)) {
@@ -238,8 +239,8 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     if (cfg.imagenet_depth) j["arch"] = cfg.arch_name();
     j["seed"] = cfg.seed;
     j["epochs"] = cfg.epochs;
-    j["crt_epochs"] = cfg.crt_epochs;
-    j["crt_bn"] = cfg.crt_bn_train ? "train" : "eval";
+    j["crt_epochs"] = cfg.stage_epochs;  // the keys of older summaries (they govern every trained stage)
+    j["crt_bn"] = cfg.stage_bn_train ? "train" : "eval";
     j["policy"] = cfg.radius.name();
     j["lambda"] = cfg.lambda;
     j["dro_sum"] = cfg.dro_sum;
