@@ -35,7 +35,7 @@ namespace {
 /// The words of the command line that become typed settings once parsed (apply_words).
 struct Words {
   std::string preset, policy, loss, weighting, sampler, resample_sampler, reweight, schedule, centroids,
-      stage_schedule, stage_sampler, arch, stage_bn;
+      stage_schedule, stage_sampler, arch, stage_bn, dataset, loader, profile, device, dist_backend;
   std::vector<std::string> methods, classifiers;
   double eps0 = 0.5;
   bool no_crt_reinit = false, no_flip = false, no_plots = false, quiet = false;
@@ -50,7 +50,7 @@ void add_run_and_data_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
                  "classifier stages on every representation: " + de::registry_choices(de::stage_registry()) +
                      " (comma separated; default: each method's own)");
   app.add_option("--policy", w.policy, "DRO-LT radius policy: erm, shared, sqrtn, learned");
-  app.add_option("--dataset", cfg.dataset,
+  app.add_option("--dataset", w.dataset,
                  "fashion-mnist, cifar10, cifar100, or your images: list (ImageNet-LT / Places-LT list files), "
                  "folder (class-folder trees), inaturalist (iNaturalist 2018 / 2019 JSON)");
   app.add_option("--data", cfg.data_dir,
@@ -58,7 +58,7 @@ void add_run_and_data_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
   app.add_option("--train-set", cfg.train_set, "list, folder, inaturalist: the training list file / folder / JSON");
   app.add_option("--val-set", cfg.val_set, "list, folder, inaturalist: the validation list file / folder / JSON");
   app.add_option("--test-set", cfg.test_set, "list, folder, inaturalist: the test list file / folder / JSON");
-  app.add_option("--loader", cfg.loader,
+  app.add_option("--loader", w.loader,
                  "images: memory (decode once, keep in memory; one image size), stream (decode on loader threads "
                  "every epoch, ImageNet transforms), auto (memory for images up to 64x64)");
   app.add_option("--image-size", cfg.image_size, "images, stream: side of the training and evaluation crops");
@@ -67,7 +67,7 @@ void add_run_and_data_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
   app.add_flag("--make-longtail", cfg.make_longtail,
                "images: draw a long-tailed subset (--profile, --rho, --n-max) and a validation split from a "
                "balanced training set, as for the built-in sets");
-  app.add_option("--profile", cfg.profile, "long-tail profile: exp or step");
+  app.add_option("--profile", w.profile, "long-tail profile: exp or step");
   app.add_option("--rho", cfg.rho, "imbalance ratio n_max / n_min");
   app.add_option("--n-max", cfg.n_max, "training images of the largest class");
   app.add_option("--val-per-class", cfg.val_per_class, "balanced validation images per class (left-out data)");
@@ -151,8 +151,8 @@ void add_runtime_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
   app.add_flag("--no-flip", w.no_flip, "no horizontal flips");
   app.add_option("--seed", cfg.seed, "seed of initialisation, data order and augmentation");
   app.add_option("--threads", cfg.threads, "CPU threads (0 = all cores)");
-  app.add_option("--device", cfg.device, "cpu or cuda");
-  app.add_option("--dist-backend", cfg.dist_backend,
+  app.add_option("--device", w.device, "cpu or cuda");
+  app.add_option("--dist-backend", w.dist_backend,
                  "several processes (WORLD_SIZE > 1): auto (nccl with --device cuda, gloo on cpu), gloo or nccl");
   app.add_option("--dist-bucket-mb", cfg.dist_bucket_mb,
                  "several processes: gradient buckets of this many MB, all-reduced during backward (0: after it)");
@@ -194,6 +194,11 @@ void apply_arch(const CLI::App& app, de::TrainConfig& cfg, const std::string& ar
 /// The strings of the command line become the typed configuration here, once.
 void apply_words(const CLI::App& app, de::TrainConfig& cfg, const Words& w) {
   auto given = [&](const char* flag) { return app.count(flag) > 0; };
+  if (given("--dataset")) cfg.dataset = de::parse_enum<de::Dataset>("--dataset", w.dataset);
+  if (given("--loader")) cfg.loader = de::parse_enum<de::Loader>("--loader", w.loader);
+  if (given("--profile")) cfg.profile = de::parse_enum<de::Profile>("--profile", w.profile);
+  if (given("--device")) cfg.device = de::parse_enum<de::Device>("--device", w.device);
+  if (given("--dist-backend")) cfg.dist_backend = de::parse_enum<de::DistBackend>("--dist-backend", w.dist_backend);
   if (given("--method")) cfg.methods = de::parse_names("--method", de::method_registry(), w.methods);
   if (given("--classifier")) cfg.classifiers = de::parse_names("--classifier", de::stage_registry(), w.classifiers);
   if (given("--policy") || given("--eps0")) {
@@ -259,12 +264,14 @@ int parse_command_line(int argc, char** argv, de::TrainConfig& cfg) {
     std::cerr << "drolt_train: " << e.what() << "\n";
     return 2;
   }
-  if ((cfg.dataset == "cifar10" || cfg.dataset == "cifar100") && cfg.data_dir == de::TrainConfig().data_dir) {
-    std::cerr << "drolt_train: --dataset " << cfg.dataset << " needs --data DIR (the binary CIFAR files)\n";
+  const std::string dataset = de::name_of(cfg.dataset);
+  if ((cfg.dataset == de::Dataset::cifar10 || cfg.dataset == de::Dataset::cifar100) &&
+      cfg.data_dir == de::TrainConfig().data_dir) {
+    std::cerr << "drolt_train: --dataset " << dataset << " needs --data DIR (the binary CIFAR files)\n";
     return 2;
   }
-  if ((cfg.dataset == "list" || cfg.dataset == "inaturalist") && !app.count("--data")) {
-    std::cerr << "drolt_train: --dataset " << cfg.dataset
+  if ((cfg.dataset == de::Dataset::list || cfg.dataset == de::Dataset::inaturalist) && !app.count("--data")) {
+    std::cerr << "drolt_train: --dataset " << dataset
               << " needs --data DIR (the root the image paths of --train-set are relative to)\n";
     return 2;
   }
@@ -279,7 +286,7 @@ int parse_command_line(int argc, char** argv, de::TrainConfig& cfg) {
 
 /// Trains and evaluates everything `cfg` asks for; the exit status.
 int train(const de::TrainConfig& cfg) {
-  if (cfg.device == "cuda" && !torch::cuda::is_available()) {
+  if (cfg.device == de::Device::cuda && !torch::cuda::is_available()) {
     std::cerr << "drolt_train: --device cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return 2;
   }
@@ -289,7 +296,7 @@ int train(const de::TrainConfig& cfg) {
   // a rank that never comes makes this fail after DROLT_DIST_TIMEOUT seconds.
   de::DistContext dist;
   try {
-    dist = de::DistContext::from_env(cfg.device, cfg.dist_backend, cfg.dist_bucket_mb);
+    dist = de::DistContext::from_env(de::name_of(cfg.device), de::name_of(cfg.dist_backend), cfg.dist_bucket_mb);
   } catch (const c10::Error& e) {
     std::cerr << "drolt_train: " << e.what_without_backtrace() << "\n";
     return 1;
@@ -315,7 +322,7 @@ int train(const de::TrainConfig& cfg) {
     std::cout << (data.counts.size() > 20 ? ",..." : "") << "), " << data.val_size() << " validation, "
               << data.test->size() << " test; "
               << de::network_name(cfg)
-              << (cfg.amp ? " (bf16 autocast)" : "") << ", " << threads << " thread(s), device " << dist.device(cfg.device)
+              << (cfg.amp ? " (bf16 autocast)" : "") << ", " << threads << " thread(s), device " << dist.device(de::name_of(cfg.device))
               << "\n";
     auto rep = de::run_experiment(cfg, data, std::cout, dist);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -152,7 +152,7 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
   at_bound.epochs = de::kMaxEpochs;
   de::validate(at_bound);  // the bound itself is allowed
   auto missing = c;
-  missing.dataset = "fashion-mnist";
+  missing.dataset = de::Dataset::fashion_mnist;
   missing.data_dir = std::string(DROLT_TEST_TMPDIR) + "/no-such-dir";
   CHECK_THROWS_WITH(de::load_data(missing), Catch::Contains("does not exist"));
 }
@@ -916,7 +916,7 @@ TEST_CASE("trainer: layer analysis, balanced subset of the same size, the bound'
 
   // Combinations the analysis and the balanced subset cannot serve are refused.
   auto bad = cfg;
-  bad.dataset = "folder";
+  bad.dataset = de::Dataset::folder;
   bad.balanced_subset = true;
   CHECK_THROWS_WITH(de::validate(bad), Catch::Contains("--balanced-subset: expected a built-in data set"));
   bad = cfg;
@@ -998,16 +998,16 @@ TEST_CASE("trainer: PNG list files and class folders train bit for bit as the ID
   const std::string root = tmpdir("fake-fashion");
   write_fake_fashion(root);
   auto idx = fake_fashion_config(tmpdir("fake-idx"));
-  idx.dataset = "fashion-mnist";
+  idx.dataset = de::Dataset::fashion_mnist;
   idx.data_dir = root + "/idx";
   auto list = fake_fashion_config(tmpdir("fake-list"));
-  list.dataset = "list";
+  list.dataset = de::Dataset::list;
   list.data_dir = root + "/folder";
   list.train_set = root + "/folder/train.txt";
   list.test_set = root + "/folder/test.txt";
   list.make_longtail = true;
   auto folder = fake_fashion_config(tmpdir("fake-folder"));
-  folder.dataset = "folder";
+  folder.dataset = de::Dataset::folder;
   folder.train_set = root + "/folder/train";
   folder.test_set = root + "/folder/test";
   folder.make_longtail = true;
@@ -1015,7 +1015,7 @@ TEST_CASE("trainer: PNG list files and class folders train bit for bit as the ID
 
   const auto a = de::load_data(idx);
   for (auto* c : {&list, &folder}) {
-    INFO(c->dataset);
+    INFO(de::name_of(c->dataset));
     const auto b = de::load_data(*c);
     // The same long-tailed subset, validation split and test set, to the bit.
     REQUIRE(b.counts == a.counts);
@@ -1075,11 +1075,11 @@ TEST_CASE("trainer: a streamed JPEG class-folder set trains end to end, ImageNet
     }
   }
   auto c = tiny_config(tmpdir("jpeg-run"));
-  c.dataset = "folder";
+  c.dataset = de::Dataset::folder;
   c.train_set = root + "/train";
   c.val_set = root + "/val";
   c.test_set = root + "/test";
-  c.loader = "auto";  // over 64 px: streamed
+  c.loader = de::Loader::automatic;  // over 64 px: streamed
   c.image_size = 32;
   c.workers = 2;
   c.imagenet_depth = 10;
@@ -1141,17 +1141,17 @@ TEST_CASE("trainer: image data, --arch and --amp flag combinations are refused w
              }),
              Catch::Contains("layer 3 (the penultimate features) only"));
   CHECK_THAT(msg([](de::TrainConfig& d) { d.imagenet_depth = 42; }), Catch::Contains("--arch: expected resnet10"));
-  CHECK_THAT(msg([](de::TrainConfig& d) { d.dataset = "list"; }), Catch::Contains("expected --train-set (a list file)"));
+  CHECK_THAT(msg([](de::TrainConfig& d) { d.dataset = de::Dataset::list; }), Catch::Contains("expected --train-set (a list file)"));
   CHECK_THAT(msg([](de::TrainConfig& d) { d.train_set = "x.txt"; }),
              Catch::Contains("expected --dataset list, folder or inaturalist, got --dataset synthetic"));
+  // The words of --dataset, --loader, --profile, --device and --dist-backend become enums once, at the command line.
+  CHECK_THROWS_WITH(de::parse_enum<de::Loader>("--loader", "disk"), "--loader: expected auto, memory or stream, got 'disk'");
+  CHECK_THROWS_WITH(de::parse_enum<de::Dataset>("--dataset", "mnist"),
+                    "--dataset: expected fashion-mnist, cifar10, cifar100, synthetic, list, folder or inaturalist, got "
+                    "'mnist'");
+  CHECK_THROWS_WITH(de::parse_enum<de::Device>("--device", "tpu"), "--device: expected cpu or cuda, got 'tpu'");
   CHECK_THAT(msg([](de::TrainConfig& d) {
-               d.dataset = "folder";
-               d.train_set = d.test_set = "/tmp";
-               d.loader = "disk";
-             }),
-             Catch::Contains("--loader: expected auto, memory or stream, got 'disk'"));
-  CHECK_THAT(msg([](de::TrainConfig& d) {
-               d.dataset = "folder";
+               d.dataset = de::Dataset::folder;
                d.train_set = d.test_set = "/tmp";
                d.classifiers = {de::ClassifierKind::tau_norm};
              }),
@@ -1162,9 +1162,9 @@ TEST_CASE("trainer: image data, --arch and --amp flag combinations are refused w
   drolt::data::write_file_bytes(root + "/a/1.png", drolt::data::encode_png(torch::zeros({8, 8}, torch::kUInt8)));
   drolt::data::write_file_bytes(root + "/b/1.png", drolt::data::encode_png(torch::zeros({9, 8}, torch::kUInt8)));
   auto d = c;
-  d.dataset = "folder";
+  d.dataset = de::Dataset::folder;
   d.train_set = d.test_set = root;
-  d.loader = "memory";
+  d.loader = de::Loader::memory;
   CHECK_THROWS_WITH(de::load_data(d), Catch::Contains("--loader memory needs images of one size"));
 }
 #endif  // DROLT_HAS_IMAGES

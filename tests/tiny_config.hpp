@@ -10,7 +10,7 @@
 
 inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
   drolt_examples::TrainConfig c;
-  c.dataset = "synthetic";
+  c.dataset = drolt_examples::Dataset::synthetic;
   c.synthetic_classes = 4;
   c.synthetic_size = 12;
   c.n_max = 60;

@@ -58,6 +58,16 @@ constexpr const char* logit_adjust = "la";
 constexpr const char* wb = "wb";
 }  // namespace ClassifierKind
 enum class CentroidMode { full, previous, ema };
+/// --dataset: the built-in sets (synthetic: tests only) or a user's images.
+enum class Dataset { fashion_mnist, cifar10, cifar100, synthetic, list, folder, inaturalist };
+/// --loader (image data sets): see TrainConfig::loader.
+enum class Loader { automatic, memory, stream };
+/// --profile: the long-tail profile of the drawn subset.
+enum class Profile { exp, step };
+/// --device.
+enum class Device { cpu, cuda };
+/// --dist-backend (several processes).
+enum class DistBackend { automatic, gloo, nccl };
 enum class Schedule { multistep, cosine, constant };
 
 template <typename E>
@@ -86,6 +96,37 @@ struct EnumNames<SamplerKind> {
             {"class-aware", SamplerKind::class_aware},
             {"sqrt", SamplerKind::sqrt},
             {"progressive", SamplerKind::progressive}};
+  }
+};
+template <>
+struct EnumNames<Dataset> {
+  static std::vector<std::pair<const char*, Dataset>> table() {
+    return {{"fashion-mnist", Dataset::fashion_mnist}, {"cifar10", Dataset::cifar10},
+            {"cifar100", Dataset::cifar100},           {"synthetic", Dataset::synthetic},
+            {"list", Dataset::list},                   {"folder", Dataset::folder},
+            {"inaturalist", Dataset::inaturalist}};
+  }
+};
+template <>
+struct EnumNames<Loader> {
+  static std::vector<std::pair<const char*, Loader>> table() {
+    return {{"auto", Loader::automatic}, {"memory", Loader::memory}, {"stream", Loader::stream}};
+  }
+};
+template <>
+struct EnumNames<Profile> {
+  static std::vector<std::pair<const char*, Profile>> table() {
+    return {{"exp", Profile::exp}, {"step", Profile::step}};
+  }
+};
+template <>
+struct EnumNames<Device> {
+  static std::vector<std::pair<const char*, Device>> table() { return {{"cpu", Device::cpu}, {"cuda", Device::cuda}}; }
+};
+template <>
+struct EnumNames<DistBackend> {
+  static std::vector<std::pair<const char*, DistBackend>> table() {
+    return {{"auto", DistBackend::automatic}, {"gloo", DistBackend::gloo}, {"nccl", DistBackend::nccl}};
   }
 };
 template <>
@@ -182,7 +223,7 @@ struct TrainConfig {
   /// fashion-mnist (IDX files), cifar10, cifar100 (binary version), synthetic
   /// (tests), or a user's images: list (ImageNet-LT / Places-LT list files),
   /// folder (class-folder trees), inaturalist (iNaturalist 2018 / 2019 JSON).
-  std::string dataset = "fashion-mnist";
+  Dataset dataset = Dataset::fashion_mnist;
   /// The built-in sets' files; for list and inaturalist the root that relative
   /// image paths start from.
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
@@ -192,7 +233,7 @@ struct TrainConfig {
   /// images of one size, small sets), stream (decode on loader threads every
   /// epoch, torchvision's ImageNet transforms), auto (memory when the first
   /// training image is at most 64 x 64 pixels).
-  std::string loader = "auto";
+  Loader loader = Loader::automatic;
   int64_t image_size = 224;  // stream: side of the training / evaluation crops
   int64_t resize = 0;        // stream: shorter side before the evaluation center crop; 0 = image_size * 8 / 7
   int64_t workers = 4;       // stream: decoding threads per loader
@@ -200,7 +241,7 @@ struct TrainConfig {
   /// the validation split (--val-per-class) from a balanced training set, as for
   /// the built-in sets; without it the training set is used as listed.
   bool make_longtail = false;
-  std::string profile = "exp";  // exp | step
+  Profile profile = Profile::exp;
   double rho = 100.0;           // imbalance ratio n_max / n_min
   int64_t n_max = 500;          // images of the largest class
   int64_t val_per_class = 100;  // balanced validation split drawn from the left-out images
@@ -304,9 +345,9 @@ struct TrainConfig {
   // ------------------------------------------------------------------ runtime
   int64_t seed = 0;
   int threads = 0;  // 0 = all cores
-  std::string device = "cpu";
+  Device device = Device::cpu;
   /// Several processes (WORLD_SIZE > 1): auto (nccl for cuda, gloo for cpu), gloo or nccl.
-  std::string dist_backend = "auto";
+  DistBackend dist_backend = DistBackend::automatic;
   /// Several processes: gradient buckets of this many MB, all-reduced during
   /// backward(); 0 = all gradients after backward().
   double dist_bucket_mb = 25.0;
@@ -328,7 +369,9 @@ struct TrainConfig {
   /// been checkpointed; -1 = never. For testing --resume.
   int64_t stop_after = -1;
 
-  bool image_data() const { return dataset == "list" || dataset == "folder" || dataset == "inaturalist"; }
+  bool image_data() const {
+    return dataset == Dataset::list || dataset == Dataset::folder || dataset == Dataset::inaturalist;
+  }
   /// "resnet32" (CIFAR, --depth) or "resnet50" (ImageNet layout), as --arch names them.
   std::string arch_name() const { return "resnet" + std::to_string(imagenet_depth ? imagenet_depth : depth); }
 

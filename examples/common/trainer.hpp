@@ -117,7 +117,7 @@ inline std::string layer_name(int64_t layer) { return layer == 0 ? "stem" : "sta
 class Run {
  public:
   Run(const TrainConfig& cfg, const DataBundle& data, RunSpec spec, DistContext dist)
-      : cfg_(cfg), data_(data), proto_(cfg, spec, data.counts), dist_(std::move(dist)), device_(dist_.device(cfg.device)) {
+      : cfg_(cfg), data_(data), proto_(cfg, spec, data.counts), dist_(std::move(dist)), device_(dist_.device(name_of(cfg.device))) {
     const auto& rep = proto_.method();
     name_ = rep.name();
     pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.height >= 32 ? 4 : 2);
@@ -521,7 +521,7 @@ class Run {
   json fingerprint() const {
     const auto& rep = proto_.method();
     json j{{"run", name_},
-           {"dataset", cfg_.dataset},
+           {"dataset", name_of(cfg_.dataset)},
            {"rho", cfg_.rho},
            {"n_max", cfg_.n_max},
            {"data_seed", cfg_.data_seed},
@@ -533,7 +533,7 @@ class Run {
            {"seed", cfg_.seed},
            {"crt_epochs", proto_.trained_count() == 0 ? 0 : cfg_.stage_epochs},
            {"schedule", name_of(cfg_.schedule)},
-           {"device", cfg_.device},
+           {"device", name_of(cfg_.device)},
            {"model", model_->is_cosine() ? "cosine" : "linear"},
            {"classifiers", proto_.classifiers()}};
     rep.describe(j);
@@ -589,7 +589,7 @@ class Run {
     j["checkpoints"] = {cfg_.checkpoint_every, cfg_.save_at, cfg_.stop_after, cfg_.resume, cfg_.warm_start};
     j["layer_analysis"] = cfg_.layer_analysis;
     j["channels_last"] = cfg_.channels_last;
-    if (cfg_.image_data()) j["image"] = {cfg_.image_size, cfg_.resize, cfg_.loader};
+    if (cfg_.image_data()) j["image"] = {cfg_.image_size, cfg_.resize, name_of(cfg_.loader)};
     return j;
   }
 

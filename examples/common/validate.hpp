@@ -57,7 +57,7 @@ inline bool check_bounds(const TrainConfig& c, Problems& p) {
   sane = p.at_most("--batch-size", c.batch_size, kMaxBatch) && sane;
   sane = p.at_most("--depth", c.depth, 1202) && sane;  // ResNet-1202, the deepest CIFAR ResNet
   sane = p.at_most("--threads", c.threads, 4096) && sane;
-  if (c.dataset == "synthetic") {
+  if (c.dataset == Dataset::synthetic) {
     sane = p.at_most("synthetic_classes", c.synthetic_classes, 1000) && sane;
     sane = p.at_most("synthetic_size", c.synthetic_size, 256) && sane;
   }
@@ -66,21 +66,17 @@ inline bool check_bounds(const TrainConfig& c, Problems& p) {
 
 /// The data set, its files and its long-tailed subset.
 inline void check_data(const TrainConfig& c, Problems& p) {
-  if (c.dataset != "fashion-mnist" && c.dataset != "cifar10" && c.dataset != "cifar100" &&
-      c.dataset != "synthetic" && !c.image_data()) {
-    p.bad("--dataset: expected fashion-mnist, cifar10, cifar100, list, folder or inaturalist, got '" + c.dataset + "'");
-  }
+  const std::string dataset = name_of(c.dataset);
   if (c.image_data()) {
 #ifndef DROLT_HAS_IMAGES
-    p.bad("--dataset " + c.dataset +
+    p.bad("--dataset " + dataset +
         ": this drolt_train was built without drolt::images (needs TurboJPEG, libpng, nlohmann_json)");
 #endif
-    const char* what = c.dataset == "folder" ? "a class-folder tree" : c.dataset == "list" ? "a list file" : "a JSON file";
-    if (c.train_set.empty()) p.bad("--dataset " + c.dataset + ": expected --train-set (" + what + "), got none");
-    if (c.test_set.empty()) p.bad("--dataset " + c.dataset + ": expected --test-set (" + what + "), got none");
-    if (c.loader != "auto" && c.loader != "memory" && c.loader != "stream") {
-      p.bad("--loader: expected auto, memory or stream, got '" + c.loader + "'");
-    }
+    const char* what = c.dataset == Dataset::folder ? "a class-folder tree"
+                       : c.dataset == Dataset::list ? "a list file"
+                                                    : "a JSON file";
+    if (c.train_set.empty()) p.bad("--dataset " + dataset + ": expected --train-set (" + what + "), got none");
+    if (c.test_set.empty()) p.bad("--dataset " + dataset + ": expected --test-set (" + what + "), got none");
     if (c.image_size < 8 || c.image_size > 1024) {
       p.bad("--image-size: expected a side in [8, 1024] pixels, got " + std::to_string(c.image_size));
     }
@@ -92,12 +88,14 @@ inline void check_data(const TrainConfig& c, Problems& p) {
   } else {
     if (!c.train_set.empty() || !c.val_set.empty() || !c.test_set.empty()) {
       p.bad("--train-set / --val-set / --test-set: expected --dataset list, folder or inaturalist, got --dataset " +
-          c.dataset + " (its files come from --data)");
+          dataset + " (its files come from --data)");
     }
-    if (c.loader != "auto") p.bad("--loader " + c.loader + ": expected --dataset list, folder or inaturalist, got " + c.dataset);
+    if (c.loader != Loader::automatic) {
+      p.bad("--loader " + name_of(c.loader) + ": expected --dataset list, folder or inaturalist, got " + dataset);
+    }
     if (c.make_longtail) {
       p.bad("--make-longtail: the built-in sets always get a long-tailed subset; expected --dataset list, folder or "
-          "inaturalist, got " + c.dataset);
+          "inaturalist, got " + dataset);
     }
   }
 }
@@ -115,23 +113,23 @@ inline void check_model(const TrainConfig& c, Problems& p) {
   }
   if (c.balanced_subset && c.image_data()) {
     p.bad("--balanced-subset: expected a built-in data set (fashion-mnist, cifar10, cifar100), got --dataset " +
-        c.dataset);
+          name_of(c.dataset));
   }
   if (c.imagenet_depth != 0 && c.layer_analysis) {
     p.bad("--layer-analysis: expected a CIFAR ResNet (--depth); the ImageNet ResNets (--arch resnet" +
         std::to_string(c.imagenet_depth) + ") expose the penultimate features only");
   }
-  if (c.amp && c.device != "cuda") {
-    p.bad("--amp: expected --device cuda (bf16 autocast on the GPU), got --device " + c.device);
+  if (c.amp && c.device != Device::cuda) {
+    p.bad("--amp: expected --device cuda (bf16 autocast on the GPU), got --device " + name_of(c.device));
   }
-  if (c.channels_last && c.device != "cuda") {
-    p.bad("--channels-last: expected --device cuda (it only speeds up cuDNN convolutions), got --device " + c.device);
+  if (c.channels_last && c.device != Device::cuda) {
+    p.bad("--channels-last: expected --device cuda (it only speeds up cuDNN convolutions), got --device " +
+          name_of(c.device));
   }
 }
 
 /// The long-tail profile, the splits and the optimiser.
 inline void check_optimisation(const TrainConfig& c, Problems& p) {
-  if (c.profile != "exp" && c.profile != "step") p.bad("--profile: expected exp or step, got '" + c.profile + "'");
   if (!(c.rho >= 1.0) || !std::isfinite(c.rho)) p.bad("--rho: expected an imbalance ratio >= 1, got " + p.num(c.rho));
   if (c.n_max < 1) p.bad("--n-max: expected >= 1, got " + std::to_string(c.n_max));
   if (c.val_per_class < 0) p.bad("--val-per-class: expected >= 0, got " + std::to_string(c.val_per_class));
@@ -269,10 +267,6 @@ inline void check_methods_and_stages(const TrainConfig& c, Problems& p) {
 inline void check_runtime(const TrainConfig& c, Problems& p) {
   if (c.crop_pad < -1) p.bad("--crop-pad: expected >= 0, got " + std::to_string(c.crop_pad));
   if (c.threads < 0) p.bad("--threads: expected >= 0 (0 = all cores), got " + std::to_string(c.threads));
-  if (c.device != "cpu" && c.device != "cuda") p.bad("--device: expected cpu or cuda, got '" + c.device + "'");
-  if (c.dist_backend != "auto" && c.dist_backend != "gloo" && c.dist_backend != "nccl") {
-    p.bad("--dist-backend: expected auto, gloo or nccl, got '" + c.dist_backend + "'");
-  }
   if (!(c.dist_bucket_mb >= 0 && c.dist_bucket_mb <= 1e6)) {
     p.bad("--dist-bucket-mb: expected a size in [0, 1000000] MB (0: all-reduce after backward), got " +
         p.num(c.dist_bucket_mb));
