@@ -74,10 +74,10 @@ void add_run_and_data_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
   app.add_option("--data-seed", cfg.data_seed, "seed of the long-tailed subset and validation split");
   app.add_option("--test-limit", cfg.test_limit, "evaluate on the first N test images only (0 = all)");
   app.add_flag("--balanced-subset", cfg.balanced_subset,
-               "train on a class-balanced subset as large as the long-tailed one (its splits stay the long-tailed "
+               "train on a class-balanced subset as large as the long-tailed one (its class groups stay the long-tailed "
                "profile's)");
-  app.add_option("--many-above", cfg.many_above, "Many split: classes with more training images than this");
-  app.add_option("--few-below", cfg.few_below, "Few split: classes with fewer training images than this");
+  app.add_option("--many-above", cfg.many_above, "Many group: classes with more training images than this");
+  app.add_option("--few-below", cfg.few_below, "Few group: classes with fewer training images than this");
 }
 
 void add_training_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {

@@ -909,10 +909,10 @@ TEST_CASE("trainer: layer analysis, balanced subset of the same size, the bound'
   bc.balanced_subset = true;
   const auto bal = de::load_data(bc);
   CHECK(bal.counts == std::vector<int64_t>{26, 26, 26, 26});
-  CHECK(bal.split_counts == data.counts);
+  CHECK(bal.group_counts == data.counts);
   CHECK(bal.train_y.size(0) == 104);
   CHECK(torch::bincount(bal.train_y).eq(26).all().item<bool>());
-  CHECK(data.split_counts == data.counts);
+  CHECK(data.group_counts == data.counts);
 
   // Combinations the analysis and the balanced subset cannot serve are refused.
   auto bad = cfg;
@@ -1457,6 +1457,17 @@ TEST_CASE("trainer: --method la-loss and weight-balancing train through the regi
   const auto norms = whole.model()->classifier()->weight.detach().norm(2, 1);
   CHECK(norms.max().item<double>() <= 0.3 * (1 + 1e-6));
   CHECK(norms.max().item<double>() >= 0.3 * (1 - 1e-6));  // the projection was active
+  {  // the representation alone (no wb stage): MaxNorm after every one of its steps too
+    auto cj = cw;
+    cj.classifiers = {de::ClassifierKind::joint};
+    cj.out_dir = tmpdir("wb-joint");
+    de::make_dirs(cj.out_dir);
+    de::Run joint(cj, data, tiny_run_spec(cj, de::Method::weight_balancing), {});
+    REQUIRE(joint.run(log).size() == 1);
+    const auto n = joint.model()->classifier()->weight.detach().norm(2, 1);
+    CHECK(n.max().item<double>() <= 0.3 * (1 + 1e-6));
+    CHECK(n.max().item<double>() >= 0.3 * (1 - 1e-6));
+  }
   // Interrupted in the wb stage and resumed: the same numbers.
   cw.out_dir = tmpdir("wb-resume-b");
   de::make_dirs(cw.out_dir);
@@ -1471,4 +1482,48 @@ TEST_CASE("trainer: --method la-loss and weight-balancing train through the regi
   CHECK(rb[1].name == "weight-balancing/wb");
   CHECK(rb[1].per_class == ra[1].per_class);
   require_identical(*whole.model(), *second.model());
+}
+
+TEST_CASE("trainer: a checkpoint that fails part-way leaves the run as it was", "[trainer]") {
+  auto c = tiny_config(tmpdir("partial-ckpt"));
+  de::make_dirs(c.out_dir);
+  c.methods = {de::Method::drolt};
+  c.stop_after = 3;
+  const auto data = de::load_data(c);
+  std::ostringstream log;
+  de::Run first(c, data, dro_spec(c), {});
+  first.run(log);
+  REQUIRE(first.interrupted());
+  // The checkpoint's settings, epoch, log and network, but no optimizer: it
+  // fails after the network would have been read.
+  torch::serialize::InputArchive in;
+  drolt::read_archive(in, first.checkpoint_path());
+  torch::serialize::OutputArchive out, model;
+  for (const char* key : {"epoch", "elapsed", "fingerprint", "history"}) {
+    torch::Tensor t;
+    in.read(key, t);
+    out.write(key, t);
+  }
+  first.model()->save(model);
+  out.write("model", model);
+  drolt::write_archive(out, first.checkpoint_path());
+
+  c.stop_after = -1;
+  c.resume = true;
+  de::Run second(c, data, dro_spec(c), {});
+  const auto before = state_of(*second.model());
+  torch::manual_seed(77);
+  const auto rng_before = torch::rand({3});
+  torch::manual_seed(77);
+  CHECK_THROWS_WITH(second.run(log), Catch::Contains("optimizer"));
+  CHECK(torch::equal(torch::rand({3}), rng_before));  // the CPU generator as it was
+  CHECK(second.next_epoch() == 0);
+  CHECK(second.history().empty());
+  const auto after = state_of(*second.model());
+  REQUIRE(after.size() == before.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    INFO(after[i].first);
+    CHECK(torch::equal(after[i].second, before[i].second));  // not the checkpoint's network
+  }
+  CHECK_FALSE(torch::equal(state_of(*first.model())[0].second, before[0].second));
 }

@@ -169,7 +169,7 @@ std::string name_of(E value) {
 }
 
 /// The words of comma-separated lists ("ce,crt" or several occurrences of a flag).
-inline std::vector<std::string> split_list(const std::vector<std::string>& items) {
+inline std::vector<std::string> list_words(const std::vector<std::string>& items) {
   std::vector<std::string> out;
   for (const auto& s : items) {
     std::string cur;
@@ -189,7 +189,7 @@ inline std::vector<std::string> split_list(const std::vector<std::string>& items
 template <typename E>
 std::vector<E> parse_enum_list(const std::string& flag, const std::vector<std::string>& items) {
   std::vector<E> out;
-  for (const auto& w : split_list(items)) out.push_back(parse_enum<E>(flag, w));
+  for (const auto& w : list_words(items)) out.push_back(parse_enum<E>(flag, w));
   return out;
 }
 

@@ -74,7 +74,7 @@ struct DataBundle {
   std::vector<int64_t> counts;     // training images per class (class 0 = head)
   /// Per-class counts that define Many / Medium / Few: `counts`, except with
   /// --balanced-subset, where they stay the long-tailed profile's.
-  std::vector<int64_t> split_counts;
+  std::vector<int64_t> group_counts;
   int64_t num_classes = 0;
   int64_t channels = 0;
   int64_t height = 0;  // side of the images the network sees
@@ -134,7 +134,7 @@ inline DataBundle assemble(const TrainConfig& cfg, const torch::Tensor& train_im
   const auto profile = cfg.profile == Profile::step ? drolt::data::Profile::step : drolt::data::Profile::exp;
   auto lt = drolt::data::make_longtail(train_targets, C, cfg.n_max, cfg.rho, profile,
                                        static_cast<uint64_t>(cfg.data_seed));
-  d.split_counts = lt.counts;
+  d.group_counts = lt.counts;
   if (cfg.balanced_subset) {  // as many images, spread evenly over the classes
     int64_t total = 0;
     for (auto n : lt.counts) total += n;

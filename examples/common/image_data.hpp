@@ -221,7 +221,7 @@ inline DataBundle load_image_data(const TrainConfig& cfg) {
   DataBundle d;
   d.num_classes = C;
   d.counts = counts;
-  d.split_counts = counts;
+  d.group_counts = counts;
   d.class_names = full.class_names;
   if (d.class_names.empty() || std::all_of(d.class_names.begin(), d.class_names.end(),
                                            [](const std::string& n) { return n.empty(); })) {

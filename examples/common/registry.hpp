@@ -124,7 +124,7 @@ template <typename Entry>
 std::vector<std::string> parse_names(const std::string& flag, const std::vector<Entry>& registry,
                                      const std::vector<std::string>& items) {
   std::vector<std::string> out;
-  for (const auto& word : split_list(items)) {
+  for (const auto& word : list_words(items)) {
     if (!find_entry(registry, word)) {
       throw std::invalid_argument(flag + ": expected " + registry_choices(registry) + ", got '" + word + "'");
     }

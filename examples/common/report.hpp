@@ -101,7 +101,7 @@ inline std::vector<std::string> draw_plots(const TrainConfig& cfg, const DataBun
   std::vector<size_t> order(data.counts.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return data.split_counts[a] > data.split_counts[b]; });
+                   [&](size_t a, size_t b) { return data.group_counts[a] > data.group_counts[b]; });
   {
     std::ofstream gp(dir + "/per_class_accuracy.gp");
     gp << "set terminal pngcairo size 900,500 noenhanced\n"
@@ -172,7 +172,7 @@ inline std::string print_summary(const TrainConfig& cfg, const DataBundle& data,
   drolt::metrics::SplitThresholds thresholds;
   thresholds.many_above = cfg.many_above;
   thresholds.few_below = cfg.few_below;
-  const std::string table = format_table(all, data.split_counts, thresholds);
+  const std::string table = format_table(all, data.group_counts, thresholds);
   log << "\n" << data.description << ", " << network_name(cfg) << ", " << cfg.epochs << " epochs"
       << " + " << cfg.stage_epochs << " epochs per trained classifier stage"
       << ", seed " << cfg.seed << "\n"

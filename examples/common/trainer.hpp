@@ -117,7 +117,12 @@ inline std::string layer_name(int64_t layer) { return layer == 0 ? "stem" : "sta
 class Run {
  public:
   Run(const TrainConfig& cfg, const DataBundle& data, RunSpec spec, DistContext dist)
-      : cfg_(cfg), data_(data), proto_(cfg, spec, data.counts), dist_(std::move(dist)), device_(dist_.device(name_of(cfg.device))) {
+      : cfg_(cfg),
+        data_(data),
+        spec_(spec),
+        proto_(cfg, spec, data.counts),
+        dist_(std::move(dist)),
+        device_(dist_.device(name_of(cfg.device))) {
     const auto& rep = proto_.method();
     name_ = rep.name();
     pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.height >= 32 ? 4 : 2);
@@ -287,7 +292,7 @@ class Run {
   struct LayerAccuracy {
     int64_t layer = 0;
     int64_t dim = 0;
-    SplitAccuracy test;  // Many / Medium / Few / All, %
+    GroupAccuracy test;  // Many / Medium / Few / All, %
   };
 
   /// The paper's layer analysis: for the stem and every stage (0..3, 3 the
@@ -304,7 +309,7 @@ class Run {
           drolt::metrics::nearest_centroid_predict(infer_features(*data_.test, l), bank->centroids(), bank->valid());
       out.push_back(LayerAccuracy{
           l, model_->layer_dim(l),
-          percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.split_counts, thresholds()))});
+          percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.group_counts, thresholds()))});
     }
     return out;
   }
@@ -376,7 +381,25 @@ class Run {
     ck::write(ar, path);
   }
 
+  /// Restores the run from the checkpoint at `path`, all or nothing: the
+  /// checkpoint is first read into a fresh run (its own network, optimizers,
+  /// banks, losses, samplers and stages), and only once all of it has been
+  /// read is it read into this one; a checkpoint that fails part-way leaves
+  /// this run (and the CPU generator) as it was.
   void load_checkpoint(const std::string& path) {
+    const auto rng = checkpoint::cpu_rng_state();
+    try {
+      Run fresh(cfg_, data_, spec_, dist_);
+      fresh.read_checkpoint(path);
+    } catch (...) {
+      checkpoint::set_cpu_rng_state(rng);
+      throw;
+    }
+    read_checkpoint(path);
+  }
+
+  /// Reads the checkpoint at `path` into this run, part by part (see load_checkpoint).
+  void read_checkpoint(const std::string& path) {
     namespace ck = checkpoint;
     torch::serialize::InputArchive ar;
     ck::read(ar, path);
@@ -1166,12 +1189,12 @@ class Run {
         preds.push_back(forward_model(precision_.input(data_.val->next(idx), device_)).logits.argmax(1).cpu());
       }
       model_->train();
-      return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.split_counts, thresholds())).all;
+      return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.group_counts, thresholds())).all;
     }
     ensure_frozen_features();
     auto ctx = stage_context();
     const auto pred = proto_.stage_at(e).scores(ctx, val_f_, 0.0);
-    return percent(drolt::metrics::split_accuracy(pred, data_.val_y, data_.split_counts, thresholds())).all;
+    return percent(drolt::metrics::split_accuracy(pred, data_.val_y, data_.group_counts, thresholds())).all;
   }
 
   /// Stage i (classifiers() order) evaluated on the test (and validation) split.
@@ -1193,13 +1216,13 @@ class Run {
     auto pred = test.argmax(1);
     auto pc = drolt::metrics::per_class_accuracy(pred, data_.test_y, data_.num_classes).mul(100.0).contiguous();
     r.per_class.assign(pc.data_ptr<double>(), pc.data_ptr<double>() + pc.numel());
-    r.test = percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.split_counts, th));
+    r.test = percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.group_counts, th));
     if (stage.probabilities()) {
       r.ece = 100.0 * drolt::metrics::expected_calibration_error(torch::softmax(test.to(torch::kDouble), 1), data_.test_y);
     }
     r.nc = nearest_centroid_accuracy();
     if (val_f_.defined() && val_f_.size(0) > 0) {
-      r.val = percent(drolt::metrics::split_accuracy(stage.scores(ctx, val_f_, tau), data_.val_y, data_.split_counts, th));
+      r.val = percent(drolt::metrics::split_accuracy(stage.scores(ctx, val_f_, tau), data_.val_y, data_.group_counts, th));
     }
     if (!losses_.empty()) {
       auto radii = losses_[0]->radii().detach().cpu().to(torch::kDouble).contiguous();
@@ -1212,12 +1235,12 @@ class Run {
 
   /// Nearest training centroid (exact means over a full pass, eval mode) on the
   /// penultimate features, on the test split.
-  SplitAccuracy nearest_centroid_accuracy() {
+  GroupAccuracy nearest_centroid_accuracy() {
     drolt::CentroidBank nc_bank(data_.num_classes, model_->feature_dim());
     nc_bank->accumulate(train_f_, data_.train_y);
     nc_bank->finalize();
     auto nc_pred = drolt::metrics::nearest_centroid_predict(test_f_, nc_bank->centroids(), nc_bank->valid());
-    return percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.split_counts, thresholds()));
+    return percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.group_counts, thresholds()));
   }
 
   double mean_representation_epoch_seconds() const {
@@ -1247,6 +1270,7 @@ class Run {
 
   TrainConfig cfg_;
   const DataBundle& data_;
+  RunSpec spec_;
   Protocol proto_;
   DistContext dist_;
   torch::Device device_;
