@@ -177,6 +177,10 @@ void apply_arch(const CLI::App& app, de::TrainConfig& cfg, const std::string& ar
   const bool number = !digits.empty() && digits.size() <= 4 && digits.find_first_not_of("0123456789") == std::string::npos;
   const int64_t d = number ? std::stoll(digits) : -1;
   if (d == 10 || d == 18 || d == 34 || d == 50) {
+    if (app.count("--depth") > 0) {
+      throw std::invalid_argument("--depth " + std::to_string(cfg.depth) + " and --arch " + arch +
+                                  ": expected --depth only with a CIFAR ResNet, got an ImageNet one");
+    }
     cfg.imagenet_depth = d;
   } else if (d >= 8 && (d - 2) % 6 == 0) {
     if (app.count("--depth") > 0 && cfg.depth != d) {

@@ -103,6 +103,27 @@ TEST_CASE("trainer: bad input stops before training", "[trainer]") {
     CHECK_THROWS_WITH(de::validate(d), Catch::Contains("--lr: expected a positive learning rate no larger than a "
                                                        "float holds (3.4e38), got 1e+300"));
   }
+  // A sentinel is accepted exactly as documented: -1, no other negative value.
+  auto refused = [&](auto edit, const std::string& message) {
+    auto d = c;
+    edit(d);
+    CHECK_THROWS_WITH(de::validate(d), Catch::Contains(message));
+  };
+  refused([](de::TrainConfig& d) { d.la_tau = -2; }, "--la-tau: expected a value in [0, 10] (or -1: chosen on validation), got -2");
+  refused([](de::TrainConfig& d) { d.tau_norm_tau = -0.5; },
+          "--tau-norm-tau: expected a value in [0, 1] (or -1: chosen on validation), got -0.5");
+  refused([](de::TrainConfig& d) { d.dro_start = -3; }, "--dro-start: expected >= 0 (or -1, its default), got -3");
+  refused([](de::TrainConfig& d) { d.drw_start = -2; }, "--drw-start: expected >= 0 (or -1, its default), got -2");
+  refused([](de::TrainConfig& d) { d.save_at = -5; }, "--save-at: expected >= 0 (or -1, its default), got -5");
+  refused([](de::TrainConfig& d) { d.stop_after = -7; }, "--stop-after: expected >= 0 (or -1, its default), got -7");
+  {
+    auto d = c;
+    d.la_tau = -1;
+    d.tau_norm_tau = -1;
+    d.dro_start = -1;
+    d.drw_start = -1;
+    de::validate(d);  // the sentinels themselves
+  }
   expect_bad([](de::TrainConfig& d) { d.batch_size = 0; });
   expect_bad([](de::TrainConfig& d) { d.depth = 30; });
   expect_bad([](de::TrainConfig& d) { d.classifiers = {de::ClassifierKind::lws}; d.stage_epochs = 0; });

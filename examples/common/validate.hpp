@@ -178,6 +178,11 @@ inline void check_dro(const TrainConfig& c, Problems& p) {
   if (!(c.temperature > 0) || !std::isfinite(c.temperature)) {
     p.bad("--temperature: expected a positive temperature, got " + p.num(c.temperature));
   }
+  // Epoch flags whose one negative value, -1, is a documented sentinel.
+  for (const auto& f : {std::make_pair("--dro-start", c.dro_start), std::make_pair("--drw-start", c.drw_start),
+                        std::make_pair("--save-at", c.save_at), std::make_pair("--stop-after", c.stop_after)}) {
+    if (f.second < -1) p.bad(std::string(f.first) + ": expected >= 0 (or -1, its default), got " + std::to_string(f.second));
+  }
   if (c.dro_start > c.epochs) {
     p.bad("--dro-start: expected at most --epochs (" + std::to_string(c.epochs) + "), got " +
         std::to_string(c.dro_start));
@@ -255,10 +260,10 @@ inline void check_methods_and_stages(const TrainConfig& c, Problems& p) {
   if (!float_rate(c.stage_lr, false)) {
     p.bad("--stage-lr: expected a positive learning rate" + kFloatRange + ", got " + p.num(c.stage_lr));
   }
-  if (c.tau_norm_tau > 1 || !std::isfinite(c.tau_norm_tau)) {
+  if (c.tau_norm_tau > 1 || !std::isfinite(c.tau_norm_tau) || (c.tau_norm_tau < 0 && c.tau_norm_tau != -1)) {
     p.bad("--tau-norm-tau: expected a value in [0, 1] (or -1: chosen on validation), got " + p.num(c.tau_norm_tau));
   }
-  if (!std::isfinite(c.la_tau) || c.la_tau > 10) {
+  if (!std::isfinite(c.la_tau) || c.la_tau > 10 || (c.la_tau < 0 && c.la_tau != -1)) {
     p.bad("--la-tau: expected a value in [0, 10] (or -1: chosen on validation), got " + p.num(c.la_tau));
   }
 }

@@ -161,6 +161,14 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
     TORCH_CHECK(bank->num_classes() == options.num_classes(),
                 "drolt::RobustCentroidLoss: expected a CentroidBank with ", options.num_classes(),
                 " classes, got ", bank->num_classes());
+    use_bank_counts(bank);
+    return compute(features, labels, bank->centroids().to(features.scalar_type()), bank->valid());
+  }
+
+  /// For sqrt-n radii without explicit counts: takes the class counts from the
+  /// bank, as forward(features, labels, bank) does. Every method that computes
+  /// with a bank's radii (forward, drolt::bound_tightness) calls it first.
+  void use_bank_counts(const CentroidBank& bank) {
     if (options.radius().kind() == RadiusPolicy::Kind::sqrt_n &&
         !options.class_counts().defined()) {
       // No explicit training counts: the bank's counts (a full pass sees every
@@ -172,18 +180,23 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
         bank_seen_.remember(counts);
       }
     }
-    return compute(features, labels, bank->centroids().to(features.scalar_type()), bank->valid());
+  }
+
+  /// The radii forward uses: radii(), after checking that a sqrt-n policy has
+  /// its class counts (never eps0 standing in for them).
+  torch::Tensor forward_radii() const {
+    TORCH_CHECK(options.radius().kind() != RadiusPolicy::Kind::sqrt_n || has_counts(),
+                "drolt::RobustCentroidLoss: the sqrt-n policy needs the training-set class counts "
+                "(RobustCentroidLossOptions::class_counts, set_class_counts, or a finalized "
+                "CentroidBank passed to forward)");
+    return radii();
   }
 
   /// Loss with explicit centroids [C, D] and an optional valid mask [C]. (Not an
   /// overload of forward(): ModuleHolder::operator() needs a single forward.)
   torch::Tensor compute(const torch::Tensor& features, const torch::Tensor& labels,
                         const torch::Tensor& centroids, const torch::Tensor& valid = {}) {
-    TORCH_CHECK(options.radius().kind() != RadiusPolicy::Kind::sqrt_n || has_counts(),
-                "drolt::RobustCentroidLoss: the sqrt-n policy needs the training-set class counts "
-                "(RobustCentroidLossOptions::class_counts, set_class_counts, or a finalized "
-                "CentroidBank passed to forward)");
-    return functional::robust_centroid_loss(features, labels, centroids, radii(),
+    return functional::robust_centroid_loss(features, labels, centroids, forward_radii(),
                                             func_options(valid));
   }
 
@@ -318,8 +331,11 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features,
     // Class weights and the reduction happen inside the fused function.
     l = detail::FusedFunction::apply(z, mu, radii.to(in.compute_dtype), in.labels, in.valid, v, p);
   }
-  if (options.check_finite())
-    detail::check_finite_result(l, features, centroids, in, options.temperature());
+  // Finite in, finite out, or an error: on the CPU always (a look at the C or
+  // B loss values, no synchronisation), on CUDA with check_finite (docs/math.md).
+  if (options.check_finite() || features.is_cpu())
+    detail::check_finite_result(l, features, centroids, in, options.temperature(),
+                                options.check_finite());
   return l;
 }
 
