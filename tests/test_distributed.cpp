@@ -381,7 +381,7 @@ void scenario_crt_bn(drolt::dist::Group& g) {
   de::TrainConfig c = tiny_trainer_config(crt_bn_out_dir());
   c.methods = {de::Method::ce};
   c.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt};
-  c.crt_bn_train = true;
+  c.stage_bn_train = true;
   c.checkpoint_every = 0;
   const auto spec = tiny_run_spec(c, de::Method::ce);
   auto data = de::load_data(c);

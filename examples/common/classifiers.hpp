@@ -6,8 +6,8 @@
 //   tau-norm : w_c / ||w_c||^tau, bias dropped, tau chosen on validation;
 //   ncm      : nearest class mean of the normalised features;
 //   la       : post-hoc logit adjustment logit_c - tau log pi_c, tau chosen on validation.
-// The trained ones (crt, lws) run in the trainer (trainer.hpp); the functions
-// here are the math every stage shares.
+// The stages themselves are types in stages/*.hpp (registry.hpp names them);
+// the functions here are the math they share.
 #pragma once
 
 #include <drolt/centroid_bank.hpp>
@@ -24,9 +24,6 @@
 #include "resnet.hpp"
 
 namespace drolt_examples {
-
-/// Whether a stage trains (and so has epochs) or is read off the joint classifier.
-inline bool is_trained(ClassifierKind k) { return k == ClassifierKind::crt || k == ClassifierKind::lws; }
 
 /// LWS logits f_c * (w_c . z + b_c): `joint_logits` [N, C] times `scales` [C].
 inline torch::Tensor lws_logits(const torch::Tensor& joint_logits, const torch::Tensor& scales) {

@@ -84,12 +84,14 @@ inline torch::Tensor ldam_margins(const std::vector<int64_t>& counts, double max
   return torch::tensor(d, torch::kDouble).to(torch::kFloat32);
 }
 
-/// What one representation epoch minimises (built by Protocol::loss_for).
+/// What one representation epoch minimises (built by the method, methods/method.hpp).
 struct LossSpec {
   BaseLoss base = BaseLoss::ce;
   torch::Tensor class_weights;  // undefined: unweighted
   double focal_gamma = 0;
   torch::Tensor ldam_offsets;  // LDAM: s * Delta_c, [C]
+  /// Added to the logits of the cross-entropy term (the logit-adjusted loss's tau log pi_c), [C]; undefined: none.
+  torch::Tensor logit_offsets;
   bool dro = false;
   double lambda = 0;  // (1 - lambda) base + lambda DRO-LT
   bool sum = false;   // base + DRO-LT (the authors' code)
@@ -115,6 +117,10 @@ inline torch::Tensor base_loss(const LossSpec& spec, const torch::Tensor& logits
     }
     case BaseLoss::ce:
       break;
+  }
+  if (spec.logit_offsets.defined()) {
+    TORCH_CHECK(!spec.class_weights.defined(), "base_loss: expected logit offsets or class weights, got both");
+    return F::cross_entropy(logits + spec.logit_offsets.to(logits.device(), logits.scalar_type()).unsqueeze(0), y);
   }
   if (!spec.class_weights.defined()) return F::cross_entropy(logits, y);
   return F::cross_entropy(logits, y,

@@ -1,0 +1,20 @@
+// --classifier ncm: nearest class mean of the L2-normalised features (cosine
+// similarity to each class's mean normalised training feature).
+#pragma once
+
+#include "../classifiers.hpp"
+#include "stage.hpp"
+
+namespace drolt_examples {
+
+class NcmStage : public ClassifierStage {
+ public:
+  using ClassifierStage::ClassifierStage;
+  std::string name() const override { return "ncm"; }
+  bool probabilities() const override { return false; }  // similarities, not logits
+  torch::Tensor scores(StageContext& ctx, const torch::Tensor& features, double) override {
+    return ncm_scores(ctx.train_features, ctx.train_labels, features, ctx.num_classes());
+  }
+};
+
+}  // namespace drolt_examples
