@@ -1354,7 +1354,9 @@ TEST_CASE("trainer: golden values of every method and classifier stage, bit for 
     }
     REQUIRE(f.good());
     WARN("recorded " << g.values.size() << " golden values in " << path);
-    // The checkpoint of the format before the registry, taken mid-stage.
+    // The checkpoint of the format before the registry, taken mid-stage: written
+    // once, by the old trainer (a later recording keeps it).
+    if (de::file_exists(golden_checkpoint_path())) return;
     auto c = golden_official(tmpdir("golden-ckpt"));
     c.stop_after = 5;
     const auto data = de::load_data(c);
@@ -1406,12 +1408,16 @@ TEST_CASE("trainer: a checkpoint of the format before the registry resumes to th
   CHECK_THAT(log.str(), Catch::Contains("resumed from") && Catch::Contains("at epoch 5/6"));
   GoldenValues g;
   for (const auto& r : results) g.add_result("official", r);
+  REQUIRE(g.values.size() > 8);
+  // The checkpoint's first five epochs were computed by Debian's LibTorch 1.13:
+  // another LibTorch resumes it (checked above) but continues from 1.13's state,
+  // so only 1.13 can land on its own golden values.
+  if (TORCH_VERSION_MAJOR != 1 || TORCH_VERSION_MINOR != 13) return;
   std::ifstream f(golden_path());
   REQUIRE(f.good());
   std::map<std::string, double> expect;
   std::string key, value;
   while (f >> key >> value) expect[key] = std::strtod(value.c_str(), nullptr);
-  REQUIRE(g.values.size() > 8);
   for (const auto& kv : g.values) {
     INFO(kv.first);
     REQUIRE(expect.count(kv.first) == 1);
