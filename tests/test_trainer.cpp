@@ -1404,15 +1404,19 @@ TEST_CASE("trainer: a checkpoint of the format before the registry resumes to th
   REQUIRE(de::file_exists(ckpt));
   write_bytes(run.checkpoint_path(), file_bytes(ckpt));
   std::ostringstream log;
+  if (TORCH_VERSION_MAJOR != 1 || TORCH_VERSION_MINOR != 13) {
+    // Written by Debian's LibTorch 1.13: another LibTorch pairs its optimizer
+    // state with the wrong parameters, and resuming must refuse that by name
+    // instead of training on (or failing deep inside SGD::step).
+    CHECK_THROWS_WITH(run.run(log), Catch::Contains("momentum buffer of a parameter of shape") &&
+                                        Catch::Contains("optimizer states do not carry across versions"));
+    return;
+  }
   const auto results = run.run(log);
   CHECK_THAT(log.str(), Catch::Contains("resumed from") && Catch::Contains("at epoch 5/6"));
   GoldenValues g;
   for (const auto& r : results) g.add_result("official", r);
   REQUIRE(g.values.size() > 8);
-  // The checkpoint's first five epochs were computed by Debian's LibTorch 1.13:
-  // another LibTorch resumes it (checked above) but continues from 1.13's state,
-  // so only 1.13 can land on its own golden values.
-  if (TORCH_VERSION_MAJOR != 1 || TORCH_VERSION_MINOR != 13) return;
   std::ifstream f(golden_path());
   REQUIRE(f.good());
   std::map<std::string, double> expect;

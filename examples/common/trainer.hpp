@@ -339,6 +339,7 @@ class Run {
     ar.write("epoch", torch::tensor(next_epoch_, torch::kLong));
     ar.write("elapsed", torch::tensor(elapsed_, torch::kDouble));
     ar.write("fingerprint", ck::string_tensor(fingerprint().dump()));
+    ar.write("libtorch", ck::string_tensor(ck::libtorch_version()));
     ar.write("history", ck::string_tensor(json(lines_).dump()));
     torch::serialize::OutputArchive m, o;
     model_->save(m);
@@ -405,6 +406,7 @@ class Run {
     ck::read(ar, path);
     // Past the container's checks, any failure still names the file.
     ck::reading(path, [&] {
+      ck::require_same_libtorch(ar, path);
       const std::string fp = ck::read_string(ar, "fingerprint");
       if (fp != fingerprint().dump()) {
         throw std::runtime_error("checkpoint '" + path +
@@ -425,6 +427,7 @@ class Run {
       if (cfg_.channels_last) model_->to_channels_last();
       ar.read("optimizer", o);
       opt_->load(o);
+      ck::require_matching_state(*opt_, path, "optimizer");
       for (size_t i = 0; i < banks_.size(); ++i) {
         torch::serialize::InputArchive b;
         ar.read(layer_key("bank", i), b);
@@ -466,6 +469,7 @@ class Run {
         torch::serialize::InputArchive c, s;
         ar.read("stage_optimizer", c);
         stage_opt_->load(c);
+        ck::require_matching_state(*stage_opt_, path, "classifier stage's optimizer");
         ar.read("stage_sampler", s);
         stage_sampler_->load(s);
       }
@@ -490,6 +494,7 @@ class Run {
     torch::serialize::InputArchive ar;
     ck::read(ar, path);
     ck::reading(path, [&] {
+      ck::require_same_libtorch(ar, path);
       const json theirs = json::parse(ck::read_string(ar, "fingerprint")), ours = fingerprint();
       ck::require_same(theirs, ours,
                        {"dataset", "rho", "n_max", "data_seed", "balanced_subset", "depth", "epochs", "batch", "lr", "seed", "schedule",
@@ -521,6 +526,7 @@ class Run {
                                                          .momentum(cfg_.momentum)
                                                          .weight_decay(cfg_.weight_decay));
       ce_opt.load(o);
+      ck::require_matching_state(ce_opt, path, "CE optimizer");
       for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
       ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
       // The warm-up's log lines, relabelled, so metrics.jsonl covers the whole run.
