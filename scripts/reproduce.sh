@@ -448,6 +448,7 @@ done
 #     logit adjustment, SEEDS_100 seeds; seed 0 of learned is the tuning run.
 # 4c. The grid's choice with --centroids previous against full (4b's learned), paired.
 # 4d. DRO-LT with LDAM-DRW as its base loss against LDAM-DRW alone (below).
+# 4e. The logit-adjusted loss and weight balancing, each with a six-run grid (below).
 if [[ "${V3:-1}" == 1 ]]; then
   if [[ "$SMALL_GRIDS" == 1 ]]; then G3_DROLR=${G3_DROLR:-"0 0.02"}; G3_LAMBDA=${G3_LAMBDA:-"0.3"}
   else G3_DROLR=${G3_DROLR:-"0 0.02 0.005"}; G3_LAMBDA=${G3_LAMBDA:-"0.3 0.5"}; fi
@@ -521,6 +522,34 @@ if [[ "${V3:-1}" == 1 ]]; then
       continue
     fi
     spawn "$r" --seed "$seed" --rho 100 $RECIPE "${LDAM_A[@]}" --lambda "$LDAM_L" --dro-lr "$LDAM_D"
+  done
+  barrier
+
+  # 4e. Two more baselines, the same six-run budget, then SEEDS_100 seeds (seed 0 the tuning run):
+  #     - the logit-adjusted loss (--method la-loss, tau 1: Balanced Softmax), lr {0.05 0.1 0.2} x
+  #       wd {2e-4 5e-4} (CE's grid), chosen on its joint row;
+  #     - weight balancing (--method weight-balancing: CE with a tuned weight decay and MaxNorm,
+  #       then its "wb" stage: a class-balanced loss, weight decay and MaxNorm on the frozen
+  #       features, instance-sampled), --wb-wd {5e-4 2e-3 5e-3} x --max-norm {0.1 1.0} (the
+  #       radius's scale is not the paper's: their threshold is relative), lr 0.1, chosen on the
+  #       wb row.
+  if [[ "$SMALL_GRIDS" == 1 ]]; then G3_LALR="0.1"; G3_LAWD="2e-4"; G3_WBWD="5e-3"; G3_MAXN="0.1"
+  else G3_LALR="0.05 0.1 0.2"; G3_LAWD="2e-4 5e-4"; G3_WBWD="5e-4 2e-3 5e-3"; G3_MAXN="0.1 1.0"; fi
+  for lr in $G3_LALR; do for wd in $G3_LAWD; do
+    spawn "$T/la-loss/lr$lr-wd$wd" "${TS[@]}" --method la-loss --la-loss-tau 1 --classifier joint \
+      --lr "$lr" --wd "$wd"
+  done; done
+  for wd in $G3_WBWD; do for mn in $G3_MAXN; do
+    spawn "$T/wb/wd$wd-mn$mn" "${TS[@]}" --method weight-balancing --wb-wd "$wd" --max-norm "$mn" \
+      --classifier joint,wb --stage-sampler instance --lr 0.1
+  done; done
+  barrier
+  for m in la-loss wb; do
+    row=la-loss; [[ $m == wb ]] && row=weight-balancing/wb
+    choose_dir "$T/$m" "$row" > "$DATA_OUT/$T/$m/chosen.txt"
+    ARGS[$m]=$(choose "$T/$m" "$row" | strip)
+    echo "chosen for $m: $(cat "$DATA_OUT/$T/$m/chosen.txt")"
+    for seed in $SEEDS_100; do main 100 "$seed" "$m"; done
   done
   barrier
 fi

@@ -186,7 +186,8 @@ V3_POLICIES = [("eps = 0", "drolt3-erm", "drolt-erm"), ("shared eps", "drolt3-sh
 V3_STAGES = [("cRT", ""), ("LWS", "/lws"), ("logit adj.", "/la"), ("joint", "/nocrt")]
 # The baselines DRO-LT is asked to beat (label, run folder, row); a run not there yet says so.
 V3_BASELINES = [("cRT (CE features)", "ce", "crt"), ("Logit adjustment (CE, post-hoc)", "ce", "ce/la"),
-                ("LDAM-DRW", "ldam-drw", "ldam-drw")]
+                ("LDAM-DRW", "ldam-drw", "ldam-drw"), ("Weight balancing (its wb stage)", "wb", "weight-balancing/wb"),
+                ("Logit-adjusted loss (Balanced Softmax)", "la-loss", "la-loss")]
 
 
 def phase_seconds(run_dir):
@@ -298,6 +299,13 @@ def v3_section(d, data_root):
         v = verdict(paired(d, 100, ("drolt3-ldam", "drolt-learned/nocrt"), ("ldam-drw", "ldam-drw")))
         Q.insert(2 if best else 0, "- Does adding DRO-LT to LDAM-DRW beat LDAM-DRW alone (both joint)? " +
                  (fmt_v(v) if v else "not enough paired seeds yet") + ".")
+    L.append("The baselines it is compared with, test All at rho = 100 (the two new ones with their own six-run "
+             "grids, step 4e):\n")
+    L.append("| baseline | All | Few | val All |\n|---|---|---|---|")
+    for lab, run, row in V3_BASELINES:
+        L.append(f"| {lab} | {cell(d, 100, run, row)} | {cell(d, 100, run, row, 'few')} | "
+                 f"{cell(d, 100, run, row, 'all', 'val')} |")
+    L.append("")
     L.append("Answers (computed from these tables, the verdict rule of the summary):\n")
     L.extend(Q)
     L.append("")
