@@ -210,12 +210,12 @@ void apply_words(const CLI::App& app, de::TrainConfig& cfg, const Words& w) {
                                   given("--eps0") ? w.eps0 : cfg.radius.eps0());
   }
   if (given("--loss")) cfg.loss = de::parse_enum<de::BaseLoss>("--loss", w.loss);
-  if (given("--weighting")) cfg.weighting = de::parse_enum<de::Weighting>("--weighting", w.weighting);
+  if (given("--weighting")) cfg.weighting = de::parse_enum<drolt::ClassWeighting>("--weighting", w.weighting);
   if (given("--sampler")) cfg.sampler = de::parse_enum<de::SamplerKind>("--sampler", w.sampler);
   if (given("--resample-sampler")) {
     cfg.resample_sampler = de::parse_enum<de::SamplerKind>("--resample-sampler", w.resample_sampler);
   }
-  if (given("--reweight")) cfg.reweight = de::parse_enum<de::Weighting>("--reweight", w.reweight);
+  if (given("--reweight")) cfg.reweight = de::parse_enum<drolt::ClassWeighting>("--reweight", w.reweight);
   if (given("--schedule")) cfg.schedule = de::parse_enum<de::Schedule>("--schedule", w.schedule);
   if (given("--centroids")) cfg.centroid_mode = de::parse_enum<de::CentroidMode>("--centroids", w.centroids);
   if (given("--stage-schedule")) {

@@ -473,49 +473,12 @@ TEST_CASE("trainer: DRO-LT warm-started from a CE checkpoint equals a run from s
 
 // ---------------------------------------------------------------- methods
 
-TEST_CASE("trainer losses: focal with gamma < 1 has finite gradients at a saturated softmax", "[trainer]") {
-  // p_y = 1 in float32 for the first row: (1 - p)^0.5 has an infinite derivative there.
-  auto logits = torch::tensor({{60.f, 0.f, 0.f}, {0.5f, 0.2f, -0.1f}}).requires_grad_();
-  auto y = torch::tensor({0, 1}, torch::kLong);
-  for (double gamma : {0.25, 0.5, 1.0, 2.0}) {
-    INFO("gamma " << gamma);
-    auto l = de::focal_loss(logits, y, gamma);
-    auto g = torch::autograd::grad({l}, {logits})[0];
-    CHECK(std::isfinite(l.item<double>()));
-    CHECK(torch::isfinite(g).all().item<bool>());
-    CHECK(g[0].abs().max().item<double>() < 1e-6);  // the saturated row's true gradient is ~0
-  }
-}
-
-TEST_CASE("trainer losses: focal with gamma 0 is cross-entropy, weighted or not", "[trainer]") {
-  namespace F = torch::nn::functional;
-  torch::manual_seed(1);
-  auto logits = torch::randn({9, 4}, torch::kDouble);
-  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3}, torch::kLong);
-  auto w = torch::tensor({0.5, 1.0, 2.0, 4.0}, torch::kDouble);
-  CHECK(de::focal_loss(logits, y, 0.0).item<double>() == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-12));
-  CHECK(de::focal_loss(logits, y, 0.0, w).item<double>() ==
-        Approx(F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().weight(w)).item<double>()).epsilon(1e-12));
-  // gamma 2: each sample's CE times (1 - p_y)^2, by hand.
-  auto p = torch::softmax(logits, 1).gather(1, y.unsqueeze(1)).squeeze(1);
-  auto expect = (-(1 - p).pow(2) * p.log()).mean().item<double>();
-  CHECK(de::focal_loss(logits, y, 2.0).item<double>() == Approx(expect).epsilon(1e-12));
-  CHECK(de::focal_loss(logits, y, 2.0).item<double>() < F::cross_entropy(logits, y).item<double>());
-}
-
-TEST_CASE("trainer losses: LDAM margins are m / n_c^(1/4) scaled to a largest margin m", "[trainer]") {
-  auto d = de::ldam_margins({100, 16, 1, 81}, 0.5);
-  REQUIRE(d.numel() == 4);
-  // n^(-1/4): 1/sqrt(10), 1/2, 1, 1/3; the largest (class 2) becomes 0.5.
-  CHECK(d[0].item<double>() == Approx(0.5 / std::sqrt(10.0)).epsilon(1e-6));
-  CHECK(d[1].item<double>() == Approx(0.25).epsilon(1e-6));
-  CHECK(d[2].item<double>() == Approx(0.5).epsilon(1e-6));
-  CHECK(d[3].item<double>() == Approx(0.5 / 3.0).epsilon(1e-6));
-  CHECK_THROWS_WITH(de::ldam_margins({5, 0}, 0.5), Catch::Contains("got 0 for class 1"));
-  // The LDAM loss subtracts s * Delta_y from the target logit only.
+TEST_CASE("trainer losses: LDAM subtracts s * Delta_y from the target logit only", "[trainer]") {
+  // The math is the library's (test_baselines.cpp); this pins the trainer's wiring of margins and scale.
   de::LossSpec spec;
   spec.base = de::BaseLoss::ldam;
-  spec.ldam_offsets = d * 30.0;
+  spec.ldam_margins = drolt::ldam_margins({100, 16, 1, 81}, 0.5);  // largest (class 2) 0.5, class 0 0.5 / sqrt(10)
+  spec.ldam_scale = 30.0;
   auto logits = torch::zeros({2, 4});
   auto y = torch::tensor({2, 0}, torch::kLong);
   auto shifted = logits.clone();
@@ -523,34 +486,6 @@ TEST_CASE("trainer losses: LDAM margins are m / n_c^(1/4) scaled to a largest ma
   shifted[1][0] -= 15.0 / std::sqrt(10.0);
   CHECK(de::base_loss(spec, logits, y).item<double>() ==
         Approx(torch::nn::functional::cross_entropy(shifted, y).item<double>()).epsilon(1e-6));
-}
-
-TEST_CASE("trainer classifiers: LWS with scales 1, tau-norm and logit adjustment with tau 0 change nothing",
-          "[trainer]") {
-  torch::manual_seed(2);
-  auto z = torch::randn({50, 6});
-  auto w = torch::randn({4, 6}) * torch::tensor({3.0f, 1.0f, 0.5f, 0.1f}).unsqueeze(1);
-  auto b = torch::randn({4});
-  auto joint = torch::matmul(z, w.t()) + b;
-  CHECK(torch::equal(de::lws_logits(joint, torch::ones({4})), joint));
-  // A scale multiplies its class's column, whatever the sample.
-  auto scaled = de::lws_logits(joint, torch::tensor({2.0f, 1.0f, 1.0f, 1.0f}));
-  CHECK(torch::allclose(scaled.select(1, 0), 2 * joint.select(1, 0)));
-  CHECK(torch::equal(scaled.narrow(1, 1, 3), joint.narrow(1, 1, 3)));
-  // tau = 0: the joint weights without the bias; tau = 1: unit-norm weights.
-  auto no_bias = torch::matmul(z, w.t());
-  CHECK(torch::equal(de::tau_norm_logits(z, w, 0.0).argmax(1), no_bias.argmax(1)));
-  CHECK(torch::allclose(de::tau_norm_logits(z, w, 1.0), torch::matmul(z, (w / w.norm(2, 1, true)).t()), 1e-5, 1e-6));
-  CHECK_FALSE(torch::equal(de::tau_norm_logits(z, w, 1.0).argmax(1), no_bias.argmax(1)));
-  // Logit adjustment: tau 0 is the joint classifier; tau 1 moves predictions to the tail.
-  const std::vector<int64_t> counts{400, 100, 20, 5};
-  CHECK(torch::equal(de::adjusted_logits(joint, counts, 0.0), joint));
-  auto la = de::adjusted_logits(joint, counts, 1.0);
-  auto prior = torch::tensor({400.0f, 100.0f, 20.0f, 5.0f}) / 525.0f;
-  CHECK(torch::allclose(la, joint - prior.log().unsqueeze(0), 1e-5, 1e-6));
-  CHECK(la.argmax(1).eq(3).sum().item<int64_t>() >= joint.argmax(1).eq(3).sum().item<int64_t>());
-  // The tau chosen is the first best on validation.
-  CHECK(de::choose_tau({0.0, 0.5, 1.0, 1.5}, [](double t) { return t == 0.5 || t == 1.5 ? 0.9 : 0.1; }) == 0.5);
 }
 
 TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a fixed batch", "[trainer]") {
@@ -654,7 +589,7 @@ TEST_CASE("trainer: --resume is bit-identical in every stage kind", "[trainer]")
   base.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt, de::ClassifierKind::lws,
                       de::ClassifierKind::tau_norm, de::ClassifierKind::ncm, de::ClassifierKind::logit_adjust};
   base.sampler = de::SamplerKind::class_aware;
-  base.weighting = de::Weighting::max_ratio;
+  base.weighting = drolt::ClassWeighting::count_ratio;
   base.dro_sum = true;
   base.stage_sampler = de::SamplerKind::progressive;
   const auto data = de::load_data(base);
@@ -1268,7 +1203,7 @@ std::string golden_checkpoint_path() { return std::string(DROLT_TEST_GOLDEN_DIR)
 de::TrainConfig golden_official(const std::string& out) {
   auto c = tiny_config(out);
   c.methods = {de::Method::drolt};
-  c.weighting = de::Weighting::max_ratio;
+  c.weighting = drolt::ClassWeighting::count_ratio;
   c.sampler = de::SamplerKind::class_aware;
   c.dro_sum = true;
   c.dro_lr = 0.01;
@@ -1331,7 +1266,7 @@ TEST_CASE("trainer: golden values of every method and classifier stage, bit for 
     auto c = tiny_config(tmpdir("golden-focal"));
     c.methods = {de::Method::drolt};
     c.loss = de::BaseLoss::focal;
-    c.weighting = de::Weighting::effective;
+    c.weighting = drolt::ClassWeighting::effective_number;
     c.sampler = de::SamplerKind::progressive;
     c.centroid_mode = de::CentroidMode::previous;
     c.lambda = 0.7;
@@ -1466,7 +1401,7 @@ TEST_CASE("trainer: la-loss is CE on logits + tau log pi, weight balancing proje
     fc->weight.copy_(torch::tensor({{3.0f, 4.0f, 0.0f}, {0.06f, 0.0f, 0.08f}, {0.0f, 0.0f, 0.0f}, {1.0f, 1.0f, 1.0f}}));
   }
   const auto bias = fc->bias.detach().clone();
-  de::max_norm_rows_(fc, 0.5);
+  de::ClassifierMaxNorm().apply_(fc, 0.5);
   auto norms = fc->weight.detach().to(torch::kDouble).norm(2, 1);
   CHECK(norms[0].item<double>() == Approx(0.5).epsilon(1e-6));
   CHECK(norms[1].item<double>() == Approx(0.1).epsilon(1e-6));

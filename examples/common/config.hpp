@@ -6,6 +6,7 @@
 // training starts. Presets (apply_preset) are data, next to the defaults.
 #pragma once
 
+#include <drolt/class_weights.hpp>
 #include <drolt/radius.hpp>
 
 #include <algorithm>
@@ -39,8 +40,6 @@ constexpr const char* weight_balancing = "weight-balancing";
 }  // namespace Method
 /// The representation loss (the classifier's term; DRO-LT is added on top).
 enum class BaseLoss { ce, focal, ldam };
-/// Class weights of the representation loss (docs/math.md, "Methods compared").
-enum class Weighting { none, inverse, effective, max_ratio };
 /// Order of the training images: instance (a permutation), class-balanced
 /// (class uniform, then an image of it), class-aware (k images of one class,
 /// then k of the next, as the authors' loader), square-root, progressive.
@@ -79,13 +78,15 @@ struct EnumNames<BaseLoss> {
     return {{"ce", BaseLoss::ce}, {"focal", BaseLoss::focal}, {"ldam", BaseLoss::ldam}};
   }
 };
+/// --weighting, --reweight: the class weights of the representation loss
+/// (docs/math.md, "Methods compared"); "nmax" is n_c / n_max.
 template <>
-struct EnumNames<Weighting> {
-  static std::vector<std::pair<const char*, Weighting>> table() {
-    return {{"none", Weighting::none},
-            {"inverse", Weighting::inverse},
-            {"effective", Weighting::effective},
-            {"nmax", Weighting::max_ratio}};
+struct EnumNames<drolt::ClassWeighting> {
+  static std::vector<std::pair<const char*, drolt::ClassWeighting>> table() {
+    return {{"none", drolt::ClassWeighting::none},
+            {"inverse", drolt::ClassWeighting::inverse_frequency},
+            {"effective", drolt::ClassWeighting::effective_number},
+            {"nmax", drolt::ClassWeighting::count_ratio}};
   }
 };
 template <>
@@ -281,11 +282,11 @@ struct TrainConfig {
   /// The drolt representation's classifier loss, class weights and sampler
   /// during the DRO-LT epochs (its warm-up is plain CE with instance sampling).
   BaseLoss loss = BaseLoss::ce;
-  Weighting weighting = Weighting::none;
+  drolt::ClassWeighting weighting = drolt::ClassWeighting::none;
   SamplerKind sampler = SamplerKind::instance;
   /// ReSample's sampler and ReWeight's weights.
   SamplerKind resample_sampler = SamplerKind::class_balanced;
-  Weighting reweight = Weighting::inverse;
+  drolt::ClassWeighting reweight = drolt::ClassWeighting::inverse_frequency;
   double cb_beta = 0.9999;   // effective-number weights (and DRW)
   double focal_gamma = 1.0;  // focal loss
   double ldam_margin = 0.5;  // LDAM: largest margin m
@@ -459,7 +460,7 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     c.milestones = {160.0 / 280.0, 180.0 / 280.0};
     c.gamma = 0.01;
     c.loss = BaseLoss::ce;
-    c.weighting = Weighting::max_ratio;
+    c.weighting = drolt::ClassWeighting::count_ratio;
     c.sampler = SamplerKind::class_aware;
     c.class_aware_k = 4;
     c.dro_sum = true;

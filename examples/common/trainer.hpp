@@ -3,9 +3,9 @@
 //
 // A Run trains one representation (a method, methods/*.hpp) and runs the
 // classifier stages (stages/*.hpp) on it; registry.hpp names them, protocol.hpp
-// lays out their epochs and table rows, losses.hpp holds the losses,
-// classifiers.hpp the classifier math, the
-// centroid refresh modes in centroids.hpp, the checkpoint pieces in
+// lays out their epochs and table rows, losses.hpp picks the losses (the
+// baselines' math is the library's: drolt/longtail_losses.hpp,
+// drolt/posthoc.hpp, drolt/weight_balancing.hpp), the centroid refresh modes in centroids.hpp, the checkpoint pieces in
 // checkpoint.hpp. Every epoch of a run, classifier stages included, is
 // checkpointed (model, optimizers, samplers, centroid bank, loss radii, torch
 // RNG state, epoch, log) and a resumed run continues bit for bit (same thread
@@ -35,7 +35,6 @@
 #include "augment.hpp"
 #include "centroids.hpp"
 #include "checkpoint.hpp"
-#include "classifiers.hpp"
 #include "config.hpp"
 #include "data.hpp"
 #include "losses.hpp"
@@ -1177,7 +1176,7 @@ class Run {
     const double fixed = stage.configured_tau();
     if (fixed >= 0) return fixed;
     auto ctx = stage_context();
-    return choose_tau(stage.tau_grid(), [&](double t) {
+    return drolt::choose_tau(stage.tau_grid(), [&](double t) {
       return drolt::metrics::accuracy(stage.scores(ctx, val_f_, t), data_.val_y);
     });
   }

@@ -11,9 +11,11 @@ class FocalMethod : public RepresentationMethod {
   std::string name() const override { return "focal"; }
   BaseLoss base_loss() const override { return BaseLoss::focal; }
   void describe(nlohmann::json& j) const override {
-    describe_loss(j, BaseLoss::focal, Weighting::none, SamplerKind::instance, false);
+    describe_loss(j, BaseLoss::focal, drolt::ClassWeighting::none, SamplerKind::instance, false);
   }
-  LossSpec loss_at(int64_t e) const override { return standard_loss(BaseLoss::focal, Weighting::none, false, e); }
+  LossSpec loss_at(int64_t e) const override {
+    return standard_loss(BaseLoss::focal, drolt::ClassWeighting::none, false, e);
+  }
 };
 
 }  // namespace drolt_examples

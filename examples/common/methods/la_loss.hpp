@@ -5,9 +5,8 @@
 // training images (log 0 is not a prior).
 #pragma once
 
+#include <drolt/longtail_losses.hpp>
 #include <torch/torch.h>
-
-#include <cmath>
 
 #include "method.hpp"
 
@@ -17,26 +16,21 @@ class LogitAdjustedLossMethod : public RepresentationMethod {
  public:
   LogitAdjustedLossMethod(const TrainConfig& cfg, std::vector<int64_t> counts)
       : RepresentationMethod(cfg, std::move(counts)) {
-    std::vector<double> log_prior;
-    double total = 0;
-    for (auto n : this->counts()) total += static_cast<double>(n);
+    // drolt::log_class_prior would count an empty class as one sample; a
+    // representation trained on a made-up prior is refused instead.
     for (size_t c = 0; c < this->counts().size(); ++c) {
       TORCH_CHECK(this->counts()[c] > 0, "--method la-loss: expected every class to have training images, got 0 "
                   "for class ", c, " (its prior log pi_c is -inf)");
-      log_prior.push_back(std::log(static_cast<double>(this->counts()[c]) / total));
     }
-    offsets_ = torch::tensor(log_prior, torch::kDouble).mul(cfg.la_loss_tau).to(torch::kFloat32);
   }
   std::string name() const override { return "la-loss"; }
   void describe(nlohmann::json& j) const override { j["la_loss_tau"] = config().la_loss_tau; }
   LossSpec loss_at(int64_t) const override {
     LossSpec s;
-    s.logit_offsets = offsets_;
+    s.log_prior = drolt::log_class_prior(counts());
+    s.la_tau = config().la_loss_tau;
     return s;
   }
-
- private:
-  torch::Tensor offsets_;  // tau log pi, float32 [C]
 };
 
 }  // namespace drolt_examples

@@ -13,9 +13,11 @@ class LdamDrwMethod : public RepresentationMethod {
   std::string name() const override { return "ldam-drw"; }
   BaseLoss base_loss() const override { return BaseLoss::ldam; }
   void describe(nlohmann::json& j) const override {
-    describe_loss(j, BaseLoss::ldam, Weighting::none, SamplerKind::instance, true);
+    describe_loss(j, BaseLoss::ldam, drolt::ClassWeighting::none, SamplerKind::instance, true);
   }
-  LossSpec loss_at(int64_t e) const override { return standard_loss(BaseLoss::ldam, Weighting::none, true, e); }
+  LossSpec loss_at(int64_t e) const override {
+    return standard_loss(BaseLoss::ldam, drolt::ClassWeighting::none, true, e);
+  }
 };
 
 }  // namespace drolt_examples

@@ -91,17 +91,21 @@ class RepresentationMethod {
 
   /// The loss `base` with class weights `w` (effective-number weights from
   /// --drw-start on when `drw`), configured as the flags say.
-  LossSpec standard_loss(BaseLoss base, Weighting w, bool drw, int64_t e) const {
+  LossSpec standard_loss(BaseLoss base, drolt::ClassWeighting w, bool drw, int64_t e) const {
     LossSpec s;
     s.base = base;
-    if (drw && e >= cfg_.drw_start_epoch()) w = Weighting::effective;
+    if (drw && e >= cfg_.drw_start_epoch()) w = drolt::ClassWeighting::effective_number;
     s.class_weights = weights_of(w, counts_, cfg_.cb_beta);
     s.focal_gamma = cfg_.focal_gamma;
-    if (base == BaseLoss::ldam) s.ldam_offsets = ldam_margins(counts_, cfg_.ldam_margin) * cfg_.ldam_scale;
+    if (base == BaseLoss::ldam) {
+      s.ldam_margins = drolt::ldam_margins(counts_, cfg_.ldam_margin);
+      s.ldam_scale = cfg_.ldam_scale;
+    }
     return s;
   }
   /// The fingerprint entries of such a loss and its sampler.
-  static void describe_loss(nlohmann::json& j, BaseLoss base, Weighting w, SamplerKind sampler, bool drw) {
+  static void describe_loss(nlohmann::json& j, BaseLoss base, drolt::ClassWeighting w, SamplerKind sampler,
+                            bool drw) {
     j["loss"] = name_of(base);
     j["weighting"] = name_of(w);
     j["sampler"] = name_of(sampler);

@@ -12,9 +12,11 @@ class ResampleMethod : public RepresentationMethod {
   std::string name() const override { return "resample"; }
   SamplerKind sampler() const override { return config().resample_sampler; }
   void describe(nlohmann::json& j) const override {
-    describe_loss(j, BaseLoss::ce, Weighting::none, sampler(), false);
+    describe_loss(j, BaseLoss::ce, drolt::ClassWeighting::none, sampler(), false);
   }
-  LossSpec loss_at(int64_t e) const override { return standard_loss(BaseLoss::ce, Weighting::none, false, e); }
+  LossSpec loss_at(int64_t e) const override {
+    return standard_loss(BaseLoss::ce, drolt::ClassWeighting::none, false, e);
+  }
 };
 
 }  // namespace drolt_examples

@@ -6,20 +6,33 @@
 // the classifier with a class-balanced loss, weight decay and MaxNorm.
 #pragma once
 
+#include <drolt/weight_balancing.hpp>
 #include <torch/torch.h>
+
+#include <memory>
 
 #include "method.hpp"
 
 namespace drolt_examples {
 
-/// MaxNorm: w_c <- w_c * min(1, r / ||w_c||) for every row of the classifier's
-/// weight (the bias is not projected).
-inline void max_norm_rows_(torch::nn::Linear& classifier, double r) {
-  torch::NoGradGuard g;
-  auto& w = classifier->weight;
-  auto scale = (r / w.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12)).clamp_max(1.0);
-  w.mul_(scale);
-}
+/// MaxNorm (drolt::MaxNorm) of a classifier's weight rows, radius r shared by
+/// every class; the bias is not projected. The projection is rebuilt only when
+/// the classifier's weight tensor changes (a re-initialised classifier), so a
+/// step costs no argument checks and no host synchronisation.
+class ClassifierMaxNorm {
+ public:
+  void apply_(const torch::nn::Linear& classifier, double r) {
+    if (!weight_.defined() || !weight_.is_same(classifier->weight)) {
+      weight_ = classifier->weight;
+      projection_ = std::make_unique<drolt::MaxNorm>(weight_, r);
+    }
+    projection_->apply_();
+  }
+
+ private:
+  torch::Tensor weight_;
+  std::unique_ptr<drolt::MaxNorm> projection_;
+};
 
 class WeightBalancingMethod : public RepresentationMethod {
  public:
@@ -32,7 +45,10 @@ class WeightBalancingMethod : public RepresentationMethod {
     j["max_norm"] = config().max_norm;
   }
   LossSpec loss_at(int64_t) const override { return LossSpec{}; }
-  void after_step(torch::nn::Linear& classifier) override { max_norm_rows_(classifier, config().max_norm); }
+  void after_step(torch::nn::Linear& classifier) override { max_norm_.apply_(classifier, config().max_norm); }
+
+ private:
+  ClassifierMaxNorm max_norm_;
 };
 
 }  // namespace drolt_examples

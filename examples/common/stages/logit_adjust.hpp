@@ -2,7 +2,9 @@
 // logit_c - tau log pi_c, tau = --la-tau or chosen on the validation split.
 #pragma once
 
-#include "../classifiers.hpp"
+#include <drolt/posthoc.hpp>
+#include <torch/torch.h>
+
 #include "stage.hpp"
 
 namespace drolt_examples {
@@ -13,11 +15,11 @@ class LogitAdjustStage : public ClassifierStage {
   std::string name() const override { return "la"; }
   bool has_tau() const override { return true; }
   double configured_tau() const override { return config().la_tau; }
-  std::vector<double> tau_grid() const override { return logit_adjust_grid(); }
+  std::vector<double> tau_grid() const override { return drolt::logit_adjust_grid(); }
 
  protected:
   torch::Tensor batch_scores(StageContext& ctx, const torch::Tensor& features, double tau) override {
-    return adjusted_logits(ctx.model->classify(features), ctx.counts, tau);
+    return drolt::logit_adjust(ctx.model->classify(features), ctx.counts, tau);
   }
 };
 

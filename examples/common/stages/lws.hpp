@@ -4,7 +4,9 @@
 // every class towards 0.
 #pragma once
 
-#include "../classifiers.hpp"
+#include <drolt/posthoc.hpp>
+#include <torch/torch.h>
+
 #include "stage.hpp"
 
 namespace drolt_examples {
@@ -15,35 +17,39 @@ class LwsStage : public ClassifierStage {
   std::string name() const override { return "lws"; }
   bool trains() const override { return true; }
   void start(StageContext& ctx) override {
-    scales_ = torch::ones({ctx.num_classes()}, torch::TensorOptions().device(ctx.device)).requires_grad_(true);
+    lws_ = drolt::LWS(ctx.num_classes());
+    lws_->to(ctx.device);
   }
-  std::vector<torch::Tensor> parameters(StageContext&) override { return {scales_}; }
+  std::vector<torch::Tensor> parameters(StageContext&) override { return {lws_->scales}; }
   torch::Tensor train_logits(StageContext& ctx, const torch::Tensor& features) override {
     torch::Tensor joint;
     {
       torch::NoGradGuard g;
       joint = ctx.model->classify(features);
     }
-    return lws_logits(joint, scales_);
+    return lws_(joint);
   }
   void save(torch::serialize::OutputArchive& archive) const override {
-    if (scales_.defined()) archive.write("lws_scale", scales_.detach());
+    if (!lws_.is_empty()) archive.write("lws_scale", lws_->scales.detach());
   }
   void load(torch::serialize::InputArchive& archive, StageContext& ctx) override {
     torch::Tensor t;
     archive.read("lws_scale", t);
-    scales_ = t.to(ctx.device).requires_grad_(true);
+    lws_ = drolt::LWS(t.size(0));
+    lws_->to(ctx.device);
+    torch::NoGradGuard g;
+    lws_->scales.copy_(t);
   }
   /// The learned scales (undefined before the stage starts).
-  const torch::Tensor& scales() const { return scales_; }
+  torch::Tensor scales() const { return lws_.is_empty() ? torch::Tensor() : lws_->scales; }
 
  protected:
   torch::Tensor batch_scores(StageContext& ctx, const torch::Tensor& features, double) override {
-    return lws_logits(ctx.model->classify(features), scales_);
+    return lws_(ctx.model->classify(features));
   }
 
  private:
-  torch::Tensor scales_;
+  drolt::LWS lws_{nullptr};
 };
 
 }  // namespace drolt_examples

@@ -2,7 +2,9 @@
 // similarity to each class's mean normalised training feature).
 #pragma once
 
-#include "../classifiers.hpp"
+#include <drolt/posthoc.hpp>
+#include <torch/torch.h>
+
 #include "stage.hpp"
 
 namespace drolt_examples {
@@ -13,7 +15,9 @@ class NcmStage : public ClassifierStage {
   std::string name() const override { return "ncm"; }
   bool probabilities() const override { return false; }  // similarities, not logits
   torch::Tensor scores(StageContext& ctx, const torch::Tensor& features, double) override {
-    return ncm_scores(ctx.train_features, ctx.train_labels, features, ctx.num_classes());
+    drolt::NearestClassMean ncm(ctx.num_classes(), ctx.train_features.size(1));
+    ncm->fit(ctx.train_features, ctx.train_labels);
+    return ncm(features);
   }
 };
 

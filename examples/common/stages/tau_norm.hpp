@@ -2,7 +2,9 @@
 // bias dropped, tau = --tau-norm-tau or chosen on the validation split.
 #pragma once
 
-#include "../classifiers.hpp"
+#include <drolt/posthoc.hpp>
+#include <torch/torch.h>
+
 #include "stage.hpp"
 
 namespace drolt_examples {
@@ -13,11 +15,13 @@ class TauNormStage : public ClassifierStage {
   std::string name() const override { return "tau-norm"; }
   bool has_tau() const override { return true; }
   double configured_tau() const override { return config().tau_norm_tau; }
-  std::vector<double> tau_grid() const override { return tau_norm_grid(); }
+  std::vector<double> tau_grid() const override { return drolt::tau_normalize_grid(); }
 
  protected:
   torch::Tensor batch_scores(StageContext& ctx, const torch::Tensor& features, double tau) override {
-    return tau_norm_logits(ctx.model->classifier_input(features), ctx.model->classifier()->weight, tau);
+    // w_c / ||w_c||^tau, bias dropped.
+    return torch::matmul(ctx.model->classifier_input(features),
+                         drolt::tau_normalize(ctx.model->classifier()->weight.detach(), tau).t());
   }
 };
 

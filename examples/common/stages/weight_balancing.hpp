@@ -20,13 +20,15 @@ class WeightBalancingStage : public ClassifierStage {
   bool trains() const override { return true; }
   double weight_decay() const override { return config().wb_weight_decay; }
   torch::Tensor train_loss(StageContext& ctx, const torch::Tensor& logits, const torch::Tensor& y) override {
-    if (!weights_.defined()) weights_ = weights_of(Weighting::effective, ctx.counts, config().cb_beta);
+    if (!weights_.defined())
+      weights_ = weights_of(drolt::ClassWeighting::effective_number, ctx.counts, config().cb_beta);
     namespace F = torch::nn::functional;
     return F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().weight(weights_.to(logits.device())));
   }
-  void after_step(StageContext& ctx) override { max_norm_rows_(ctx.model->classifier(), config().max_norm); }
+  void after_step(StageContext& ctx) override { max_norm_.apply_(ctx.model->classifier(), config().max_norm); }
 
  private:
+  ClassifierMaxNorm max_norm_;
   torch::Tensor weights_;
 };
 

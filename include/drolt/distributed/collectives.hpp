@@ -119,11 +119,6 @@ inline void check_same_on_all_ranks(const std::vector<int64_t>& values, ProcessG
 
 namespace detail {
 
-// The names the trainer used before wait and check_same_on_all_ranks were
-// public (deprecated: use drolt::dist::wait, drolt::dist::check_same_on_all_ranks).
-using dist::check_same_on_all_ranks;
-using dist::wait;
-
 /// Groups tensors by (dtype, device), keeping first-seen order, so each group
 /// travels as one flat buffer: one collective per group instead of per tensor.
 inline std::vector<std::vector<torch::Tensor>> group_by_type(const std::vector<torch::Tensor>& ts) {
@@ -170,7 +165,7 @@ inline void allreduce_sum_(const torch::Tensor& tensor, ProcessGroup& pg) {
 /// Blocks until every process has reached it (or fails after the group's timeout).
 inline void barrier(ProcessGroup& pg) {
   c10d::BarrierOptions opts;
-  detail::wait(pg.barrier(opts), pg, "barrier");
+  dist::wait(pg.barrier(opts), pg, "barrier");
 }
 
 /// Distributed CentroidBank::finalize(): all-reduces the per-class float64 sums
@@ -185,7 +180,7 @@ inline void finalize(CentroidBank& bank, ProcessGroup& pg) {
   torch::NoGradGuard no_grad;
   const int64_t C = bank->num_classes(), D = bank->dim();
   const auto device = bank->pending_sums().device();
-  detail::check_same_on_all_ranks({C, D}, pg, "finalize", "bank shape [num_classes, dim]", device);
+  dist::check_same_on_all_ranks({C, D}, pg, "finalize", "bank shape [num_classes, dim]", device);
   // One collective for both: counts travel as float64, exact up to 2^53 samples.
   auto flat = torch::cat(
       {bank->pending_sums().reshape({-1}), bank->pending_counts().to(torch::kFloat64)});
@@ -207,7 +202,7 @@ inline void finalize(MultiLayerRobustCentroidLoss& loss, ProcessGroup& pg) {
     parts.push_back(b->pending_sums().reshape({-1}));
     parts.push_back(b->pending_counts().to(torch::kFloat64));
   }
-  detail::check_same_on_all_ranks(shape, pg, "finalize", "layer bank shapes [num_classes, dim] per layer",
+  dist::check_same_on_all_ranks(shape, pg, "finalize", "layer bank shapes [num_classes, dim] per layer",
                                   parts.front().device());
   auto flat = torch::cat(parts);
   detail::allreduce_(flat, pg, c10d::ReduceOp::SUM, "finalize");
@@ -314,7 +309,7 @@ inline void broadcast_(const std::vector<torch::Tensor>& tensors, ProcessGroup& 
   torch::NoGradGuard no_grad;
   std::vector<int64_t> signature{static_cast<int64_t>(tensors.size())};
   for (const auto& t : tensors) signature.push_back(t.numel());
-  detail::check_same_on_all_ranks(signature, pg, "broadcast", "tensor count and sizes",
+  dist::check_same_on_all_ranks(signature, pg, "broadcast", "tensor count and sizes",
                                   tensors.empty() ? c10::Device(c10::kCPU) : tensors.front().device());
   for (const auto& group : detail::group_by_type(tensors)) {
     // Gloo has no bool type: masks travel as bytes.
@@ -324,7 +319,7 @@ inline void broadcast_(const std::vector<torch::Tensor>& tensors, ProcessGroup& 
     std::vector<torch::Tensor> v{flat};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    detail::wait(pg.broadcast(v, opts), pg, "broadcast");
+    dist::wait(pg.broadcast(v, opts), pg, "broadcast");
     detail::unflatten_into(is_bool ? flat.to(torch::kBool) : flat, group);
   }
 }
@@ -351,7 +346,7 @@ inline double max_divergence(const std::vector<torch::Tensor>& tensors, ProcessG
   const auto device = tensors.front().device();
   for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}).to(device, torch::kFloat64));
   auto local = torch::cat(flat);
-  detail::check_same_on_all_ranks({local.numel()}, pg, "max_divergence", "element count", device);
+  dist::check_same_on_all_ranks({local.numel()}, pg, "max_divergence", "element count", device);
   auto both = torch::cat({local, -local});
   detail::allreduce_(both, pg, c10d::ReduceOp::MAX, "max_divergence");
   const int64_t n = local.numel();
