@@ -1225,7 +1225,7 @@ struct ThreadsGuard {
 
 }  // namespace
 
-TEST_CASE("trainer: golden values of every method and classifier stage, bit for bit", "[.][trainer][golden]") {
+TEST_CASE("trainer: golden values of every method and classifier stage, bit for bit", "[.][golden]") {
   INFO("the golden values are pinned to these kernels; run `ctest -R trainer_golden`, or set them before the "
        "process starts");
   REQUIRE(golden_env_missing() == "");
@@ -1326,7 +1326,7 @@ TEST_CASE("trainer: golden values of every method and classifier stage, bit for 
 }
 
 TEST_CASE("trainer: a checkpoint of the format before the registry resumes to the golden values",
-          "[.][trainer][golden]") {
+          "[.][golden]") {
   INFO("the golden values are pinned to these kernels; run `ctest -R trainer_golden`");
   REQUIRE(golden_env_missing() == "");
   ThreadsGuard one_thread(1);
