@@ -1,20 +1,15 @@
 // libFuzzer target for the CIFAR binary reader (CIFAR-10 and CIFAR-100 record
 // layouts, plain or gzip): a tensor or a c10::Error, never a crash.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 #include "drolt/data/cifar.hpp"
+#include "input_file.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/drolt_fuzz_cifar_" + std::to_string(::getpid()) + ".bin";
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) return 0;
-  if (size > 0) std::fwrite(data, 1, size, f);
-  std::fclose(f);
+  static const std::string path = fuzz_input_path("cifar");
+  if (!write_fuzz_input(path, data, size)) return 0;
   for (const auto variant :
        {drolt::data::CifarVariant::cifar10, drolt::data::CifarVariant::cifar100_fine,
         drolt::data::CifarVariant::cifar100_coarse}) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what drolt's builds, tests, demo and benchmarks need on Debian 12.
-#   scripts/install-deps.sh            Debian packages (LibTorch 1.13 CPU, Catch2, ...)
+#   scripts/install-deps.sh            Debian packages (LibTorch 1.13 CPU, Catch2, python3-torch, ...)
 #   scripts/install-deps.sh --pip-torch  also PyPI's torch wheel (LibTorch 2.x with CUDA)
-#                                         into $DROLT_TORCH_VENV (default /opt/drolt-torch)
+#                                         into $DROLT_TORCH_VENV (default /opt/drolt-torch),
+#                                         with pytest
 set -euo pipefail
 want_pip=0
 [[ "${1:-}" == "--pip-torch" ]] && want_pip=1
@@ -11,7 +12,8 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config
       libtorch-dev libgloo-dev libopenblas0-pthread zlib1g-dev
       catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev gnuplot-nox
       libturbojpeg0-dev libpng-dev
-      dataset-fashion-mnist)
+      dataset-fashion-mnist
+      python3-torch python3-pytest python3-venv python3-dev python3-wheel)  # python/
 if [[ $want_pip == 1 ]]; then pkgs+=(clang libclang-rt-14-dev python3-venv); fi
 
 missing=()
@@ -33,4 +35,8 @@ if [[ $want_pip == 1 ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "torch==$torch_version"
   fi
+  # The Python package (python/, built with --no-build-isolation: setuptools'
+  # bdist_wheel needs wheel) and its tests under that torch.
+  "$venv/bin/python" -c "import pytest, wheel" 2>/dev/null ||
+    "$venv/bin/pip" install -q --disable-pip-version-check pytest wheel
 fi

@@ -186,7 +186,8 @@ V3_POLICIES = [("eps = 0", "drolt3-erm", "drolt-erm"), ("shared eps", "drolt3-sh
 V3_STAGES = [("cRT", ""), ("LWS", "/lws"), ("logit adj.", "/la"), ("joint", "/nocrt")]
 # The baselines DRO-LT is asked to beat (label, run folder, row); a run not there yet says so.
 V3_BASELINES = [("cRT (CE features)", "ce", "crt"), ("Logit adjustment (CE, post-hoc)", "ce", "ce/la"),
-                ("LDAM-DRW", "ldam-drw", "ldam-drw")]
+                ("LDAM-DRW", "ldam-drw", "ldam-drw"), ("Weight balancing (its wb stage)", "wb", "weight-balancing/wb"),
+                ("Logit-adjusted loss (Balanced Softmax)", "la-loss", "la-loss")]
 
 
 def phase_seconds(run_dir):
@@ -283,6 +284,28 @@ def v3_section(d, data_root):
                 f"{statistics.fmean(t[0] for t in t_prev):.1f} s, ratio {statistics.fmean(t[1] / t[0] for t in t_prev):.2f}.")
     Q.append("- Is the previous-epoch centroid mode as accurate as the full refresh (learned + cRT)? Previous minus "
              "full: " + (fmt_v(v) if v else "not enough paired seeds yet") + "." + cost)
+    ldam_grid = os.path.join(data_root, "tune", "drolt-ldam")
+    if os.path.isdir(ldam_grid):
+        L.append("DRO-LT added to LDAM-DRW (`--loss ldam --drw`, LDAM-DRW's chosen margin and DRW start, learned "
+                 "radii, temperature 1.0; grid lambda {0.1, 0.3, 0.5} x the DRO-LT phase's lr {schedule, 0.02}, "
+                 "chosen on the joint classifier's validation All), test All at rho = 100:\n")
+        L.append("| row | joint | cRT | val All (joint) |\n|---|---|---|---|")
+        L.append(f"| LDAM-DRW alone | {cell(d, 100, 'ldam-drw', 'ldam-drw')} | - | "
+                 f"{cell(d, 100, 'ldam-drw', 'ldam-drw', 'all', 'val')} |")
+        L.append(f"| DRO-LT + LDAM-DRW | {cell(d, 100, 'drolt3-ldam', 'drolt-learned/nocrt')} | "
+                 f"{cell(d, 100, 'drolt3-ldam', 'drolt-learned')} | "
+                 f"{cell(d, 100, 'drolt3-ldam', 'drolt-learned/nocrt', 'all', 'val')} |")
+        L.append("")
+        v = verdict(paired(d, 100, ("drolt3-ldam", "drolt-learned/nocrt"), ("ldam-drw", "ldam-drw")))
+        Q.insert(2 if best else 0, "- Does adding DRO-LT to LDAM-DRW beat LDAM-DRW alone (both joint)? " +
+                 (fmt_v(v) if v else "not enough paired seeds yet") + ".")
+    L.append("The baselines it is compared with, test All at rho = 100 (the two new ones with their own six-run "
+             "grids, step 4e):\n")
+    L.append("| baseline | All | Few | val All |\n|---|---|---|---|")
+    for lab, run, row in V3_BASELINES:
+        L.append(f"| {lab} | {cell(d, 100, run, row)} | {cell(d, 100, run, row, 'few')} | "
+                 f"{cell(d, 100, run, row, 'all', 'val')} |")
+    L.append("")
     L.append("Answers (computed from these tables, the verdict rule of the summary):\n")
     L.extend(Q)
     L.append("")

@@ -43,7 +43,7 @@ includes=(-isystem "$prefix/include/torch/csrc/api/include")
 launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(ccache)
 
-targets=(idx cifar checkpoint image)
+targets=(idx cifar checkpoint image list inaturalist)
 
 build() {
   local name="$1"

@@ -200,6 +200,35 @@ TEST_CASE("float32 features near 1e19 overflow: check_finite says so, float64 co
                     Contains("overflow"));
 }
 
+TEST_CASE("finite in and finite out or an error: float32 overflow with the default options", "[loss][bad-input]") {
+  auto p = small_problem(torch::kFloat, 7);
+  const auto big = (p.z * 3e19f).requires_grad_(true);
+  const auto mu = p.mu * 3e19f;
+  REQUIRE(torch::isfinite(big).all().item<bool>());
+  for (const auto backend : {Backend::fused, Backend::reference}) {
+    for (const auto dist : {Distance::euclidean, Distance::squared_euclidean}) {
+      for (const auto norm : {Normalization::batch, Normalization::classes}) {
+        INFO("backend " << static_cast<int>(backend) << " distance " << static_cast<int>(dist) << " norm "
+                        << static_cast<int>(norm));
+        const auto o = Opts().backend(backend).distance(dist).normalization(norm);
+        try {
+          auto l = robust_centroid_loss(big, p.y, mu, p.eps, o);
+          // Not refused: then the value and the gradients are finite.
+          CHECK(torch::isfinite(l).all().item<bool>());
+          auto g = torch::autograd::grad({l}, {big})[0];
+          CHECK(torch::isfinite(g).all().item<bool>());
+        } catch (const c10::Error& e) {
+          CHECK_THAT(e.what(), Contains("overflow") && Contains("below 1.84467e+19"));
+        }
+      }
+    }
+  }
+  // A NaN feature without check_finite still gives NaN, as LibTorch's losses do.
+  auto nan = p.z.clone();
+  nan[0][0] = std::nanf("");
+  CHECK(std::isnan(robust_centroid_loss(nan, p.y, p.mu, p.eps).item<float>()));
+}
+
 TEST_CASE("class counts: negative, NaN or fractional counts are refused", "[loss][radius][bad-input]") {
   drolt::RobustCentroidLoss sq(drolt::RobustCentroidLossOptions(3).radius(drolt::RadiusPolicy::sqrt_n(2.0)));
   CHECK_THROWS_WITH(sq->set_class_counts(torch::tensor({4, -1, 9})), Contains("expected class counts >= 0, got a count of -1"));

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <locale>
 #include <map>
 #include <numeric>
@@ -561,6 +562,22 @@ TEST_CASE("balanced_validation_split draws only what the subset left out", "[dat
                     Contains("class 0") && Contains("at least 11") && Contains("got 10"));
   CHECK_THROWS_WITH(drolt::data::balanced_validation_split(targets, lt, 0, 9),
                     Contains("per_class > 0"));
+  // A per-class count near INT64_MAX is refused by name, not by an overflowed reserve.
+  CHECK_THROWS_WITH(drolt::data::balanced_validation_split(targets, lt, INT64_MAX / 2, 9),
+                    Contains("class 0") && Contains("at least 4611686018427387903"));
+}
+
+TEST_CASE("samplers: a batch size near SIZE_MAX takes the rest of the epoch", "[data][sampler]") {
+  const torch::Tensor targets = class_targets({50, 20, 7});  // N = 77
+  drolt::data::ClassBalancedSampler a(targets, drolt::data::ClassSamplerOptions().seed(11));
+  drolt::data::ClassAwareSampler b(targets, 2, drolt::data::ClassSamplerOptions().seed(11));
+  const size_t huge = std::numeric_limits<size_t>::max();
+  REQUIRE(a.next(5)->size() == 5);
+  REQUIRE(b.next(5)->size() == 5);
+  CHECK(a.next(huge)->size() == 72);
+  CHECK(b.next(huge)->size() == b.epoch_length() - 5);
+  CHECK_FALSE(a.next(huge).has_value());
+  CHECK_FALSE(b.next(huge).has_value());
 }
 
 TEST_CASE("SubsetDataset maps positions to the kept indices", "[data][longtail]") {

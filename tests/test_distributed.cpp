@@ -11,11 +11,20 @@
 
 #include "drolt/distributed.hpp"
 
-#if !DROLT_HAS_DISTRIBUTED || !DROLT_HAS_GLOO
+#if !DROLT_HAS_DISTRIBUTED
 
-TEST_CASE("distributed: not compiled in this build", "[dist]") {
-  WARN("drolt::dist has no Gloo groups here (they need a LibTorch built with Gloo and gloo's "
-       "headers, e.g. Debian's libgloo-dev): the two-process tests are skipped");
+// Without c10d (or with DROLT_HAS_DISTRIBUTED=0) drolt/distributed/config.hpp
+// must switch every backend off, whatever the build detected or defined.
+TEST_CASE("distributed: a build without drolt::dist has no backend either", "[dist]") {
+  STATIC_REQUIRE(DROLT_HAS_GLOO == 0);
+  STATIC_REQUIRE(DROLT_HAS_NCCL == 0);
+}
+
+#elif !DROLT_HAS_GLOO
+
+TEST_CASE("distributed: without Gloo make_gloo_group names what is missing", "[dist]") {
+  CHECK_THROWS_WITH(drolt::dist::make_gloo_group(drolt::dist::GroupOptions()),
+                    Catch::Matchers::Contains("drolt::dist::make_gloo_group: this build has no Gloo"));
 }
 
 #else
@@ -134,9 +143,9 @@ class Child {
 
 bool exited_ok(int status) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
-drolt::dist::GlooGroupOptions group_options(int rank, int world, int64_t port,
+drolt::dist::GroupOptions group_options(int rank, int world, int64_t port,
                                             std::chrono::milliseconds timeout) {
-  drolt::dist::GlooGroupOptions o;
+  drolt::dist::GroupOptions o;
   o.rank = rank;
   o.world_size = world;
   o.master_addr = "127.0.0.1";
@@ -170,7 +179,7 @@ torch::Tensor shard_rows(int64_t n, int rank, int world) {
   return torch::arange(rank, n, world, torch::kLong);
 }
 
-void scenario_centroids(drolt::dist::GlooGroup& g) {
+void scenario_centroids(drolt::dist::Group& g) {
   const int rank = g.rank(), world = g.world_size();
   auto data = make_data(601);
   auto idx = shard_rows(data.x.size(0), rank, world);
@@ -248,7 +257,7 @@ void refresh(Replica& r, const torch::Tensor& x, const torch::Tensor& y) {
   r.bank->accumulate(r.net->forward(x), y);
 }
 
-void scenario_training(drolt::dist::GlooGroup& g) {
+void scenario_training(drolt::dist::Group& g) {
   const int rank = g.rank(), world = g.world_size();
   auto data = make_data(240);
   // Different initial weights on purpose: broadcast_parameters must align them.
@@ -321,9 +330,9 @@ void scenario_training(drolt::dist::GlooGroup& g) {
 /// and centroids, read the results rank 0 wrote, and only rank 0 writes.
 std::string trainer_out_dir() { return std::string(DROLT_TEST_TMPDIR) + "/dist-trainer"; }
 
-void scenario_trainer(drolt::dist::GlooGroup& g) {
+void scenario_trainer(drolt::dist::Group& g) {
   namespace de = drolt_examples;
-  const de::DistContext dist(std::make_shared<drolt::dist::GlooGroup>(g));
+  const de::DistContext dist(std::make_shared<drolt::dist::Group>(g));
   de::TrainConfig c = tiny_trainer_config(trainer_out_dir());
   c.methods = {de::Method::drolt};
   const auto spec = tiny_run_spec(c, de::Method::drolt);
@@ -366,13 +375,13 @@ std::string crt_bn_out_dir() { return std::string(DROLT_TEST_TMPDIR) + "/dist-cr
 /// --crt-bn train with two processes: each rank's batch-norm statistics follow
 /// its own shard of the re-balanced batches, and are averaged after every
 /// epoch, so the ranks end with one model whose statistics moved.
-void scenario_crt_bn(drolt::dist::GlooGroup& g) {
+void scenario_crt_bn(drolt::dist::Group& g) {
   namespace de = drolt_examples;
-  const de::DistContext dist(std::make_shared<drolt::dist::GlooGroup>(g));
+  const de::DistContext dist(std::make_shared<drolt::dist::Group>(g));
   de::TrainConfig c = tiny_trainer_config(crt_bn_out_dir());
   c.methods = {de::Method::ce};
   c.classifiers = {de::ClassifierKind::joint, de::ClassifierKind::crt};
-  c.crt_bn_train = true;
+  c.stage_bn_train = true;
   c.checkpoint_every = 0;
   const auto spec = tiny_run_spec(c, de::Method::ce);
   auto data = de::load_data(c);
@@ -395,7 +404,7 @@ void scenario_crt_bn(drolt::dist::GlooGroup& g) {
 /// on none), `c` never. One parameter per bucket, one bucket for all, and the
 /// all-reduce after backward() (0 MB) must all give DDP's averages; step 3
 /// skips prepare_gradients() (every bucket then starts after backward()).
-void scenario_buckets(drolt::dist::GlooGroup& g) {
+void scenario_buckets(drolt::dist::Group& g) {
   namespace de = drolt_examples;
   const int rank = g.rank(), world = g.world_size();
   auto group = std::make_shared<drolt::dist::Group>(g);
@@ -451,7 +460,7 @@ void scenario_buckets(drolt::dist::GlooGroup& g) {
 /// message that names the mismatch and this rank's settings (weight decay is
 /// not in the checkpoint fingerprint: the check covers more than resume does),
 /// and the group still works afterwards.
-void scenario_settings(drolt::dist::GlooGroup& g) {
+void scenario_settings(drolt::dist::Group& g) {
   namespace de = drolt_examples;
   auto group = std::make_shared<drolt::dist::Group>(g);
   de::TrainConfig c = tiny_trainer_config(std::string(DROLT_TEST_TMPDIR) + "/dist-settings");
@@ -475,7 +484,7 @@ void scenario_settings(drolt::dist::GlooGroup& g) {
 /// the other rank through the gradient all-reduce, and both ranks stop at the
 /// same epoch-level check with the same message, still in step (a rank that
 /// stopped alone at its own step would leave the other waiting in a collective).
-void scenario_diverged(drolt::dist::GlooGroup& g) {
+void scenario_diverged(drolt::dist::Group& g) {
   namespace de = drolt_examples;
   auto group = std::make_shared<drolt::dist::Group>(g);
   de::TrainConfig c = tiny_trainer_config(std::string(DROLT_TEST_TMPDIR) + "/dist-diverged");
@@ -504,7 +513,7 @@ void scenario_diverged(drolt::dist::GlooGroup& g) {
 /// centroids, up to the float summation order.
 std::string bucket_out_dir() { return std::string(DROLT_TEST_TMPDIR) + "/dist-buckets"; }
 
-void scenario_trainer_buckets(drolt::dist::GlooGroup& g) {
+void scenario_trainer_buckets(drolt::dist::Group& g) {
   namespace de = drolt_examples;
   auto group = std::make_shared<drolt::dist::Group>(g);
   de::TrainConfig c = tiny_trainer_config(bucket_out_dir());
@@ -553,7 +562,7 @@ void scenario_trainer_buckets(drolt::dist::GlooGroup& g) {
 
 /// Rank 0 here, rank 1 running `scenario` in a spawned copy of this binary.
 struct TwoRanks {
-  drolt::dist::GlooGroup group;
+  drolt::dist::Group group;
   std::unique_ptr<Child> child;  // declared last: killed (if need be) before the group goes
 };
 
@@ -619,7 +628,7 @@ struct BenchNet : torch::nn::Module {
 
 /// Runs `epochs` epochs on this rank; returns the seconds of each (rank 0's
 /// view) and, in `comm`, the seconds spent in collectives per epoch.
-std::vector<double> bench_epochs(drolt::dist::GlooGroup& g, int epochs, std::vector<double>* comm = nullptr) {
+std::vector<double> bench_epochs(drolt::dist::Group& g, int epochs, std::vector<double>* comm = nullptr) {
   const int rank = g.rank(), world = g.world_size();
   const int64_t N = 12000, C = 10, global_batch = 128;
   auto gen = at::detail::createCPUGenerator(7);
@@ -690,7 +699,7 @@ TEST_CASE(kWorkerTest, "[.dist-worker]") {
     return;
   }
   const std::string s = scenario;
-  auto o = drolt::dist::GlooGroupOptions::from_env();
+  auto o = drolt::dist::GroupOptions::from_env();
   if (s == "bench") {
     torch::set_num_threads(bench_threads());
     o.timeout = std::chrono::seconds(120);
@@ -814,7 +823,7 @@ TEST_CASE("distributed: a peer that never joins or a master that is absent time 
 }
 
 TEST_CASE("distributed: options from the environment and bad values", "[dist]") {
-  auto o = drolt::dist::GlooGroupOptions();
+  auto o = drolt::dist::GroupOptions();
   CHECK(o.world_size == 1);
   CHECK_THROWS_WITH(drolt::dist::make_gloo_group(group_options(2, 2, 0, std::chrono::seconds(1))),
                     Contains("expected RANK in [0, 2), got 2"));

@@ -63,6 +63,9 @@ TEST_CASE("ImageNet ResNets: torchvision's parameter counts, names and output sh
 
 #ifdef DROLT_HAS_IMAGES
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <turbojpeg.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -71,6 +74,9 @@ TEST_CASE("ImageNet ResNets: torchvision's parameter counts, names and output sh
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <limits>
+#include <new>
 #include <set>
 #include <string>
 #include <thread>
@@ -411,6 +417,11 @@ TEST_CASE("list files: malformed lines and labels are errors naming file and lin
   CHECK_THROWS_WITH(dd::read_image_list(dir + "/c.txt", dir, 5),
                     Contains("'" + dir + "/c.txt' line 2: expected a label in [0, 5), got 5"));
   CHECK(dd::read_image_list(dir + "/c.txt", dir).num_classes == 6);
+  // An inferred class count is bounded: one huge label must not size per-class buffers.
+  write_text(dir + "/huge.txt", "x.png 999999999\n");
+  CHECK_THROWS_WITH(dd::read_image_list(dir + "/huge.txt", dir),
+                    Contains("huge.txt': expected labels in [0, 2^24) when num_classes is inferred (0), got 999999999"));
+  CHECK(dd::read_image_list(dir + "/huge.txt", dir, 1000000000).num_classes == 1000000000);
   write_text(dir + "/d.txt", "\n  \n");
   CHECK_THROWS_WITH(
       dd::read_image_list(dir + "/d.txt", dir),
@@ -567,6 +578,30 @@ TEST_CASE("iNaturalist JSON: labels ranked by category id, images in file order"
              R"({"images": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 0}]})");
   CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/fields.json", dir),
                     Contains("expected iNaturalist fields"));
+  // Ids are integers in [0, 2^63): nothing is rounded, truncated or wrapped.
+  const std::vector<std::pair<std::string, std::string>> coerced = {
+      {R"("image_id": 1, "category_id": 2.5)", "annotations[0].category_id: expected a non-negative integer id (at most 2^63 - 1), got 2.5"},
+      {R"("image_id": 1.5, "category_id": 0)", "annotations[0].image_id: expected a non-negative integer id (at most 2^63 - 1), got 1.5"},
+      {R"("image_id": 1, "category_id": -1)", "annotations[0].category_id: expected a non-negative integer id (at most 2^63 - 1), got -1"},
+      {R"("image_id": 1, "category_id": 18446744073709551615)", "got 18446744073709551615"},
+      {R"("image_id": 1, "category_id": 2.0)", "got 2.0"},
+      {R"("image_id": 1, "category_id": "0")", R"(got "0")"}};
+  for (const auto& c : coerced) {
+    INFO(c.first);
+    write_text(dir + "/coerced.json", R"({"images": [{"id": 1, "file_name": "x.jpg"}],
+                 "annotations": [{)" + c.first + R"(}], "categories": [{"id": 0}, {"id": 2}]})");
+    CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/coerced.json", dir),
+                      Contains("drolt::data::read_inaturalist: '" + dir + "/coerced.json' annotations[0].") &&
+                          Contains(c.second));
+  }
+  write_text(dir + "/coerced.json", R"({"images": [{"id": 1.5, "file_name": "x.jpg"}],
+               "annotations": [{"image_id": 1, "category_id": 0}], "categories": [{"id": 0}]})");
+  CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/coerced.json", dir),
+                    Contains("images[0].id: expected a non-negative integer id"));
+  write_text(dir + "/coerced.json", R"({"images": [{"id": 1, "file_name": "x.jpg"}],
+               "annotations": [{"image_id": 1, "category_id": 0}], "categories": [{"id": 0}, {"id": -3}]})");
+  CHECK_THROWS_WITH(dd::read_inaturalist(dir + "/coerced.json", dir),
+                    Contains("categories[1].id: expected a non-negative integer id"));
 }
 
 namespace {
@@ -749,6 +784,171 @@ TEST_CASE("a bad image surfaces from the loader's next() naming the file", "[ima
   CHECK_THROWS_WITH(
       loader.start_epoch({7}, 0),
       Contains("drolt::data::ImageLoader::start_epoch: expected indices in [0, 7), got 7"));
+}
+
+namespace {
+
+/// Peak resident set of this process so far, in KiB.
+long peak_rss_kib() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+/// A PNG whose IHDR now declares width x height (CRC fixed), data unchanged.
+Bytes png_declaring(Bytes png, uint32_t width, uint32_t height) {
+  // Signature (8), IHDR length (4), "IHDR" (4), then width and height.
+  for (int k = 0; k < 4; ++k) {
+    png[16 + k] = static_cast<uint8_t>(width >> (24 - 8 * k));
+    png[20 + k] = static_cast<uint8_t>(height >> (24 - 8 * k));
+  }
+  const uLong crc = crc32(0, png.data() + 12, 17);  // "IHDR" and its 13 bytes
+  for (int k = 0; k < 4; ++k) png[29 + k] = static_cast<uint8_t>(crc >> (24 - 8 * k));
+  return png;
+}
+
+/// A JPEG whose frame header (SOF0 or SOF2) now declares width x height.
+Bytes jpeg_declaring(Bytes jpg, uint16_t width, uint16_t height) {
+  for (size_t i = 2; i + 9 < jpg.size(); ++i) {
+    if (jpg[i] == 0xFF && (jpg[i + 1] == 0xC0 || jpg[i + 1] == 0xC2)) {
+      jpg[i + 5] = static_cast<uint8_t>(height >> 8);
+      jpg[i + 6] = static_cast<uint8_t>(height);
+      jpg[i + 7] = static_cast<uint8_t>(width >> 8);
+      jpg[i + 8] = static_cast<uint8_t>(width);
+      return jpg;
+    }
+  }
+  FAIL("no SOF0/SOF2 marker");
+  return jpg;
+}
+
+}  // namespace
+
+TEST_CASE("tiny files declaring huge images are refused before memory is committed",
+          "[images][memory]") {
+  const std::string dir = fresh_dir("huge_headers");
+  const auto rgb = smooth_image(8, 8, 3, 1);
+  std::vector<std::pair<std::string, Bytes>> files;
+  files.emplace_back("huge.png", png_declaring(dd::encode_png(rgb), 16384, 16384));
+  // A CMYK JPEG (decoded through a scratch buffer) and a progressive one
+  // (libjpeg's whole-image coefficient buffer), each cut after its header.
+  // (A handle of its own: these settings must not stay with the library's.)
+  const tjhandle tj = tjInitCompress();
+  REQUIRE(tj != nullptr);
+  unsigned char* buf = nullptr;
+  unsigned long len = 0;
+  const Bytes cmyk(8 * 8 * 4, 100);
+  REQUIRE(tjCompress2(tj, cmyk.data(), 8, 0, 8, TJPF_CMYK, &buf, &len, TJSAMP_444, 90, 0) == 0);
+  Bytes cmyk_jpg(buf, buf + len);
+  tjFree(buf);
+  files.emplace_back("huge_cmyk.jpg", jpeg_declaring(cmyk_jpg, 16384, 16384));
+  buf = nullptr;
+  REQUIRE(tjCompress2(tj, rgb.data_ptr<uint8_t>(), 8, 0, 8, TJPF_RGB, &buf, &len, TJSAMP_444, 90,
+                      TJFLAG_PROGRESSIVE) == 0);
+  Bytes prog(buf, buf + len);
+  tjFree(buf);
+  tjDestroy(tj);
+  files.emplace_back("huge_progressive.jpg", jpeg_declaring(prog, 16384, 16384));
+  // Interlaced PNGs are read whole: the same up-front bound guards them.
+  for (const auto& f : files) {
+    INFO(f.first << " (" << f.second.size() << " bytes)");
+    REQUIRE(f.second.size() < 4096);
+    dd::write_file_bytes(dir + "/" + f.first, f.second);
+    const long before = peak_rss_kib();
+    CHECK_THROWS_WITH(dd::read_image(dir + "/" + f.first),
+                      Contains("'" + dir + "/" + f.first + "' is truncated"));
+    CHECK(peak_rss_kib() - before < 64 * 1024);
+  }
+  // The bound does not refuse a real, highly compressible image.
+  const auto flat = torch::zeros({512, 512, 3}, torch::kUInt8);
+  CHECK(torch::equal(dd::decode_image(dd::encode_png(flat).data(), dd::encode_png(flat).size()),
+                     flat));
+  const Bytes flat_jpg = dd::encode_jpeg(flat, 50, true);
+  CHECK(dd::decode_image(flat_jpg.data(), flat_jpg.size()).sizes() == flat.sizes());
+}
+
+namespace {
+
+/// Threads of this process (entries of /proc/self/task).
+size_t thread_count() {
+  DIR* d = opendir("/proc/self/task");
+  REQUIRE(d != nullptr);
+  size_t n = 0;
+  while (const dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/// Installs a loader allocation hook for one scope.
+struct AllocationHook {
+  explicit AllocationHook(std::function<void(int64_t)> f) { dd::detail::loader_allocation_hook() = std::move(f); }
+  ~AllocationHook() { dd::detail::loader_allocation_hook() = nullptr; }
+};
+
+}  // namespace
+
+TEST_CASE("an exception on a loader worker reaches next() as a c10::Error with its message",
+          "[images][loader]") {
+  const std::string dir = fresh_dir("loader_throw");
+  const dd::ImageDataset ds = generated_set(dir, 6);
+  const auto transform = dd::ImageTransformOptions().train(false).size(16).resize(20);
+  const auto options = dd::ImageLoaderOptions().batch_size(2).workers(3).prefetch(2);
+  { dd::ImageLoader warm(ds, transform, options); }  // LibTorch's own threads, started once
+  const size_t threads = thread_count();
+  {
+    // Batch 1's allocation fails (as a std::bad_alloc would, on a worker thread).
+    AllocationHook hook([](int64_t b) {
+      if (b == 1) throw std::bad_alloc();
+    });
+    dd::ImageLoader loader(ds, transform, options);
+    loader.start_epoch({0, 1, 2, 3, 4, 5}, 0);
+    CHECK(loader.next()->data.sizes() == torch::IntArrayRef({2, 3, 16, 16}));
+    try {
+      loader.next();
+      FAIL("expected the allocation failure");
+    } catch (const c10::Error& e) {
+      CHECK_THAT(e.what(), Contains("drolt::data::ImageLoader: allocating a batch failed") &&
+                               Contains("std::bad_alloc"));
+    }
+    CHECK(loader.next()->data.sizes() == torch::IntArrayRef({2, 3, 16, 16}));
+    CHECK_FALSE(loader.next().has_value());
+    // Another epoch runs normally; the loader is destroyed mid-epoch.
+    loader.start_epoch({5, 4, 3, 2, 1, 0}, 1);
+    CHECK(loader.next().has_value());
+  }
+  CHECK(thread_count() == threads);
+}
+
+TEST_CASE("loader sizes near INT64_MAX give one batch and not an overflowed count", "[images][loader]") {
+  const std::string dir = fresh_dir("loader_huge");
+  const dd::ImageDataset ds = generated_set(dir, 5);
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  const auto transform = dd::ImageTransformOptions().train(false).size(8).resize(10);
+  dd::ImageLoader loader(ds, transform, dd::ImageLoaderOptions().batch_size(huge).workers(2).prefetch(huge));
+  loader.start_epoch({0, 1, 2, 3, 4}, 0);
+  CHECK(loader.batches_per_epoch() == 1);
+  auto batch = loader.next();
+  REQUIRE(batch.has_value());
+  CHECK(batch->data.sizes() == torch::IntArrayRef({5, 3, 8, 8}));
+  CHECK_FALSE(loader.next().has_value());
+  dd::ImageLoader dropping(ds, transform, dd::ImageLoaderOptions().batch_size(huge).workers(1).drop_last(true));
+  dropping.start_epoch({0, 1, 2, 3, 4}, 0);
+  CHECK(dropping.batches_per_epoch() == 0);
+  CHECK_FALSE(dropping.next().has_value());
+}
+
+TEST_CASE("loader options outside their domain are refused naming option and value", "[images][loader]") {
+  const std::string dir = fresh_dir("loader_options");
+  const dd::ImageDataset ds = generated_set(dir, 2);
+  const auto t = dd::ImageTransformOptions().train(false).size(8).resize(10);
+  const auto refused = [&](const dd::ImageTransformOptions& o, const std::string& message) {
+    CHECK_THROWS_WITH(dd::ImageLoader(ds, o, dd::ImageLoaderOptions().workers(1)),
+                      Contains("drolt::data::ImageLoader: " + message));
+  };
+  refused(dd::ImageTransformOptions(t).mean({0.5, std::nan(""), 0.5}), "expected a finite mean, got nan");
+  refused(dd::ImageTransformOptions(t).mean({INFINITY}).std({1.0}), "expected a finite mean, got inf");
+  refused(dd::ImageTransformOptions(t).std({0.2, INFINITY, 0.2}), "expected a finite std > 0, got inf");
+  refused(dd::ImageTransformOptions(t).ratio_max(INFINITY), "expected 0 < ratio_min <= ratio_max < inf");
 }
 
 #endif  // DROLT_HAS_IMAGES

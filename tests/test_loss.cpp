@@ -548,6 +548,36 @@ TEST_CASE("class weights: none, inverse frequency, effective number", "[loss][cl
   }
 }
 
+TEST_CASE("class weights: count_ratio is n_c / n_max (max_one) or n_c scaled to average 1", "[loss][class_weights]") {
+  using drolt::ClassWeighting;
+  using drolt::ClassWeightScale;
+  const std::vector<int64_t> counts{500, 120, 0, 7, 33};
+  const auto ratio = drolt::class_weights(counts, ClassWeighting::count_ratio, 0.999, ClassWeightScale::max_one);
+  const auto mean = drolt::class_weights(counts, ClassWeighting::count_ratio);
+  REQUIRE(ratio.scalar_type() == torch::kFloat32);
+  REQUIRE(ratio.numel() == 5);
+  double total = 0;
+  for (auto n : counts) total += static_cast<double>(n);
+  for (size_t c = 0; c < counts.size(); ++c) {
+    // float64 definitions, rounded once to float32: bit for bit.
+    const double n = static_cast<double>(counts[c]);
+    CHECK(ratio[static_cast<int64_t>(c)].item<float>() == static_cast<float>(n / 500.0));
+    CHECK(mean[static_cast<int64_t>(c)].item<float>() == static_cast<float>(n * 5.0 / total));
+  }
+  // max_one on another weighting divides by its largest weight (the rarest class's).
+  const auto inv =
+      drolt::class_weights({100, 10, 1}, ClassWeighting::inverse_frequency, 0.999, ClassWeightScale::max_one);
+  CHECK(inv[0].item<float>() == static_cast<float>(0.01));
+  CHECK(inv[1].item<float>() == static_cast<float>(0.1));
+  CHECK(inv[2].item<float>() == 1.0f);
+  // n_c / n_max divides by 0 when no class has samples.
+  CHECK_THROWS_WITH(drolt::class_weights({0, 0}, ClassWeighting::count_ratio),
+                    Contains("drolt::class_weights: expected a class with n_c > 0 for count_ratio "
+                             "weights, got all counts 0"));
+  CHECK_THROWS_WITH(drolt::class_weights({0, 0}, ClassWeighting::count_ratio, 0.999, ClassWeightScale::max_one),
+                    Contains("got all counts 0"));
+}
+
 TEST_CASE("class weights from long-tail counts weight the DRO-LT loss as docs/math.md says",
           "[loss][class_weights]") {
   // w from the counts of a 4-class long tail; a batch in which class 2 is absent.

@@ -257,6 +257,16 @@ TEST_CASE("expected calibration error weights each bin's |accuracy - confidence|
       drolt::metrics::expected_calibration_error(p * 2, y),
       Contains(
           "expected probabilities in [0, 1] (softmax of the logits), got values in [0.2, 1.8]"));
+  // Entries in [0, 1] but rows that are not distributions (row 2 sums to 1.8).
+  const auto not_rows = torch::tensor({{0.9, 0.1}, {0.1, 0.9}, {0.9, 0.9}, {0.5, 0.5}}, torch::kDouble);
+  CHECK_THROWS_WITH(drolt::metrics::expected_calibration_error(not_rows, y),
+                    Contains("expected every row of probabilities to sum to 1 (within 0.001), got 1.8 in row 2"));
+  CHECK_THROWS_WITH(drolt::metrics::expected_calibration_error(torch::full({2, 2}, std::nan(""), torch::kDouble),
+                                                               y.narrow(0, 0, 2)),
+                    Contains("expected probabilities in [0, 1]"));
+  // float32 softmax over many classes is accepted.
+  const auto wide = torch::softmax(torch::randn({8, 5000}) * 3, 1);
+  CHECK(std::isfinite(drolt::metrics::expected_calibration_error(wide, torch::zeros({8}, torch::kLong))));
   CHECK_THROWS_WITH(drolt::metrics::expected_calibration_error(p, y, 0),
                     Contains("expected 1 <= bins"));
   CHECK_THROWS_WITH(drolt::metrics::expected_calibration_error(p, y.narrow(0, 0, 3)),

@@ -257,3 +257,62 @@ TEST_CASE("bound tightness of a module and its bank", "[bound]") {
                                                                       loss->func_options(bank->valid()).reduction(torch::kNone))) < 1e-6);
   CHECK(t.mean_relative_gap.item<double>() > 0.0);
 }
+
+TEST_CASE("multi-layer: a checkpoint damaged in its last layer leaves every layer as it was",
+          "[multilayer][serialize]") {
+  torch::manual_seed(3);
+  const int64_t C = 5;
+  drolt::MultiLayerRobustCentroidLoss a(two_layers(C, drolt::RadiusPolicy::learned(0.4)));
+  a->accumulate({torch::randn({20, 4}), torch::randn({20, 5})}, torch::arange(20).remainder(C));
+  a->finalize();
+  {
+    torch::NoGradGuard g;
+    a->loss("hidden")->named_parameters()["radii"].copy_(torch::rand({C}) + 1);
+  }
+  const auto path = std::string(DROLT_TEST_TMPDIR) + "/multi_damaged.drolt";
+  drolt::save(a, path);
+  // The same first layer, but the last bank (the archive's last child) has
+  // another dimension, so loading fails there, after the first layer was read.
+  drolt::MultiLayerRobustCentroidLoss b(
+      drolt::MultiLayerRobustCentroidLossOptions(
+          drolt::RobustCentroidLossOptions(C).radius(drolt::RadiusPolicy::learned(0.4)).temperature(0.5))
+          .add_layer("hidden", 4, 0.3)
+          .add_layer("out", 6, 0.7));
+  const auto radius = b->loss("hidden")->named_parameters()["radii"];
+  const auto centroids = b->bank("hidden")->centroids().clone();
+  const auto counts = b->bank("hidden")->counts().clone();
+  const auto valid = b->bank("hidden")->valid().clone();
+  const auto radii = radius.detach().clone();
+  REQUIRE_FALSE(a->bank("hidden")->counts().equal(counts));  // the archive differs
+  CHECK_THROWS_WITH(drolt::load(b, path), Contains(path) && Contains("drolt::CentroidBank::load"));
+  CHECK(b->bank("hidden")->centroids().equal(centroids));
+  CHECK(b->bank("hidden")->counts().equal(counts));
+  CHECK(b->bank("hidden")->valid().equal(valid));
+  CHECK(b->loss("hidden")->radii().equal(radii));
+  CHECK(b->bank("out")->centroids().size(1) == 6);
+  // A good archive still loads, into the very parameter objects an optimizer holds.
+  drolt::MultiLayerRobustCentroidLoss c(two_layers(C, drolt::RadiusPolicy::learned(0.4)));
+  const auto held = c->loss("hidden")->named_parameters()["radii"];
+  drolt::load(c, path);
+  CHECK(held.equal(a->loss("hidden")->radii()));
+  CHECK(c->bank("hidden")->counts().equal(a->bank("hidden")->counts()));
+}
+
+TEST_CASE("bound tightness uses the radii forward uses (sqrt-n from the bank's counts)", "[bound]") {
+  torch::manual_seed(5);
+  const auto policy = drolt::RadiusPolicy::sqrt_n(0.5);
+  drolt::RobustCentroidLoss loss(drolt::RobustCentroidLossOptions(3).radius(policy));
+  drolt::CentroidBank bank(3, 2);
+  auto z = torch::randn({12, 2});
+  auto y = torch::tensor({0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2}, torch::kLong);
+  bank->accumulate(z, y);
+  bank->finalize();
+  // No forward call yet: the bound must still use eps0 / sqrt(n_c), not eps0.
+  auto t = drolt::bound_tightness(loss, z, y, bank);
+  const auto radii = policy.fixed_radii(3, bank->counts(), torch::TensorOptions().dtype(torch::kFloat32));
+  REQUIRE(radii[0].item<float>() != radii[2].item<float>());
+  const auto opts = loss->func_options(bank->valid()).reduction(torch::kNone);
+  CHECK(max_abs_diff(t.upper, drolt::functional::robust_centroid_loss(z, y, bank->centroids(), radii, opts)) < 1e-6);
+  // ... and forward agrees.
+  CHECK(max_abs_diff(loss->radii(), radii) == 0.0);
+}

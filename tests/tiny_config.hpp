@@ -10,7 +10,7 @@
 
 inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
   drolt_examples::TrainConfig c;
-  c.dataset = "synthetic";
+  c.dataset = drolt_examples::Dataset::synthetic;
   c.synthetic_classes = 4;
   c.synthetic_size = 12;
   c.n_max = 60;
@@ -19,7 +19,7 @@ inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
   c.depth = 8;
   c.epochs = 4;
   c.dro_start = 2;
-  c.crt_epochs = 2;
+  c.stage_epochs = 2;
   c.batch_size = 32;
   c.lr = 0.05;
   c.warmup_epochs = 1;
@@ -31,8 +31,8 @@ inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
   return c;
 }
 
-/// The run of `c` for method `m` (its representation and classifier stages).
-inline drolt_examples::RunSpec tiny_run_spec(const drolt_examples::TrainConfig& c, drolt_examples::Method m) {
+/// The run of `c` for --method `m` (its representation and classifier stages).
+inline drolt_examples::RunSpec tiny_run_spec(const drolt_examples::TrainConfig& c, const std::string& m) {
   auto only = c;
   only.methods = {m};
   return drolt_examples::runs_of(only).at(0);

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -96,6 +97,50 @@ inline void require_same(const nlohmann::json& theirs, const nlohmann::json& our
     if (a != b) {
       throw std::runtime_error(what + "checkpoint '" + path + "' differs in '" + k + "': " + a.dump() + " vs " +
                                b.dump());
+    }
+  }
+}
+
+/// The LibTorch that writes a checkpoint, "MAJOR.MINOR": its optimizer state
+/// is keyed differently by other versions (1.13 by a pointer's string, 2.x by
+/// the pointer), and read by another LibTorch it can land on the wrong parameters.
+inline std::string libtorch_version() {
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
+}
+
+/// Refuses a checkpoint written by another LibTorch (one that says which).
+inline void require_same_libtorch(torch::serialize::InputArchive& ar, const std::string& path) {
+  torch::Tensor t;
+  if (!ar.try_read("libtorch", t)) return;  // older checkpoints: require_matching_state checks them
+  const std::string theirs = tensor_string(t);
+  if (theirs != libtorch_version()) {
+    throw std::runtime_error("checkpoint '" + path + "' was written by LibTorch " + theirs + ", this is LibTorch " +
+                             libtorch_version() + ": optimizer states do not carry across LibTorch versions; "
+                             "resume with the LibTorch that wrote it");
+  }
+}
+
+/// After an optimizer's state was loaded: every SGD momentum buffer must have its
+/// parameter's shape (a state read across LibTorch versions may be paired with
+/// the wrong parameters; `what` names the optimizer in the error).
+inline void require_matching_state(torch::optim::Optimizer& opt, const std::string& path, const std::string& what) {
+  for (auto& group : opt.param_groups()) {
+    for (auto& p : group.params()) {
+#if TORCH_VERSION_MAJOR >= 2
+      auto it = opt.state().find(p.unsafeGetTensorImpl());
+#else
+      auto it = opt.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+#endif
+      if (it == opt.state().end()) continue;
+      const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(it->second.get());
+      if (sgd == nullptr || !sgd->momentum_buffer().defined()) continue;
+      if (sgd->momentum_buffer().sizes() != p.sizes()) {
+        std::ostringstream msg;
+        msg << "checkpoint '" << path << "': the " << what << "'s momentum buffer of a parameter of shape "
+            << p.sizes() << " has shape " << sgd->momentum_buffer().sizes()
+            << " (written by another LibTorch version? optimizer states do not carry across versions)";
+        throw std::runtime_error(msg.str());
+      }
     }
   }
 }

@@ -6,6 +6,7 @@
 // training starts. Presets (apply_preset) are data, next to the defaults.
 #pragma once
 
+#include <drolt/class_weights.hpp>
 #include <drolt/radius.hpp>
 
 #include <algorithm>
@@ -22,46 +23,70 @@ namespace drolt_examples {
 
 // ------------------------------------------------------------------ enumerations
 
-/// What `--method` names: a representation (how the feature extractor is
-/// trained). `crt` is the CE representation evaluated with classifier re-training.
-enum class Method { ce, crt, resample, reweight, focal, ldam_drw, drolt };
+/// The --method names of the built-in representation methods (how the
+/// feature extractor is trained); registry.hpp maps every name to its type.
+/// `crt` names the CE representation evaluated with the cRT classifier stage
+/// (the paper's name for that pair), not a representation of its own.
+namespace Method {
+constexpr const char* ce = "ce";
+constexpr const char* crt = "crt";
+constexpr const char* resample = "resample";
+constexpr const char* reweight = "reweight";
+constexpr const char* focal = "focal";
+constexpr const char* ldam_drw = "ldam-drw";
+constexpr const char* drolt = "drolt";
+constexpr const char* la_loss = "la-loss";
+constexpr const char* weight_balancing = "weight-balancing";
+}  // namespace Method
 /// The representation loss (the classifier's term; DRO-LT is added on top).
 enum class BaseLoss { ce, focal, ldam };
-/// Class weights of the representation loss (docs/math.md, "Methods compared").
-enum class Weighting { none, inverse, effective, max_ratio };
 /// Order of the training images: instance (a permutation), class-balanced
 /// (class uniform, then an image of it), class-aware (k images of one class,
 /// then k of the next, as the authors' loader), square-root, progressive.
 enum class SamplerKind { instance, class_balanced, class_aware, sqrt, progressive };
-/// Classifier stages on the frozen representation (docs/math.md, "Methods compared").
-enum class ClassifierKind { joint, crt, lws, tau_norm, ncm, logit_adjust };
+/// The --classifier names of the built-in classifier stages on the frozen
+/// representation (docs/math.md, "Methods compared"); registry.hpp maps every
+/// name to its type.
+namespace ClassifierKind {
+constexpr const char* joint = "joint";
+constexpr const char* crt = "crt";
+constexpr const char* lws = "lws";
+constexpr const char* tau_norm = "tau-norm";
+constexpr const char* ncm = "ncm";
+constexpr const char* logit_adjust = "la";
+constexpr const char* wb = "wb";
+}  // namespace ClassifierKind
 enum class CentroidMode { full, previous, ema };
+/// --dataset: the built-in sets (synthetic: tests only) or a user's images.
+enum class Dataset { fashion_mnist, cifar10, cifar100, synthetic, list, folder, inaturalist };
+/// --loader (image data sets): see TrainConfig::loader.
+enum class Loader { automatic, memory, stream };
+/// --profile: the long-tail profile of the drawn subset.
+enum class Profile { exp, step };
+/// --device.
+enum class Device { cpu, cuda };
+/// --dist-backend (several processes).
+enum class DistBackend { automatic, gloo, nccl };
 enum class Schedule { multistep, cosine, constant };
 
 template <typename E>
 struct EnumNames;  // the spelling of every value of E on the command line
 
 template <>
-struct EnumNames<Method> {
-  static std::vector<std::pair<const char*, Method>> table() {
-    return {{"ce", Method::ce},       {"crt", Method::crt},     {"resample", Method::resample},
-            {"reweight", Method::reweight}, {"focal", Method::focal}, {"ldam-drw", Method::ldam_drw},
-            {"drolt", Method::drolt}};
-  }
-};
-template <>
 struct EnumNames<BaseLoss> {
   static std::vector<std::pair<const char*, BaseLoss>> table() {
     return {{"ce", BaseLoss::ce}, {"focal", BaseLoss::focal}, {"ldam", BaseLoss::ldam}};
   }
 };
+/// --weighting, --reweight: the class weights of the representation loss
+/// (docs/math.md, "Methods compared"); "nmax" is n_c / n_max.
 template <>
-struct EnumNames<Weighting> {
-  static std::vector<std::pair<const char*, Weighting>> table() {
-    return {{"none", Weighting::none},
-            {"inverse", Weighting::inverse},
-            {"effective", Weighting::effective},
-            {"nmax", Weighting::max_ratio}};
+struct EnumNames<drolt::ClassWeighting> {
+  static std::vector<std::pair<const char*, drolt::ClassWeighting>> table() {
+    return {{"none", drolt::ClassWeighting::none},
+            {"inverse", drolt::ClassWeighting::inverse_frequency},
+            {"effective", drolt::ClassWeighting::effective_number},
+            {"nmax", drolt::ClassWeighting::count_ratio}};
   }
 };
 template <>
@@ -75,11 +100,34 @@ struct EnumNames<SamplerKind> {
   }
 };
 template <>
-struct EnumNames<ClassifierKind> {
-  static std::vector<std::pair<const char*, ClassifierKind>> table() {
-    return {{"joint", ClassifierKind::joint},       {"crt", ClassifierKind::crt},
-            {"lws", ClassifierKind::lws},           {"tau-norm", ClassifierKind::tau_norm},
-            {"ncm", ClassifierKind::ncm},           {"la", ClassifierKind::logit_adjust}};
+struct EnumNames<Dataset> {
+  static std::vector<std::pair<const char*, Dataset>> table() {
+    return {{"fashion-mnist", Dataset::fashion_mnist}, {"cifar10", Dataset::cifar10},
+            {"cifar100", Dataset::cifar100},           {"synthetic", Dataset::synthetic},
+            {"list", Dataset::list},                   {"folder", Dataset::folder},
+            {"inaturalist", Dataset::inaturalist}};
+  }
+};
+template <>
+struct EnumNames<Loader> {
+  static std::vector<std::pair<const char*, Loader>> table() {
+    return {{"auto", Loader::automatic}, {"memory", Loader::memory}, {"stream", Loader::stream}};
+  }
+};
+template <>
+struct EnumNames<Profile> {
+  static std::vector<std::pair<const char*, Profile>> table() {
+    return {{"exp", Profile::exp}, {"step", Profile::step}};
+  }
+};
+template <>
+struct EnumNames<Device> {
+  static std::vector<std::pair<const char*, Device>> table() { return {{"cpu", Device::cpu}, {"cuda", Device::cuda}}; }
+};
+template <>
+struct EnumNames<DistBackend> {
+  static std::vector<std::pair<const char*, DistBackend>> table() {
+    return {{"auto", DistBackend::automatic}, {"gloo", DistBackend::gloo}, {"nccl", DistBackend::nccl}};
   }
 };
 template <>
@@ -121,21 +169,28 @@ std::string name_of(E value) {
   return "?";
 }
 
-/// Comma-separated values ("ce,crt" or several occurrences of the flag).
-template <typename E>
-std::vector<E> parse_enum_list(const std::string& flag, const std::vector<std::string>& items) {
-  std::vector<E> out;
+/// The words of comma-separated lists ("ce,crt" or several occurrences of a flag).
+inline std::vector<std::string> list_words(const std::vector<std::string>& items) {
+  std::vector<std::string> out;
   for (const auto& s : items) {
     std::string cur;
     for (size_t i = 0; i <= s.size(); ++i) {
       if (i == s.size() || s[i] == ',') {
-        if (!cur.empty()) out.push_back(parse_enum<E>(flag, cur));
+        if (!cur.empty()) out.push_back(cur);
         cur.clear();
       } else {
         cur += s[i];
       }
     }
   }
+  return out;
+}
+
+/// Comma-separated values of E ("a,b" or several occurrences of the flag).
+template <typename E>
+std::vector<E> parse_enum_list(const std::string& flag, const std::vector<std::string>& items) {
+  std::vector<E> out;
+  for (const auto& w : list_words(items)) out.push_back(parse_enum<E>(flag, w));
   return out;
 }
 
@@ -156,18 +211,20 @@ inline drolt::RadiusPolicy parse_policy(const std::string& name, double eps0) {
 
 struct TrainConfig {
   // ------------------------------------------------------------------ what to run
-  /// The representations to train (each once). ce and crt share one CE
-  /// representation, so asking for both trains once.
-  std::vector<Method> methods = {Method::drolt};
-  /// Classifier stages evaluated on every representation; empty = the paper's
-  /// protocol: joint for ce and the baselines, cRT for crt, cRT and joint for drolt.
-  std::vector<ClassifierKind> classifiers;
+  /// The representations to train (each once; --method names, registry.hpp).
+  /// ce and crt share one CE representation, so asking for both trains once.
+  std::vector<std::string> methods = {Method::drolt};
+  /// Classifier stages (--classifier names, registry.hpp) evaluated on every
+  /// representation; empty = each method's own: joint for ce and the
+  /// baselines, cRT for crt, cRT and joint for drolt, joint and wb for
+  /// weight-balancing.
+  std::vector<std::string> classifiers;
 
   // ------------------------------------------------------------------ data
   /// fashion-mnist (IDX files), cifar10, cifar100 (binary version), synthetic
   /// (tests), or a user's images: list (ImageNet-LT / Places-LT list files),
   /// folder (class-folder trees), inaturalist (iNaturalist 2018 / 2019 JSON).
-  std::string dataset = "fashion-mnist";
+  Dataset dataset = Dataset::fashion_mnist;
   /// The built-in sets' files; for list and inaturalist the root that relative
   /// image paths start from.
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
@@ -177,7 +234,7 @@ struct TrainConfig {
   /// images of one size, small sets), stream (decode on loader threads every
   /// epoch, torchvision's ImageNet transforms), auto (memory when the first
   /// training image is at most 64 x 64 pixels).
-  std::string loader = "auto";
+  Loader loader = Loader::automatic;
   int64_t image_size = 224;  // stream: side of the training / evaluation crops
   int64_t resize = 0;        // stream: shorter side before the evaluation center crop; 0 = image_size * 8 / 7
   int64_t workers = 4;       // stream: decoding threads per loader
@@ -185,7 +242,7 @@ struct TrainConfig {
   /// the validation split (--val-per-class) from a balanced training set, as for
   /// the built-in sets; without it the training set is used as listed.
   bool make_longtail = false;
-  std::string profile = "exp";  // exp | step
+  Profile profile = Profile::exp;
   double rho = 100.0;           // imbalance ratio n_max / n_min
   int64_t n_max = 500;          // images of the largest class
   int64_t val_per_class = 100;  // balanced validation split drawn from the left-out images
@@ -225,11 +282,11 @@ struct TrainConfig {
   /// The drolt representation's classifier loss, class weights and sampler
   /// during the DRO-LT epochs (its warm-up is plain CE with instance sampling).
   BaseLoss loss = BaseLoss::ce;
-  Weighting weighting = Weighting::none;
+  drolt::ClassWeighting weighting = drolt::ClassWeighting::none;
   SamplerKind sampler = SamplerKind::instance;
   /// ReSample's sampler and ReWeight's weights.
   SamplerKind resample_sampler = SamplerKind::class_balanced;
-  Weighting reweight = Weighting::inverse;
+  drolt::ClassWeighting reweight = drolt::ClassWeighting::inverse_frequency;
   double cb_beta = 0.9999;   // effective-number weights (and DRW)
   double focal_gamma = 1.0;  // focal loss
   double ldam_margin = 0.5;  // LDAM: largest margin m
@@ -239,6 +296,13 @@ struct TrainConfig {
   int64_t drw_start = -1;
   bool drw = false;
   int64_t class_aware_k = 4;  // class-aware sampler: images of one class in a row
+
+  /// la-loss: tau of the training-time logit adjustment (1: Balanced Softmax).
+  double la_loss_tau = 1.0;
+  /// weight-balancing: the tuned weight decay of both its stages, and the
+  /// MaxNorm radius of each class's classifier weights.
+  double wb_weight_decay = 5e-3;
+  double max_norm = 0.1;
 
   // ------------------------------------------------------------------ DRO-LT
   double lambda = 0.5;      // L = (1 - lambda) CE + lambda DRO
@@ -260,16 +324,18 @@ struct TrainConfig {
   double radius_weight_decay = 1e-4;
 
   // ------------------------------------------------------------------ classifier stages
-  int64_t crt_epochs = 10;  // epochs of each trained classifier stage (crt, lws)
-  double crt_lr = 0.1;
-  Schedule crt_schedule = Schedule::cosine;
-  SamplerKind crt_sampler = SamplerKind::class_balanced;
+  // Every trained stage (crt, lws, wb): --stage-epochs, --stage-lr, --stage-schedule,
+  // --stage-sampler, --stage-bn (--crt-epochs, --crt-lr, ... before they governed LWS too).
+  int64_t stage_epochs = 10;  // epochs of each trained classifier stage
+  double stage_lr = 0.1;
+  Schedule stage_schedule = Schedule::cosine;
+  SamplerKind stage_sampler = SamplerKind::class_balanced;
   bool crt_reinit = true;      // cRT re-initialises the classifier (false: goes on training it)
   /// The classifier stages' batch normalisation: false (eval) keeps the representation's running
   /// statistics (features truly frozen); true (train) normalises with batch statistics and updates the
   /// running ones from the re-balanced batches, as Kang et al.'s cRT code does (every stage starts from
   /// the representation's statistics, and is evaluated with its own).
-  bool crt_bn_train = false;
+  bool stage_bn_train = false;
   double tau_norm_tau = -1;    // tau-normalisation's tau; -1 = chosen on the validation split
   double la_tau = -1;          // logit adjustment's tau; -1 = chosen on the validation split
 
@@ -280,9 +346,9 @@ struct TrainConfig {
   // ------------------------------------------------------------------ runtime
   int64_t seed = 0;
   int threads = 0;  // 0 = all cores
-  std::string device = "cpu";
+  Device device = Device::cpu;
   /// Several processes (WORLD_SIZE > 1): auto (nccl for cuda, gloo for cpu), gloo or nccl.
-  std::string dist_backend = "auto";
+  DistBackend dist_backend = DistBackend::automatic;
   /// Several processes: gradient buckets of this many MB, all-reduced during
   /// backward(); 0 = all gradients after backward().
   double dist_bucket_mb = 25.0;
@@ -304,7 +370,9 @@ struct TrainConfig {
   /// been checkpointed; -1 = never. For testing --resume.
   int64_t stop_after = -1;
 
-  bool image_data() const { return dataset == "list" || dataset == "folder" || dataset == "inaturalist"; }
+  bool image_data() const {
+    return dataset == Dataset::list || dataset == Dataset::folder || dataset == Dataset::inaturalist;
+  }
   /// "resnet32" (CIFAR, --depth) or "resnet50" (ImageNet layout), as --arch names them.
   std::string arch_name() const { return "resnet" + std::to_string(imagenet_depth ? imagenet_depth : depth); }
 
@@ -315,7 +383,7 @@ struct TrainConfig {
     return std::vector<double>(dro_layers.size(), 1.0 / static_cast<double>(std::max<size_t>(dro_layers.size(), 1)));
   }
   int64_t drw_start_epoch() const { return drw_start < 0 ? epochs * 4 / 5 : drw_start; }
-  bool wants(Method m) const {
+  bool wants(const std::string& m) const {
     for (auto x : methods) {
       if (x == m) return true;
     }
@@ -341,216 +409,6 @@ inline bool float_rate(double v, bool zero_ok) {
 }
 inline const std::string kFloatRange = " no larger than a float holds (3.4e38)";
 
-/// Throws std::invalid_argument with every problem found, one per line.
-inline void validate(const TrainConfig& c) {
-  std::ostringstream err;
-  auto bad = [&](const std::string& s) { err << "  " << s << "\n"; };
-  auto num = [](double v) {
-    std::ostringstream s;
-    s << v;
-    return s.str();
-  };
-  // A count above its bound is reported alone (the checks below assume sane values).
-  auto at_most = [&](const char* flag, int64_t value, int64_t limit) {
-    if (value <= limit) return true;
-    bad(std::string(flag) + ": expected at most " + std::to_string(limit) + ", got " + std::to_string(value));
-    return false;
-  };
-  bool sane = true;
-  for (const auto& f : {std::make_pair("--epochs", c.epochs), std::make_pair("--crt-epochs", c.crt_epochs),
-                        std::make_pair("--warmup", c.warmup_epochs), std::make_pair("--dro-start", c.dro_start),
-                        std::make_pair("--drw-start", c.drw_start),
-                        std::make_pair("--checkpoint-every", c.checkpoint_every),
-                        std::make_pair("--save-at", c.save_at), std::make_pair("--stop-after", c.stop_after),
-                        std::make_pair("--val-every", c.val_every)}) {
-    sane = at_most(f.first, f.second, kMaxEpochs) && sane;
-  }
-  for (const auto& f : {std::make_pair("--n-max", c.n_max), std::make_pair("--val-per-class", c.val_per_class),
-                        std::make_pair("--test-limit", c.test_limit),
-                        std::make_pair("--class-aware-k", c.class_aware_k)}) {
-    sane = at_most(f.first, f.second, kMaxImagesPerClass) && sane;
-  }
-  sane = at_most("--batch-size", c.batch_size, kMaxBatch) && sane;
-  sane = at_most("--depth", c.depth, 1202) && sane;  // ResNet-1202, the deepest CIFAR ResNet
-  sane = at_most("--threads", c.threads, 4096) && sane;
-  if (c.dataset == "synthetic") {
-    sane = at_most("synthetic_classes", c.synthetic_classes, 1000) && sane;
-    sane = at_most("synthetic_size", c.synthetic_size, 256) && sane;
-  }
-  if (!sane) throw std::invalid_argument("invalid configuration:\n" + err.str());
-
-  if (c.methods.empty()) bad("--method: expected at least one of " + enum_choices<Method>());
-  if (c.dataset != "fashion-mnist" && c.dataset != "cifar10" && c.dataset != "cifar100" &&
-      c.dataset != "synthetic" && !c.image_data()) {
-    bad("--dataset: expected fashion-mnist, cifar10, cifar100, list, folder or inaturalist, got '" + c.dataset + "'");
-  }
-  if (c.image_data()) {
-#ifndef DROLT_HAS_IMAGES
-    bad("--dataset " + c.dataset +
-        ": this drolt_train was built without drolt::images (needs TurboJPEG, libpng, nlohmann_json)");
-#endif
-    const char* what = c.dataset == "folder" ? "a class-folder tree" : c.dataset == "list" ? "a list file" : "a JSON file";
-    if (c.train_set.empty()) bad("--dataset " + c.dataset + ": expected --train-set (" + what + "), got none");
-    if (c.test_set.empty()) bad("--dataset " + c.dataset + ": expected --test-set (" + what + "), got none");
-    if (c.loader != "auto" && c.loader != "memory" && c.loader != "stream") {
-      bad("--loader: expected auto, memory or stream, got '" + c.loader + "'");
-    }
-    if (c.image_size < 8 || c.image_size > 1024) {
-      bad("--image-size: expected a side in [8, 1024] pixels, got " + std::to_string(c.image_size));
-    }
-    if (c.resize != 0 && (c.resize < c.image_size || c.resize > 4096)) {
-      bad("--resize: expected 0 (image size * 8 / 7) or a side in [--image-size, 4096], got " +
-          std::to_string(c.resize));
-    }
-    if (c.workers < 1 || c.workers > 256) bad("--workers: expected 1 to 256 threads, got " + std::to_string(c.workers));
-  } else {
-    if (!c.train_set.empty() || !c.val_set.empty() || !c.test_set.empty()) {
-      bad("--train-set / --val-set / --test-set: expected --dataset list, folder or inaturalist, got --dataset " +
-          c.dataset + " (its files come from --data)");
-    }
-    if (c.loader != "auto") bad("--loader " + c.loader + ": expected --dataset list, folder or inaturalist, got " + c.dataset);
-    if (c.make_longtail) {
-      bad("--make-longtail: the built-in sets always get a long-tailed subset; expected --dataset list, folder or "
-          "inaturalist, got " + c.dataset);
-    }
-  }
-  if (c.imagenet_depth != 0 && c.imagenet_depth != 10 && c.imagenet_depth != 18 && c.imagenet_depth != 34 &&
-      c.imagenet_depth != 50) {
-    bad("--arch: expected resnet10, resnet18, resnet34, resnet50 or a CIFAR resnet(6n+2), got resnet" +
-        std::to_string(c.imagenet_depth));
-  }
-  if (c.imagenet_depth != 0 && c.dro_layers != std::vector<int64_t>{3}) {
-    bad("--dro-layers: the ImageNet ResNets (--arch resnet" + std::to_string(c.imagenet_depth) +
-        ") support DRO-LT at layer 3 (the penultimate features) only");
-  }
-  if (c.balanced_subset && c.image_data()) {
-    bad("--balanced-subset: expected a built-in data set (fashion-mnist, cifar10, cifar100), got --dataset " +
-        c.dataset);
-  }
-  if (c.imagenet_depth != 0 && c.layer_analysis) {
-    bad("--layer-analysis: expected a CIFAR ResNet (--depth); the ImageNet ResNets (--arch resnet" +
-        std::to_string(c.imagenet_depth) + ") expose the penultimate features only");
-  }
-  if (c.amp && c.device != "cuda") {
-    bad("--amp: expected --device cuda (bf16 autocast on the GPU), got --device " + c.device);
-  }
-  if (c.channels_last && c.device != "cuda") {
-    bad("--channels-last: expected --device cuda (it only speeds up cuDNN convolutions), got --device " + c.device);
-  }
-  if (c.profile != "exp" && c.profile != "step") bad("--profile: expected exp or step, got '" + c.profile + "'");
-  if (!(c.rho >= 1.0) || !std::isfinite(c.rho)) bad("--rho: expected an imbalance ratio >= 1, got " + num(c.rho));
-  if (c.n_max < 1) bad("--n-max: expected >= 1, got " + std::to_string(c.n_max));
-  if (c.val_per_class < 0) bad("--val-per-class: expected >= 0, got " + std::to_string(c.val_per_class));
-  if (c.test_limit < 0) bad("--test-limit: expected >= 0, got " + std::to_string(c.test_limit));
-  if (c.few_below > c.many_above + 1) {
-    bad("--few-below: expected at most --many-above + 1, got " + std::to_string(c.few_below));
-  }
-  if (c.depth < 8 || (c.depth - 2) % 6 != 0) {
-    bad("--depth: expected a ResNet depth 6n + 2 (8, 20, 32, 44, 56, 110), got " + std::to_string(c.depth));
-  }
-  if (c.epochs < 1) bad("--epochs: expected >= 1, got " + std::to_string(c.epochs));
-  if (c.batch_size < 1) bad("--batch-size: expected >= 1, got " + std::to_string(c.batch_size));
-  if (!float_rate(c.lr, false)) bad("--lr: expected a positive learning rate" + kFloatRange + ", got " + num(c.lr));
-  if (!(c.momentum >= 0 && c.momentum < 1)) bad("--momentum: expected a value in [0, 1), got " + num(c.momentum));
-  if (!float_rate(c.weight_decay, true)) bad("--wd: expected >= 0" + kFloatRange + ", got " + num(c.weight_decay));
-  if (c.warmup_epochs < 0) bad("--warmup: expected >= 0, got " + std::to_string(c.warmup_epochs));
-  for (double m : c.milestones) {
-    if (!(m > 0 && m <= 1)) bad("--milestones: expected fractions of the epochs in (0, 1], got " + num(m));
-  }
-  if (!(c.gamma > 0 && c.gamma <= 1)) bad("--gamma: expected a value in (0, 1], got " + num(c.gamma));
-  if (!(c.cb_beta >= 0 && c.cb_beta < 1)) bad("--cb-beta: expected a value in [0, 1), got " + num(c.cb_beta));
-  if (!(c.focal_gamma >= 0) || !std::isfinite(c.focal_gamma)) {
-    bad("--focal-gamma: expected >= 0, got " + num(c.focal_gamma));
-  }
-  if (!(c.ldam_margin > 0) || !std::isfinite(c.ldam_margin)) {
-    bad("--ldam-margin: expected > 0, got " + num(c.ldam_margin));
-  }
-  if (!(c.ldam_scale > 0) || !std::isfinite(c.ldam_scale)) bad("--ldam-scale: expected > 0, got " + num(c.ldam_scale));
-  if (c.class_aware_k < 1) bad("--class-aware-k: expected >= 1, got " + std::to_string(c.class_aware_k));
-  if (!(c.lambda >= 0 && c.lambda <= 1)) bad("--lambda: expected a value in [0, 1], got " + num(c.lambda));
-  if (!(c.temperature > 0) || !std::isfinite(c.temperature)) {
-    bad("--temperature: expected a positive temperature, got " + num(c.temperature));
-  }
-  if (c.dro_start > c.epochs) {
-    bad("--dro-start: expected at most --epochs (" + std::to_string(c.epochs) + "), got " +
-        std::to_string(c.dro_start));
-  }
-  if (!float_rate(c.dro_lr, true)) {
-    bad("--dro-lr: expected >= 0 (0: the schedule)" + kFloatRange + ", got " + num(c.dro_lr));
-  }
-  if (c.dro_start == 0 && c.centroid_mode != CentroidMode::full) {
-    bad("--dro-start 0 needs --centroids full (the other modes build centroids during a CE epoch)");
-  }
-  if (c.dro_layers.empty()) bad("--dro-layers: expected at least one of 0, 1, 2, 3");
-  for (size_t i = 0; i < c.dro_layers.size(); ++i) {
-    const int64_t l = c.dro_layers[i];
-    if (l < 0 || l > 3) bad("--dro-layers: expected layers in 0..3 (0 the stem, 3 the penultimate), got " + std::to_string(l));
-    for (size_t j = 0; j < i; ++j) {
-      if (c.dro_layers[j] == l) bad("--dro-layers: expected distinct layers, got " + std::to_string(l) + " twice");
-    }
-  }
-  if (!c.dro_layer_weights.empty()) {
-    if (c.dro_layer_weights.size() != c.dro_layers.size()) {
-      bad("--dro-layer-weights: expected one weight per --dro-layers entry (" + std::to_string(c.dro_layers.size()) +
-          "), got " + std::to_string(c.dro_layer_weights.size()));
-    }
-    double total = 0;
-    for (double w : c.dro_layer_weights) {
-      if (!(w >= 0) || !std::isfinite(w)) bad("--dro-layer-weights: expected finite weights >= 0, got " + num(w));
-      total += w;
-    }
-    if (!(total > 0)) bad("--dro-layer-weights: expected at least one weight > 0");
-  }
-  if (!(c.ema_momentum >= 0 && c.ema_momentum < 1)) {
-    bad("--ema-momentum: expected a value in [0, 1), got " + num(c.ema_momentum));
-  }
-  if (!float_rate(c.radius_lr, true)) bad("--radius-lr: expected >= 0" + kFloatRange + ", got " + num(c.radius_lr));
-  if (c.crt_epochs < 0) bad("--crt-epochs: expected >= 0, got " + std::to_string(c.crt_epochs));
-  bool trained_stage = c.wants(Method::crt) || (c.wants(Method::drolt) && c.classifiers.empty());
-  bool needs_val = false;
-  for (auto k : c.classifiers) {
-    trained_stage = trained_stage || k == ClassifierKind::crt || k == ClassifierKind::lws;
-    needs_val = needs_val || (k == ClassifierKind::tau_norm && c.tau_norm_tau < 0) ||
-                (k == ClassifierKind::logit_adjust && c.la_tau < 0);
-  }
-  if (trained_stage && c.crt_epochs == 0) {
-    bad("--crt-epochs: crt, lws (and drolt's default protocol) train a classifier; expected at least 1 epoch, got 0");
-  }
-  if (needs_val && c.val_per_class == 0 && !(c.image_data() && !c.val_set.empty())) {
-    bad("--classifier: tau-norm and la choose tau on the validation split; give --val-per-class > 0 or "
-        "--tau-norm-tau / --la-tau");
-  }
-  if (needs_val && c.image_data() && c.val_set.empty() && !c.make_longtail) {
-    bad("--classifier: tau-norm and la choose tau on the validation split; give --val-set (or --make-longtail "
-        "with --val-per-class > 0) or --tau-norm-tau / --la-tau");
-  }
-  if (!float_rate(c.crt_lr, false)) {
-    bad("--crt-lr: expected a positive learning rate" + kFloatRange + ", got " + num(c.crt_lr));
-  }
-  if (c.tau_norm_tau > 1 || !std::isfinite(c.tau_norm_tau)) {
-    bad("--tau-norm-tau: expected a value in [0, 1] (or -1: chosen on validation), got " + num(c.tau_norm_tau));
-  }
-  if (!std::isfinite(c.la_tau) || c.la_tau > 10) {
-    bad("--la-tau: expected a value in [0, 10] (or -1: chosen on validation), got " + num(c.la_tau));
-  }
-  if (c.crop_pad < -1) bad("--crop-pad: expected >= 0, got " + std::to_string(c.crop_pad));
-  if (c.threads < 0) bad("--threads: expected >= 0 (0 = all cores), got " + std::to_string(c.threads));
-  if (c.device != "cpu" && c.device != "cuda") bad("--device: expected cpu or cuda, got '" + c.device + "'");
-  if (c.dist_backend != "auto" && c.dist_backend != "gloo" && c.dist_backend != "nccl") {
-    bad("--dist-backend: expected auto, gloo or nccl, got '" + c.dist_backend + "'");
-  }
-  if (!(c.dist_bucket_mb >= 0 && c.dist_bucket_mb <= 1e6)) {
-    bad("--dist-bucket-mb: expected a size in [0, 1000000] MB (0: all-reduce after backward), got " +
-        num(c.dist_bucket_mb));
-  }
-  if (c.checkpoint_every < 0) bad("--checkpoint-every: expected >= 0, got " + std::to_string(c.checkpoint_every));
-  if (!c.warm_start.empty() && c.centroid_mode != CentroidMode::full) bad("--warm-start needs --centroids full");
-  if (c.val_every < 1) bad("--val-every: expected >= 1, got " + std::to_string(c.val_every));
-  if (c.out_dir.empty()) bad("--out: expected a directory, got an empty string");
-  const std::string e = err.str();
-  if (!e.empty()) throw std::invalid_argument("invalid configuration:\n" + e);
-}
-
 /// Presets: settings chosen on the validation split (docs/results.md) or read
 /// from the authors' code (official); options given on the command line
 /// override them. Throws std::invalid_argument for an unknown name.
@@ -565,7 +423,7 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     c.depth = 20;
     c.epochs = 30;
     c.dro_start = 15;
-    c.crt_epochs = 10;
+    c.stage_epochs = 10;
     c.val_every = 5;
     c.out_dir = "out/demo";
     return;
@@ -578,7 +436,7 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     c.depth = 32;
     c.epochs = 40;
     c.dro_start = 20;
-    c.crt_epochs = 10;
+    c.stage_epochs = 10;
     c.val_every = 5;
     c.out_dir = "out/paper";
     return;
@@ -602,7 +460,7 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     c.milestones = {160.0 / 280.0, 180.0 / 280.0};
     c.gamma = 0.01;
     c.loss = BaseLoss::ce;
-    c.weighting = Weighting::max_ratio;
+    c.weighting = drolt::ClassWeighting::count_ratio;
     c.sampler = SamplerKind::class_aware;
     c.class_aware_k = 4;
     c.dro_sum = true;
@@ -612,10 +470,10 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     c.radius_lr = 0.005;
     c.radius_weight_decay = 1e-4;
     c.centroid_mode = CentroidMode::full;
-    c.crt_epochs = 20;
-    c.crt_lr = 0.01;
-    c.crt_schedule = Schedule::constant;
-    c.crt_sampler = SamplerKind::class_aware;
+    c.stage_epochs = 20;
+    c.stage_lr = 0.01;
+    c.stage_schedule = Schedule::constant;
+    c.stage_sampler = SamplerKind::class_aware;
     c.crt_reinit = false;
     c.val_every = 5;
     c.out_dir = "out/official";
@@ -625,7 +483,7 @@ inline void apply_preset(const std::string& name, TrainConfig& c) {
     c.methods = {Method::ce, Method::crt, Method::drolt};
     c.depth = 8;
     c.epochs = 3;
-    c.crt_epochs = 1;
+    c.stage_epochs = 1;
     c.warmup_epochs = 1;
     c.test_limit = 1000;
     return;

@@ -74,7 +74,7 @@ struct DataBundle {
   std::vector<int64_t> counts;     // training images per class (class 0 = head)
   /// Per-class counts that define Many / Medium / Few: `counts`, except with
   /// --balanced-subset, where they stay the long-tailed profile's.
-  std::vector<int64_t> split_counts;
+  std::vector<int64_t> group_counts;
   int64_t num_classes = 0;
   int64_t channels = 0;
   int64_t height = 0;  // side of the images the network sees
@@ -83,12 +83,12 @@ struct DataBundle {
   std::string description;
 };
 
-inline std::vector<std::string> class_names_for(const std::string& dataset, int64_t C) {
-  if (dataset == "fashion-mnist" && C == 10) {
+inline std::vector<std::string> class_names_for(Dataset dataset, int64_t C) {
+  if (dataset == Dataset::fashion_mnist && C == 10) {
     return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
             "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
   }
-  if (dataset == "cifar10" && C == 10) {
+  if (dataset == Dataset::cifar10 && C == 10) {
     return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
   }
   std::vector<std::string> out;
@@ -131,10 +131,10 @@ inline DataBundle assemble(const TrainConfig& cfg, const torch::Tensor& train_im
   DataBundle d;
   d.num_classes = C;
   d.channels = train_images.size(1);
-  const auto profile = cfg.profile == "step" ? drolt::data::Profile::step : drolt::data::Profile::exp;
+  const auto profile = cfg.profile == Profile::step ? drolt::data::Profile::step : drolt::data::Profile::exp;
   auto lt = drolt::data::make_longtail(train_targets, C, cfg.n_max, cfg.rho, profile,
                                        static_cast<uint64_t>(cfg.data_seed));
-  d.split_counts = lt.counts;
+  d.group_counts = lt.counts;
   if (cfg.balanced_subset) {  // as many images, spread evenly over the classes
     int64_t total = 0;
     for (auto n : lt.counts) total += n;
@@ -188,10 +188,10 @@ inline DataBundle load_data(const TrainConfig& cfg) {
 #ifdef DROLT_HAS_IMAGES
     return load_image_data(cfg);
 #else
-    throw std::runtime_error("--dataset " + cfg.dataset + ": this drolt_train was built without drolt::images");
+    throw std::runtime_error("--dataset " + name_of(cfg.dataset) + ": this drolt_train was built without drolt::images");
 #endif
   }
-  if (cfg.dataset == "synthetic") {
+  if (cfg.dataset == Dataset::synthetic) {
     const int64_t C = cfg.synthetic_classes, S = cfg.synthetic_size;
     torch::manual_seed(static_cast<uint64_t>(cfg.data_seed) + 12345);
     auto templates = torch::rand({C, 1, S / 2, S / 2});
@@ -209,14 +209,14 @@ inline DataBundle load_data(const TrainConfig& cfg) {
   }
   if (!directory_exists(cfg.data_dir)) {
     throw std::runtime_error("data directory '" + cfg.data_dir + "' does not exist" +
-                             (cfg.dataset == "fashion-mnist"
+                             (cfg.dataset == Dataset::fashion_mnist
                                   ? " (install Debian's dataset-fashion-mnist or pass --data DIR)"
                                   : " (pass --data DIR with the CIFAR binary files)"));
   }
   torch::Tensor trx, trY, tex, tey;
   int64_t C = 10;
   try {
-    if (cfg.dataset == "fashion-mnist") {
+    if (cfg.dataset == Dataset::fashion_mnist) {
       drolt::data::IdxDataset tr(cfg.data_dir, drolt::data::Split::train);
       drolt::data::IdxDataset te(cfg.data_dir, drolt::data::Split::test);
       trx = tr.images();
@@ -225,7 +225,7 @@ inline DataBundle load_data(const TrainConfig& cfg) {
       tey = te.targets();
       C = 10;
     } else {
-      const auto v = cfg.dataset == "cifar10" ? drolt::data::CifarVariant::cifar10
+      const auto v = cfg.dataset == Dataset::cifar10 ? drolt::data::CifarVariant::cifar10
                                               : drolt::data::CifarVariant::cifar100_fine;
       drolt::data::CifarDataset tr(cfg.data_dir, drolt::data::Split::train, v);
       drolt::data::CifarDataset te(cfg.data_dir, drolt::data::Split::test, v);
@@ -239,11 +239,11 @@ inline DataBundle load_data(const TrainConfig& cfg) {
     throw std::runtime_error(std::string("cannot read the data set: ") + e.what_without_backtrace());
   }
   auto d = detail::assemble(cfg, trx, trY, tex, tey, C);
-  std::string name = cfg.dataset == "fashion-mnist" ? "Fashion-MNIST-LT"
-                     : cfg.dataset == "cifar10"     ? "CIFAR-10-LT"
-                                                    : "CIFAR-100-LT";
+  std::string name = cfg.dataset == Dataset::fashion_mnist ? "Fashion-MNIST-LT"
+                     : cfg.dataset == Dataset::cifar10     ? "CIFAR-10-LT"
+                                                           : "CIFAR-100-LT";
   std::ostringstream s;
-  s << name << " (" << cfg.profile << ", rho=" << cfg.rho << ", n_max=" << cfg.n_max << ")";
+  s << name << " (" << name_of(cfg.profile) << ", rho=" << cfg.rho << ", n_max=" << cfg.n_max << ")";
   d.description = s.str();
   return d;
 }

@@ -115,9 +115,9 @@ inline drolt::data::ImageList read_image_split(const TrainConfig& cfg, const cha
                                                const drolt::data::ImageList* train) {
   drolt::data::ImageList l;
   try {
-    if (cfg.dataset == "list") {
+    if (cfg.dataset == Dataset::list) {
       l = drolt::data::read_image_list(source, cfg.data_dir, train ? train->num_classes : 0);
-    } else if (cfg.dataset == "folder") {
+    } else if (cfg.dataset == Dataset::folder) {
       l = drolt::data::list_image_folder(source);
     } else {
       l = drolt::data::read_inaturalist(source, cfg.data_dir);
@@ -125,7 +125,7 @@ inline drolt::data::ImageList read_image_split(const TrainConfig& cfg, const cha
   } catch (const c10::Error& e) {
     throw std::runtime_error(std::string(flag) + ": " + e.what_without_backtrace());
   }
-  if (train && cfg.dataset != "list" && l.class_names != train->class_names) {
+  if (train && cfg.dataset != Dataset::list && l.class_names != train->class_names) {
     throw std::runtime_error(std::string(flag) + " '" + source + "': expected the " +
                              std::to_string(train->num_classes) + " classes of --train-set, got " +
                              std::to_string(l.num_classes) +
@@ -182,7 +182,7 @@ inline DataBundle load_image_data(const TrainConfig& cfg) {
   std::vector<int64_t> keep, val_rows;
   std::vector<int64_t> counts;
   if (cfg.make_longtail) {
-    const auto profile = cfg.profile == "step" ? dd::Profile::step : dd::Profile::exp;
+    const auto profile = cfg.profile == Profile::step ? dd::Profile::step : dd::Profile::exp;
     auto lt = dd::make_longtail(targets, C, cfg.n_max, cfg.rho, profile, static_cast<uint64_t>(cfg.data_seed));
     keep = lt.indices;
     counts = lt.counts;
@@ -216,12 +216,12 @@ inline DataBundle load_image_data(const TrainConfig& cfg) {
   } catch (const c10::Error& e) {
     throw std::runtime_error(std::string("cannot read an image: ") + e.what_without_backtrace());
   }
-  const bool memory = cfg.loader == "memory" || (cfg.loader == "auto" && first.size(0) <= 64 && first.size(1) <= 64);
+  const bool memory = cfg.loader == Loader::memory || (cfg.loader == Loader::automatic && first.size(0) <= 64 && first.size(1) <= 64);
 
   DataBundle d;
   d.num_classes = C;
   d.counts = counts;
-  d.split_counts = counts;
+  d.group_counts = counts;
   d.class_names = full.class_names;
   if (d.class_names.empty() || std::all_of(d.class_names.begin(), d.class_names.end(),
                                            [](const std::string& n) { return n.empty(); })) {
@@ -231,8 +231,8 @@ inline DataBundle load_image_data(const TrainConfig& cfg) {
   d.test_y = torch::tensor(test.labels, torch::kLong);
   if (!val.paths.empty()) d.val_y = torch::tensor(val.labels, torch::kLong);
   std::ostringstream desc;
-  desc << cfg.dataset << " '" << cfg.train_set << "' (" << C << " classes";
-  if (cfg.make_longtail) desc << ", " << cfg.profile << " rho=" << cfg.rho << " n_max=" << cfg.n_max;
+  desc << name_of(cfg.dataset) << " '" << cfg.train_set << "' (" << C << " classes";
+  if (cfg.make_longtail) desc << ", " << name_of(cfg.profile) << " rho=" << cfg.rho << " n_max=" << cfg.n_max;
   if (memory) {
     const int64_t ch = first.size(2), h = first.size(0), w = first.size(1);
     d.channels = ch;

@@ -1,11 +1,14 @@
 // Representation losses of the example trainer (docs/math.md, "Training protocol" and "The authors' published recipe" and "Methods compared"):
-// cross-entropy (optionally class-weighted), focal loss, LDAM (+ DRW), each
-// optionally plus DRO-LT, mixed with lambda or summed. dro_loss_options() is
-// the one place the DRO-LT loss is configured.
+// cross-entropy (optionally class-weighted), focal loss, LDAM (+ DRW), the
+// logit-adjusted loss, each optionally plus DRO-LT, mixed with lambda or summed.
+// The losses themselves are the library's (drolt/longtail_losses.hpp); this file
+// picks one per epoch. dro_loss_options() is the one place the DRO-LT loss is
+// configured.
 #pragma once
 
 #include <drolt/class_weights.hpp>
 #include <drolt/drolt.hpp>
+#include <drolt/longtail_losses.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -31,65 +34,26 @@ inline drolt::RobustCentroidLossOptions dro_loss_options(const TrainConfig& cfg,
       .validate_values(!device.is_cuda());
 }
 
-/// Class weights, float32 [C]; undefined for Weighting::none. inverse and
-/// effective average to 1 (drolt::class_weights); n_c / n_max is the authors'
-/// (a weighted mean does not depend on the scale).
-inline torch::Tensor weights_of(Weighting w, const std::vector<int64_t>& counts, double beta) {
-  switch (w) {
-    case Weighting::none:
-      return {};
-    case Weighting::inverse:
-      return drolt::class_weights(counts, drolt::ClassWeighting::inverse_frequency);
-    case Weighting::effective:
-      return drolt::class_weights(counts, drolt::ClassWeighting::effective_number, beta);
-    case Weighting::max_ratio: {
-      const int64_t n_max = *std::max_element(counts.begin(), counts.end());
-      TORCH_CHECK(n_max > 0, "weights_of: expected a class with training samples, got none");
-      return torch::tensor(counts, torch::kDouble).div(static_cast<double>(n_max)).to(torch::kFloat32);
-    }
-  }
-  return {};
+/// Class weights, float32 [C]; undefined for ClassWeighting::none. Inverse
+/// frequency and effective number average to 1; count_ratio ("nmax") is the
+/// authors' n_c / n_max (a weighted mean does not depend on the scale).
+inline torch::Tensor weights_of(drolt::ClassWeighting w, const std::vector<int64_t>& counts, double beta) {
+  if (w == drolt::ClassWeighting::none) return {};
+  return drolt::class_weights(counts, w, beta,
+                              w == drolt::ClassWeighting::count_ratio ? drolt::ClassWeightScale::max_one
+                                                                       : drolt::ClassWeightScale::mean_one);
 }
 
-/// Focal loss -(1 - p_y)^gamma log p_y (Lin et al. 2017). With class weights
-/// the mean is weighted as cross_entropy's, sum_i w_yi l_i / sum_i w_yi, so
-/// gamma = 0 is cross-entropy, weighted or not.
-inline torch::Tensor focal_loss(const torch::Tensor& logits, const torch::Tensor& targets, double gamma,
-                                const torch::Tensor& weight = {}) {
-  TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), "focal_loss: expected gamma >= 0, got ", gamma);
-  auto logp = torch::log_softmax(logits, 1).gather(1, targets.unsqueeze(1)).squeeze(1);
-  // 1 - p_y as -expm1(log p_y), kept off 0: at a saturated p_y = 1 the factor's
-  // derivative gamma (1 - p)^(gamma - 1) is infinite for gamma < 1, and times
-  // log p_y = 0 it would make the gradient NaN (the true limit is 0, which the
-  // clamp gives).
-  auto l = -(-torch::expm1(logp)).clamp_min(1e-30).pow(gamma) * logp;
-  if (!weight.defined()) return l.mean();
-  auto w = weight.to(logits.device(), logits.scalar_type()).index_select(0, targets);
-  return (w * l).sum() / w.sum();
-}
-
-/// LDAM margins Delta_c = m / n_c^(1/4), scaled so the largest is m (Cao et al.
-/// 2019; their code), float32 [C]. Every class needs training samples.
-inline torch::Tensor ldam_margins(const std::vector<int64_t>& counts, double max_margin) {
-  TORCH_CHECK(!counts.empty(), "ldam_margins: expected class counts, got none");
-  TORCH_CHECK(max_margin > 0 && std::isfinite(max_margin), "ldam_margins: expected a margin > 0, got ", max_margin);
-  std::vector<double> d;
-  for (size_t c = 0; c < counts.size(); ++c) {
-    TORCH_CHECK(counts[c] > 0, "ldam_margins: expected every class to have training samples, got 0 for class ", c,
-                " (LDAM's margin n_c^(-1/4) is undefined)");
-    d.push_back(1.0 / std::sqrt(std::sqrt(static_cast<double>(counts[c]))));
-  }
-  const double top = *std::max_element(d.begin(), d.end());
-  for (auto& x : d) x *= max_margin / top;
-  return torch::tensor(d, torch::kDouble).to(torch::kFloat32);
-}
-
-/// What one representation epoch minimises (built by Protocol::loss_for).
+/// What one representation epoch minimises (built by the method, methods/method.hpp).
 struct LossSpec {
   BaseLoss base = BaseLoss::ce;
   torch::Tensor class_weights;  // undefined: unweighted
   double focal_gamma = 0;
-  torch::Tensor ldam_offsets;  // LDAM: s * Delta_c, [C]
+  torch::Tensor ldam_margins;  // LDAM: Delta_c (drolt::ldam_margins), [C]
+  double ldam_scale = 0;       // LDAM: s (the margin of the target logit is s * Delta_y)
+  /// The logit-adjusted loss's log pi_c (drolt::log_class_prior), [C]; undefined: none.
+  torch::Tensor log_prior;
+  double la_tau = 0;  // ... and its tau
   bool dro = false;
   double lambda = 0;  // (1 - lambda) base + lambda DRO-LT
   bool sum = false;   // base + DRO-LT (the authors' code)
@@ -99,22 +63,28 @@ struct LossValue {
   torch::Tensor total, base, dro;  // dro undefined outside DRO-LT epochs
 };
 
-/// The base (classifier) term of a LossSpec on `logits`.
+/// The base (classifier) term of a LossSpec on `logits`. Labels were checked
+/// when the data was read: no per-call value checks (a host sync on CUDA).
 inline torch::Tensor base_loss(const LossSpec& spec, const torch::Tensor& logits, const torch::Tensor& y) {
   namespace F = torch::nn::functional;
+  namespace dfn = drolt::functional;
   switch (spec.base) {
     case BaseLoss::focal:
-      return focal_loss(logits, y, spec.focal_gamma, spec.class_weights);
-    case BaseLoss::ldam: {
-      // s * (cos - Delta_y) on the target entry: the model's logits are s * cos.
-      auto off = torch::zeros_like(logits).scatter_(
-          1, y.unsqueeze(1), spec.ldam_offsets.to(logits.device(), logits.scalar_type()).index_select(0, y).unsqueeze(1));
-      auto o = F::CrossEntropyFuncOptions();
-      if (spec.class_weights.defined()) o.weight(spec.class_weights.to(logits.device(), logits.scalar_type()));
-      return F::cross_entropy(logits - off, y, o);
-    }
+      return dfn::focal_loss(
+          logits, y,
+          dfn::FocalLossFuncOptions().gamma(spec.focal_gamma).weight(spec.class_weights).validate_values(false));
+    case BaseLoss::ldam:
+      // The model's logits are s * cos: LDAM's s * (cos - Delta_y) on the target entry.
+      return dfn::ldam_loss(
+          logits, y, spec.ldam_margins,
+          dfn::LDAMLossFuncOptions().scale(spec.ldam_scale).weight(spec.class_weights).validate_values(false));
     case BaseLoss::ce:
       break;
+  }
+  if (spec.log_prior.defined()) {
+    TORCH_CHECK(!spec.class_weights.defined(), "base_loss: expected a log prior or class weights, got both");
+    return dfn::logit_adjusted_loss(logits, y, spec.log_prior,
+                                    dfn::LogitAdjustedLossFuncOptions().tau(spec.la_tau).validate_values(false));
   }
   if (!spec.class_weights.defined()) return F::cross_entropy(logits, y);
   return F::cross_entropy(logits, y,

@@ -71,7 +71,7 @@ class GradientBuckets : public std::enable_shared_from_this<GradientBuckets> {
     // would otherwise fail inside Gloo (or NCCL) without a usable message.
     std::vector<int64_t> signature{bucket_bytes, static_cast<int64_t>(params.size())};
     for (const auto& p : params) signature.push_back(p.numel());
-    drolt::dist::detail::check_same_on_all_ranks(signature, b->group_->pg(), "allreduce_gradients",
+    drolt::dist::check_same_on_all_ranks(signature, b->group_->pg(), "allreduce_gradients",
                                                  "bucket size (bytes), parameter count and sizes", b->device_);
     b->register_hooks();
     return b;
@@ -138,8 +138,8 @@ class GradientBuckets : public std::enable_shared_from_this<GradientBuckets> {
     c10d::AllreduceOptions max;
     max.reduceOp = c10d::ReduceOp::MAX;
     auto used_work = pg.allreduce(used_io, max);
-    for (auto& bk : buckets_) drolt::dist::detail::wait(bk.work, pg, "allreduce_gradients");
-    drolt::dist::detail::wait(used_work, pg, "allreduce_gradients");
+    for (auto& bk : buckets_) drolt::dist::wait(bk.work, pg, "allreduce_gradients");
+    drolt::dist::wait(used_work, pg, "allreduce_gradients");
     used = used.cpu();
     const int64_t* anywhere = used.data_ptr<int64_t>();
     const double world = static_cast<double>(pg.getSize());
@@ -392,7 +392,7 @@ class DistContext {
     d.world_ = d.group_->world_size();
     // Ranks that reduce gradients differently would send buffers of different
     // sizes (Gloo then aborts the process): refuse that here, with a message.
-    drolt::dist::detail::check_same_on_all_ranks({bucket_bytes(bucket_mb)}, d.group_->pg(), "DistContext",
+    drolt::dist::check_same_on_all_ranks({bucket_bytes(bucket_mb)}, d.group_->pg(), "DistContext",
                                                  "--dist-bucket-mb (in bytes)", d.group_->device);
     return d;
 #endif
@@ -595,7 +595,7 @@ class DistContext {
     for (unsigned char ch : settings) h = (h ^ ch) * 1099511628211ULL;
     const auto key = static_cast<int64_t>(h >> 1);  // >= 0: check_same_on_all_ranks negates it
     try {
-      drolt::dist::detail::check_same_on_all_ranks({key}, group_->pg(), "DistContext",
+      drolt::dist::check_same_on_all_ranks({key}, group_->pg(), "DistContext",
                                                    "run settings (their hash)", group_->device);
     } catch (const c10::Error& e) {
       TORCH_CHECK(false, e.what_without_backtrace(),

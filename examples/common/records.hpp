@@ -16,14 +16,16 @@ namespace drolt_examples {
 
 using json = nlohmann::json;
 
-/// Many / Medium / Few / All accuracy in percent (NaN for an empty split), the
-/// form drolt::metrics::SplitAccuracy takes in tables and JSON.
-struct SplitAccuracy {
+/// Accuracy of the class groups Many / Medium / Few and of All, in percent
+/// (NaN for an empty group), the form drolt::metrics::SplitAccuracy takes in
+/// tables and JSON. ("Split" in the trainer means a part of the data: the
+/// training, validation or test split; Many / Medium / Few are class groups.)
+struct GroupAccuracy {
   double many = std::nan(""), medium = std::nan(""), few = std::nan(""), all = std::nan("");
 };
 
-inline SplitAccuracy percent(const drolt::metrics::SplitAccuracy& s) {
-  return SplitAccuracy{100.0 * s.many, 100.0 * s.medium, 100.0 * s.few, 100.0 * s.overall};
+inline GroupAccuracy percent(const drolt::metrics::SplitAccuracy& s) {
+  return GroupAccuracy{100.0 * s.many, 100.0 * s.medium, 100.0 * s.few, 100.0 * s.overall};
 }
 
 inline json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
@@ -34,9 +36,9 @@ struct EvalResult {
   std::string name;            // the table row: see Protocol::row_name
   std::string representation;  // e.g. "ce", "focal", "drolt-learned"
   std::string classifier;      // joint, crt, lws, tau-norm, ncm, la
-  SplitAccuracy test;          // classifier: many / medium / few / all
-  SplitAccuracy nc;            // nearest training centroid on the penultimate features
-  SplitAccuracy val;           // classifier on the validation split (model selection)
+  GroupAccuracy test;          // classifier: many / medium / few / all
+  GroupAccuracy nc;            // nearest training centroid on the penultimate features
+  GroupAccuracy val;           // classifier on the validation split (model selection)
   double ece = std::nan("");   // expected calibration error on the test set, % (NaN: no probabilities)
   double tau = std::nan("");   // tau chosen on the validation split (tau-norm, la), else NaN
   std::vector<double> per_class;  // test accuracy per class, %
@@ -49,20 +51,22 @@ struct EvalResult {
 struct EpochRecord {
   std::string run, phase;
   int64_t epoch = 0;  // 0-based, global over the stages of a run
-  double lr = 0, loss = 0, ce = 0, dro = 0, train_acc = 0, val_acc = -1;
+  /// The loss, its classifier term (cross-entropy, focal, LDAM, ... as the
+  /// method says; the whole loss in classifier stages) and its DRO-LT term.
+  double lr = 0, loss = 0, base_loss = 0, dro = 0, train_acc = 0, val_acc = -1;
   double seconds = 0, centroid_seconds = 0, images_per_s = 0;
   /// DRO-LT epochs: the bound's relative gap (upper - lower) / upper, mean over
   /// the epoch's steps, per DRO-LT layer (layer order of --dro-layers); else empty.
   std::vector<double> bound_gap;
 };
 
-inline void to_json(json& j, const SplitAccuracy& s) {
+inline void to_json(json& j, const GroupAccuracy& s) {
   j = json{{"many", number_or_null(s.many)},
            {"medium", number_or_null(s.medium)},
            {"few", number_or_null(s.few)},
            {"all", number_or_null(s.all)}};
 }
-inline void from_json(const json& j, SplitAccuracy& s) {
+inline void from_json(const json& j, GroupAccuracy& s) {
   s.many = number_or_nan(j.at("many"));
   s.medium = number_or_nan(j.at("medium"));
   s.few = number_or_nan(j.at("few"));
@@ -89,9 +93,9 @@ inline void from_json(const json& j, EvalResult& r) {
   r.name = j.at("name").get<std::string>();
   r.representation = j.value("representation", std::string());
   r.classifier = j.value("classifier", std::string());
-  r.test = j.at("test").get<SplitAccuracy>();
-  r.nc = j.at("nearest_centroid").get<SplitAccuracy>();
-  r.val = j.at("val").get<SplitAccuracy>();
+  r.test = j.at("test").get<GroupAccuracy>();
+  r.nc = j.at("nearest_centroid").get<GroupAccuracy>();
+  r.val = j.at("val").get<GroupAccuracy>();
   r.ece = j.contains("ece") ? number_or_nan(j.at("ece")) : std::nan("");
   r.tau = j.contains("tau") ? number_or_nan(j.at("tau")) : std::nan("");
   r.per_class.clear();
@@ -107,7 +111,7 @@ inline void to_json(json& j, const EpochRecord& r) {
            {"epoch", r.epoch},
            {"lr", r.lr},
            {"loss", r.loss},
-           {"ce", r.ce},
+           {"base_loss", r.base_loss},
            {"dro", r.dro},
            {"train_acc", r.train_acc},
            {"seconds", r.seconds},
@@ -122,7 +126,8 @@ inline void from_json(const json& j, EpochRecord& r) {
   r.epoch = j.at("epoch").get<int64_t>();
   r.lr = j.at("lr").get<double>();
   r.loss = j.at("loss").get<double>();
-  r.ce = j.at("ce").get<double>();
+  // "ce": the key before it was named for what it holds (checkpoints and logs of older versions).
+  r.base_loss = (j.contains("base_loss") ? j.at("base_loss") : j.at("ce")).get<double>();
   r.dro = j.at("dro").get<double>();
   r.train_acc = j.at("train_acc").get<double>();
   r.val_acc = j.value("val_acc", -1.0);

@@ -20,6 +20,7 @@
 #include "config.hpp"
 #include "data.hpp"
 #include "trainer.hpp"
+#include "validate.hpp"
 
 namespace drolt_examples {
 
@@ -100,7 +101,7 @@ inline std::vector<std::string> draw_plots(const TrainConfig& cfg, const DataBun
   std::vector<size_t> order(data.counts.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return data.split_counts[a] > data.split_counts[b]; });
+                   [&](size_t a, size_t b) { return data.group_counts[a] > data.group_counts[b]; });
   {
     std::ofstream gp(dir + "/per_class_accuracy.gp");
     gp << "set terminal pngcairo size 900,500 noenhanced\n"
@@ -165,51 +166,15 @@ inline std::vector<std::string> draw_plots(const TrainConfig& cfg, const DataBun
   return drawn;
 }
 
-/// Runs every requested representation on `data`, each with its classifier
-/// stages (protocol.hpp), and writes the outputs into cfg.out_dir. `dist` is
-/// this process's place in a multi-process run (one process by default).
-inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std::ostream& log,
-                             const DistContext& dist = DistContext()) {
-  validate(cfg);
-  make_dirs(cfg.out_dir);
-  const auto t0 = std::chrono::steady_clock::now();
-  if (!cfg.resume && dist.is_main()) {
-    std::remove((cfg.out_dir + "/metrics.jsonl").c_str());
-  }
-  Report rep;
-  std::vector<EvalResult> all;
-  // When the CE network is trained anyway, DRO-LT (full-refresh centroids, the
-  // same linear classifier) takes its CE warm-up from it instead of
-  // recomputing it: the same computation, bit for bit (tests/test_trainer.cpp).
-  const bool ce_run = cfg.wants(Method::ce) || cfg.wants(Method::crt);
-  const bool share_warmup = ce_run && cfg.wants(Method::drolt) && cfg.centroid_mode == CentroidMode::full &&
-                            cfg.loss != BaseLoss::ldam && cfg.warm_start.empty() && cfg.dro_start_epoch() > 0 &&
-                            cfg.save_at < 0;
-  std::string shared_ckpt;
-  for (const auto& spec : runs_of(cfg)) {
-    if (rep.interrupted) break;
-    TrainConfig run_cfg = cfg;
-    const bool is_ce = spec.representation.method == Method::ce || spec.representation.method == Method::crt;
-    if (is_ce && share_warmup) run_cfg.save_at = cfg.dro_start_epoch();
-    if (spec.representation.dro && share_warmup && file_exists(shared_ckpt)) run_cfg.warm_start = shared_ckpt;
-    Run run(run_cfg, data, spec, dist);
-    if (is_ce && share_warmup) shared_ckpt = run.epoch_checkpoint_path(cfg.dro_start_epoch());
-    auto rs = run.run(log);
-    rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
-    rep.interrupted = rep.interrupted || run.interrupted();
-    all.insert(all.end(), rs.begin(), rs.end());
-  }
-  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (rep.interrupted) return rep;
-  rep.results = all;
-  if (!dist.is_main()) return rep;  // rank 0 reports and writes the files
-
+/// The results table and the learned radii, on `log`; returns the table.
+inline std::string print_summary(const TrainConfig& cfg, const DataBundle& data, const std::vector<EvalResult>& all,
+                                 std::ostream& log) {
   drolt::metrics::SplitThresholds thresholds;
   thresholds.many_above = cfg.many_above;
   thresholds.few_below = cfg.few_below;
-  const std::string table = format_table(all, data.split_counts, thresholds);
+  const std::string table = format_table(all, data.group_counts, thresholds);
   log << "\n" << data.description << ", " << network_name(cfg) << ", " << cfg.epochs << " epochs"
-      << " + " << cfg.crt_epochs << " epochs per trained classifier stage"
+      << " + " << cfg.stage_epochs << " epochs per trained classifier stage"
       << ", seed " << cfg.seed << "\n"
       << table;
   for (const auto* r : radii_rows(all)) {
@@ -221,8 +186,12 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     }
     log << (r->radii.size() > 20 ? " ..." : "") << "\n";
   }
+  return table;
+}
 
-  // Files.
+/// table.md, summary.json, per_class.csv and radii-<run>.csv in cfg.out_dir, listed in rep.files.
+inline void write_report_files(const TrainConfig& cfg, const DataBundle& data, const std::vector<EvalResult>& all,
+                               const std::string& table, Report& rep) {
   const std::string dir = cfg.out_dir;
   {
     std::ofstream f(dir + "/table.md");
@@ -238,8 +207,8 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     if (cfg.imagenet_depth) j["arch"] = cfg.arch_name();
     j["seed"] = cfg.seed;
     j["epochs"] = cfg.epochs;
-    j["crt_epochs"] = cfg.crt_epochs;
-    j["crt_bn"] = cfg.crt_bn_train ? "train" : "eval";
+    j["crt_epochs"] = cfg.stage_epochs;  // the keys of older summaries (they govern every trained stage)
+    j["crt_bn"] = cfg.stage_bn_train ? "train" : "eval";
     j["policy"] = cfg.radius.name();
     j["lambda"] = cfg.lambda;
     j["dro_sum"] = cfg.dro_sum;
@@ -272,6 +241,50 @@ inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std
     for (size_t c = 0; c < r->radii.size(); ++c) f << c << "," << data.counts[c] << "," << r->radii[c] << "\n";
     rep.files.push_back(p);
   }
+}
+
+/// Runs every requested representation on `data`, each with its classifier
+/// stages (protocol.hpp), and writes the outputs into cfg.out_dir. `dist` is
+/// this process's place in a multi-process run (one process by default).
+inline Report run_experiment(const TrainConfig& cfg, const DataBundle& data, std::ostream& log,
+                             const DistContext& dist = DistContext()) {
+  validate(cfg);
+  make_dirs(cfg.out_dir);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!cfg.resume && dist.is_main()) {
+    std::remove((cfg.out_dir + "/metrics.jsonl").c_str());
+  }
+  Report rep;
+  std::vector<EvalResult> all;
+  // When the CE network is trained anyway, DRO-LT (full-refresh centroids, the
+  // same linear classifier) takes its CE warm-up from it instead of
+  // recomputing it: the same computation, bit for bit (tests/test_trainer.cpp).
+  const bool ce_run = cfg.wants(Method::ce) || cfg.wants(Method::crt);
+  const bool share_warmup = ce_run && cfg.wants(Method::drolt) && cfg.centroid_mode == CentroidMode::full &&
+                            cfg.loss != BaseLoss::ldam && cfg.warm_start.empty() && cfg.dro_start_epoch() > 0 &&
+                            cfg.save_at < 0;
+  std::string shared_ckpt;
+  for (const auto& spec : runs_of(cfg)) {
+    if (rep.interrupted) break;
+    TrainConfig run_cfg = cfg;
+    const bool is_ce = spec.method == Method::ce || spec.method == Method::crt;
+    if (is_ce && share_warmup) run_cfg.save_at = cfg.dro_start_epoch();
+    if (spec.method == Method::drolt && share_warmup && file_exists(shared_ckpt)) run_cfg.warm_start = shared_ckpt;
+    Run run(run_cfg, data, spec, dist);
+    if (is_ce && share_warmup) shared_ckpt = run.epoch_checkpoint_path(cfg.dro_start_epoch());
+    auto rs = run.run(log);
+    rep.history.insert(rep.history.end(), run.history().begin(), run.history().end());
+    rep.interrupted = rep.interrupted || run.interrupted();
+    all.insert(all.end(), rs.begin(), rs.end());
+  }
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rep.interrupted) return rep;
+  rep.results = all;
+  if (!dist.is_main()) return rep;  // rank 0 reports and writes the files
+
+  const std::string table = print_summary(cfg, data, all, log);
+  write_report_files(cfg, data, all, table, rep);
+  const std::string dir = cfg.out_dir;
   rep.files.push_back(dir + "/metrics.jsonl");
   rep.plots = draw_plots(cfg, data, all, log);
   for (const auto& p : rep.plots) rep.files.push_back(p);

@@ -1,10 +1,11 @@
 // The DRO-LT example trainer as a library, so drolt_train and the tests drive
 // the same code.
 //
-// A Run trains one representation and evaluates classifier stages on it; the
-// stages, their epochs and the names of their table rows are in protocol.hpp,
-// the losses in losses.hpp, the classifier math in classifiers.hpp, the
-// centroid refresh modes in centroids.hpp, the checkpoint pieces in
+// A Run trains one representation (a method, methods/*.hpp) and runs the
+// classifier stages (stages/*.hpp) on it; registry.hpp names them, protocol.hpp
+// lays out their epochs and table rows, losses.hpp picks the losses (the
+// baselines' math is the library's: drolt/longtail_losses.hpp,
+// drolt/posthoc.hpp, drolt/weight_balancing.hpp), the centroid refresh modes in centroids.hpp, the checkpoint pieces in
 // checkpoint.hpp. Every epoch of a run, classifier stages included, is
 // checkpointed (model, optimizers, samplers, centroid bank, loss radii, torch
 // RNG state, epoch, log) and a resumed run continues bit for bit (same thread
@@ -34,12 +35,13 @@
 #include "augment.hpp"
 #include "centroids.hpp"
 #include "checkpoint.hpp"
-#include "classifiers.hpp"
 #include "config.hpp"
 #include "data.hpp"
 #include "losses.hpp"
 #include "multiprocess.hpp"
 #include "protocol.hpp"
+#include "registry.hpp"
+#include "validate.hpp"
 #include "records.hpp"
 #include "resnet.hpp"
 
@@ -114,23 +116,28 @@ inline std::string layer_name(int64_t layer) { return layer == 0 ? "stem" : "sta
 class Run {
  public:
   Run(const TrainConfig& cfg, const DataBundle& data, RunSpec spec, DistContext dist)
-      : cfg_(cfg), data_(data), proto_(cfg, std::move(spec)), dist_(std::move(dist)), device_(dist_.device(cfg.device)) {
-    const auto& rep = proto_.representation();
-    name_ = rep.name;
+      : cfg_(cfg),
+        data_(data),
+        spec_(spec),
+        proto_(cfg, spec, data.counts),
+        dist_(std::move(dist)),
+        device_(dist_.device(name_of(cfg.device))) {
+    const auto& rep = proto_.method();
+    name_ = rep.name();
     pad_ = cfg.crop_pad >= 0 ? cfg.crop_pad : (data.height >= 32 ? 4 : 2);
     precision_.amp = cfg.amp;
     precision_.channels_last = cfg.channels_last;
 
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
     // DRO-LT layers other than the penultimate need the stages' pooled outputs.
-    layers_ = rep.dro ? cfg.dro_layers : std::vector<int64_t>{3};
+    layers_ = rep.dro() ? cfg.dro_layers : std::vector<int64_t>{3};
     model_ = ResNet(ResNetOptions(cfg.depth, data.channels, data.num_classes)
                         .stage_features(layers_ != std::vector<int64_t>{3})
-                        .cosine_scale(rep.loss == BaseLoss::ldam ? cfg.ldam_scale : 0.0)
+                        .cosine_scale(rep.base_loss() == BaseLoss::ldam ? cfg.ldam_scale : 0.0)
                         .imagenet_depth(cfg.imagenet_depth));
     model_->to(device_);
     if (cfg.channels_last) model_->to_channels_last();
-    if (rep.dro) {
+    if (rep.dro()) {
       // One module for every DRO-LT layer: a loss (its own radii) and a bank each.
       auto opts = drolt::MultiLayerRobustCentroidLossOptions(dro_loss_options(cfg, data.counts, device_))
                       .bank_momentum(cfg.ema_momentum);
@@ -150,16 +157,15 @@ class Run {
           drolt::CentroidBankOptions(data.num_classes, model_->layer_dim(3)).momentum(cfg.ema_momentum));
       banks_.back()->to(device_);
     }
-    if (rep.sampler != SamplerKind::instance) {
-      const int64_t first = rep.dro ? cfg.dro_start_epoch() : 0;
-      rep_sampler_ = make_sampler(rep.sampler, data.train_y, cfg.class_aware_k,
-                                  static_cast<uint64_t>(cfg.seed) * 7919 + 29, cfg.epochs - first);
+    if (rep.sampler() != SamplerKind::instance) {
+      rep_sampler_ = make_sampler(rep.sampler(), data.train_y, cfg.class_aware_k,
+                                  static_cast<uint64_t>(cfg.seed) * 7919 + 29, cfg.epochs - rep.first_sampler_epoch());
     }
     std::vector<torch::optim::OptimizerParamGroup> groups;
     groups.emplace_back(model_->parameters(), std::make_unique<torch::optim::SGDOptions>(
                                                   torch::optim::SGDOptions(cfg.lr)
                                                       .momentum(cfg.momentum)
-                                                      .weight_decay(cfg.weight_decay)));
+                                                      .weight_decay(rep.weight_decay())));
     std::vector<torch::Tensor> radii;
     for (auto& l : losses_) {
       for (auto& p : l->parameters()) radii.push_back(p);
@@ -199,8 +205,13 @@ class Run {
   drolt::CentroidBank& bank() { return banks_[0]; }
   const std::vector<drolt::RobustCentroidLoss>& losses() const { return losses_; }
   const std::vector<drolt::CentroidBank>& banks() const { return banks_; }
-  /// LWS's per-class scales (undefined before an LWS stage).
-  const torch::Tensor& lws_scales() const { return lws_scale_; }
+  /// LWS's per-class scales (undefined before an LWS stage or without one).
+  torch::Tensor lws_scales() const {
+    for (size_t i = 0; i < proto_.stage_count(); ++i) {
+      if (const auto* lws = dynamic_cast<const LwsStage*>(&proto_.stage(i))) return lws->scales();
+    }
+    return {};
+  }
   /// The representation's batch-norm buffers, as snapshotted when it finished (empty before).
   const std::vector<torch::Tensor>& representation_buffers() const { return joint_buffers_; }
   const std::vector<EpochRecord>& history() const { return history_; }
@@ -227,7 +238,7 @@ class Run {
       if (cfg_.resume) {
         log << "[" << name_ << "] --resume: no checkpoint at " << checkpoint_path() << ", starting fresh\n";
       }
-      if (proto_.representation().dro && !cfg_.warm_start.empty()) {
+      if (proto_.method().dro() && !cfg_.warm_start.empty()) {
         load_warm_start(cfg_.warm_start);
         log << "[" << name_ << "] CE warm-up (epochs 1-" << next_epoch_ << ") taken from " << cfg_.warm_start
             << "\n";
@@ -247,11 +258,11 @@ class Run {
       if (e + 1 == E) {
         if (cfg_.layer_analysis) write_layer_analysis(layer_analysis());
         snapshot_joint();
-        for (auto k : proto_.classifiers()) {
-          if (!is_trained(k)) write_result(evaluate(k));
+        for (size_t i = 0; i < proto_.stage_count(); ++i) {
+          if (!proto_.stage(i).trains()) write_result(evaluate(i));
         }
       }
-      if (proto_.ends_stage(e)) write_result(evaluate(proto_.classifier_at(e)));
+      if (proto_.ends_stage(e)) write_result(evaluate(proto_.stage_index_at(e)));
       if (cfg_.checkpoint_every > 0 && ((e + 1) % cfg_.checkpoint_every == 0 || e + 1 == total)) {
         save_checkpoint(checkpoint_path());
       }
@@ -266,7 +277,7 @@ class Run {
     }
     std::vector<EvalResult> out;
     if (interrupted_) return out;
-    for (auto k : proto_.classifiers()) {
+    for (const auto& k : proto_.classifiers()) {
       const std::string p = result_path(proto_.row_name(k));
       if (file_exists(p)) {
         std::ifstream f(p);
@@ -280,7 +291,7 @@ class Run {
   struct LayerAccuracy {
     int64_t layer = 0;
     int64_t dim = 0;
-    SplitAccuracy test;  // Many / Medium / Few / All, %
+    GroupAccuracy test;  // Many / Medium / Few / All, %
   };
 
   /// The paper's layer analysis: for the stem and every stage (0..3, 3 the
@@ -297,7 +308,7 @@ class Run {
           drolt::metrics::nearest_centroid_predict(infer_features(*data_.test, l), bank->centroids(), bank->valid());
       out.push_back(LayerAccuracy{
           l, model_->layer_dim(l),
-          percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.split_counts, thresholds()))});
+          percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.group_counts, thresholds()))});
     }
     return out;
   }
@@ -327,6 +338,7 @@ class Run {
     ar.write("epoch", torch::tensor(next_epoch_, torch::kLong));
     ar.write("elapsed", torch::tensor(elapsed_, torch::kDouble));
     ar.write("fingerprint", ck::string_tensor(fingerprint().dump()));
+    ar.write("libtorch", ck::string_tensor(ck::libtorch_version()));
     ar.write("history", ck::string_tensor(json(lines_).dump()));
     torch::serialize::OutputArchive m, o;
     model_->save(m);
@@ -361,19 +373,39 @@ class Run {
       ar.write("stage_optimizer", c);
       stage_sampler_->save(s);
       ar.write("stage_sampler", s);
-      if (lws_scale_.defined()) ar.write("lws_scale", lws_scale_.detach());
+      proto_.stage(stage_index_).save(ar);
     }
+    proto_.method().save(ar);
     // The data order and augmentation draw from torch's default CPU generator.
     ar.write("rng", ck::cpu_rng_state());
     ck::write(ar, path);
   }
 
+  /// Restores the run from the checkpoint at `path`, all or nothing: the
+  /// checkpoint is first read into a fresh run (its own network, optimizers,
+  /// banks, losses, samplers and stages), and only once all of it has been
+  /// read is it read into this one; a checkpoint that fails part-way leaves
+  /// this run (and the CPU generator) as it was.
   void load_checkpoint(const std::string& path) {
+    const auto rng = checkpoint::cpu_rng_state();
+    try {
+      Run fresh(cfg_, data_, spec_, dist_);
+      fresh.read_checkpoint(path);
+    } catch (...) {
+      checkpoint::set_cpu_rng_state(rng);
+      throw;
+    }
+    read_checkpoint(path);
+  }
+
+  /// Reads the checkpoint at `path` into this run, part by part (see load_checkpoint).
+  void read_checkpoint(const std::string& path) {
     namespace ck = checkpoint;
     torch::serialize::InputArchive ar;
     ck::read(ar, path);
     // Past the container's checks, any failure still names the file.
     ck::reading(path, [&] {
+      ck::require_same_libtorch(ar, path);
       const std::string fp = ck::read_string(ar, "fingerprint");
       if (fp != fingerprint().dump()) {
         throw std::runtime_error("checkpoint '" + path +
@@ -394,6 +426,7 @@ class Run {
       if (cfg_.channels_last) model_->to_channels_last();
       ar.read("optimizer", o);
       opt_->load(o);
+      ck::require_matching_state(*opt_, path, "optimizer");
       for (size_t i = 0; i < banks_.size(); ++i) {
         torch::serialize::InputArchive b;
         ar.read(layer_key("bank", i), b);
@@ -420,7 +453,7 @@ class Run {
         if (ar.try_read("joint_buffers", jb)) {
           const size_t n = model_->buffers().size();
           for (size_t i = 0; i < n; ++i) joint_buffers_.push_back(ck::read_tensor(jb, "b" + std::to_string(i)).to(device_));
-        } else if (cfg_.crt_bn_train) {
+        } else if (cfg_.stage_bn_train) {
           throw std::runtime_error("checkpoint '" + path +
                                    "' has no batch-norm statistics of the representation, which --crt-bn train "
                                    "needs to start its classifier stages (written by an older drolt_train?)");
@@ -428,17 +461,18 @@ class Run {
       }
       if (next_epoch_ > E) {
         // The stage of the last epoch run; the next epoch may begin another.
-        const auto kind = proto_.classifier_at(next_epoch_ - 1);
-        if (kind == ClassifierKind::lws) {
-          lws_scale_ = ck::read_tensor(ar, "lws_scale").to(device_).requires_grad_(true);
-        }
-        make_stage_state(kind);
+        const size_t i = proto_.stage_index_at(next_epoch_ - 1);
+        auto ctx = stage_context();
+        proto_.stage(i).load(ar, ctx);
+        make_stage_state(i);
         torch::serialize::InputArchive c, s;
         ar.read("stage_optimizer", c);
         stage_opt_->load(c);
+        ck::require_matching_state(*stage_opt_, path, "classifier stage's optimizer");
         ar.read("stage_sampler", s);
         stage_sampler_->load(s);
       }
+      proto_.method().load(ar);
       ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
     });
   }
@@ -459,6 +493,7 @@ class Run {
     torch::serialize::InputArchive ar;
     ck::read(ar, path);
     ck::reading(path, [&] {
+      ck::require_same_libtorch(ar, path);
       const json theirs = json::parse(ck::read_string(ar, "fingerprint")), ours = fingerprint();
       ck::require_same(theirs, ours,
                        {"dataset", "rho", "n_max", "data_seed", "balanced_subset", "depth", "epochs", "batch", "lr", "seed", "schedule",
@@ -490,6 +525,7 @@ class Run {
                                                          .momentum(cfg_.momentum)
                                                          .weight_decay(cfg_.weight_decay));
       ce_opt.load(o);
+      ck::require_matching_state(ce_opt, path, "CE optimizer");
       for (auto& kv : ce_opt.state()) opt_->state()[kv.first] = kv.second->clone();
       ck::set_cpu_rng_state(ck::read_tensor(ar, "rng"));
       // The warm-up's log lines, relabelled, so metrics.jsonl covers the whole run.
@@ -511,11 +547,9 @@ class Run {
 
   /// Settings that must match for a checkpoint to be resumed.
   json fingerprint() const {
-    const auto& rep = proto_.representation();
-    std::vector<std::string> classifiers;
-    for (auto k : proto_.classifiers()) classifiers.push_back(name_of(k));
+    const auto& rep = proto_.method();
     json j{{"run", name_},
-           {"dataset", cfg_.dataset},
+           {"dataset", name_of(cfg_.dataset)},
            {"rho", cfg_.rho},
            {"n_max", cfg_.n_max},
            {"data_seed", cfg_.data_seed},
@@ -525,18 +559,13 @@ class Run {
            {"batch", cfg_.batch_size},
            {"lr", cfg_.lr},
            {"seed", cfg_.seed},
-           {"crt_epochs", proto_.trained_stages().empty() ? 0 : cfg_.crt_epochs},
+           {"crt_epochs", proto_.trained_count() == 0 ? 0 : cfg_.stage_epochs},
            {"schedule", name_of(cfg_.schedule)},
-           {"device", cfg_.device},
+           {"device", name_of(cfg_.device)},
            {"model", model_->is_cosine() ? "cosine" : "linear"},
-           {"classifiers", classifiers}};
-    if (rep.method != Method::ce && rep.method != Method::crt) {
-      j["loss"] = name_of(rep.loss);
-      j["weighting"] = name_of(rep.weighting);
-      j["sampler"] = name_of(rep.sampler);
-      j["drw"] = rep.drw;
-    }
-    if (rep.dro) {
+           {"classifiers", proto_.classifiers()}};
+    rep.describe(j);
+    if (rep.dro()) {
       j["lambda"] = cfg_.dro_sum ? -1.0 : cfg_.lambda;
       j["temperature"] = cfg_.temperature;
       j["eps0"] = cfg_.radius.eps0();
@@ -580,15 +609,15 @@ class Run {
     j["dro_sum"] = cfg_.dro_sum;
     j["ema_momentum"] = cfg_.ema_momentum;
     j["radius_opt"] = {cfg_.radius_lr, cfg_.radius_weight_decay};
-    j["crt"] = {cfg_.crt_lr, name_of(cfg_.crt_schedule), name_of(cfg_.crt_sampler), cfg_.crt_reinit,
-                cfg_.crt_bn_train};
+    j["stage"] = {cfg_.stage_lr, name_of(cfg_.stage_schedule), name_of(cfg_.stage_sampler), cfg_.crt_reinit,
+                  cfg_.stage_bn_train};
     j["post_hoc_tau"] = {cfg_.tau_norm_tau, cfg_.la_tau};
     j["augment"] = {cfg_.flip, cfg_.crop_pad};
     j["eval"] = {cfg_.val_per_class, cfg_.test_limit, cfg_.val_every};
     j["checkpoints"] = {cfg_.checkpoint_every, cfg_.save_at, cfg_.stop_after, cfg_.resume, cfg_.warm_start};
     j["layer_analysis"] = cfg_.layer_analysis;
     j["channels_last"] = cfg_.channels_last;
-    if (cfg_.image_data()) j["image"] = {cfg_.image_size, cfg_.resize, cfg_.loader};
+    if (cfg_.image_data()) j["image"] = {cfg_.image_size, cfg_.resize, name_of(cfg_.loader)};
     return j;
   }
 
@@ -644,7 +673,7 @@ class Run {
     double bb = 0, cl = 0;
     int nb = 0, nc = 0;
     for (const auto& h : history_) {
-      if (Protocol::is_classifier_phase(h.phase)) {
+      if (proto_.is_classifier_phase(h.phase)) {
         cl += h.seconds;
         ++nc;
       } else {
@@ -657,14 +686,14 @@ class Run {
     const int64_t total = proto_.total_epochs();
     for (int64_t e = next_epoch_; e < total; ++e) left += proto_.in_representation(e) ? mb : mc;
     char buf[512];
-    if (Protocol::is_classifier_phase(r.phase)) {
+    if (proto_.is_classifier_phase(r.phase)) {
       std::snprintf(buf, sizeof(buf), "[%s] epoch %3lld/%lld %-3s lr %.4f loss %.4f train %5.1f%%", name_.c_str(),
                     static_cast<long long>(r.epoch + 1), static_cast<long long>(total), r.phase.c_str(), r.lr, r.loss,
                     r.train_acc);
     } else {
-      std::snprintf(buf, sizeof(buf), "[%s] epoch %3lld/%lld %-3s lr %.4f loss %.4f (ce %.4f dro %.4f) train %5.1f%%",
+      std::snprintf(buf, sizeof(buf), "[%s] epoch %3lld/%lld %-3s lr %.4f loss %.4f (base %.4f dro %.4f) train %5.1f%%",
                     name_.c_str(), static_cast<long long>(r.epoch + 1), static_cast<long long>(total),
-                    r.phase.c_str(), r.lr, r.loss, r.ce, r.dro, r.train_acc);
+                    r.phase.c_str(), r.lr, r.loss, r.base_loss, r.dro, r.train_acc);
     }
     log << buf;
     if (!r.bound_gap.empty()) {  // the bound's relative gap, per DRO-LT layer
@@ -763,7 +792,7 @@ class Run {
   void check_finite_loss(const std::string& phase, int64_t e, int64_t step, int64_t steps, double loss,
                          double base, double dro_part, double lr) const {
     if (std::isfinite(loss)) return;
-    const bool cls = Protocol::is_classifier_phase(phase), dro = !cls && proto_.dro_at(e);
+    const bool cls = proto_.is_classifier_phase(phase), dro = !cls && proto_.dro_at(e);
     auto str = [](double v) {  // "nan", whatever its sign bit
       std::ostringstream o;
       if (std::isnan(v)) o << "nan";
@@ -782,23 +811,30 @@ class Run {
     m << "; learning rate " << lr
       << ". Nothing of this epoch was kept (checkpoints and results are from earlier epochs): start the run "
          "again with "
-      << (cls   ? "a lower --crt-lr"
+      << (cls   ? "a lower --stage-lr"
           : !dro ? "a lower --lr or a longer --warmup"
           : cfg_.dro_lr > 0 ? "a lower --dro-lr, --lambda or --radius-lr"
                             : "a lower --lr, --lambda or --radius-lr, or a longer --warmup");
     TORCH_CHECK(false, m.str());
   }
 
-  EpochRecord train_representation_epoch(int64_t e) {
-    rec_start_ = Clock::now();
-    frozen_ready_ = false;  // the representation changes
-    EpochRecord rec;
-    rec.run = name_;
-    rec.epoch = e;
-    rec.phase = proto_.phase(e);
-    const bool dro = proto_.dro_at(e);
+  /// The running sums of a representation epoch (this rank's samples; every
+  /// rank's once reduced).
+  struct EpochSums {
+    double loss = 0, base = 0, dro = 0;
+    int64_t correct = 0, seen = 0;
+    /// The bound's mean relative gap per DRO-LT layer, summed over the steps
+    /// (on the device: read once at the end of the epoch).
+    std::vector<torch::Tensor> gap_sum;
+    int64_t gap_steps = 0;
+    int64_t step = 0, steps = 0;  // for the message of a diverged run
+  };
+
+  /// Sets the learning rates of representation epoch e (the network's, and
+  /// the learned radii's) and returns the network's.
+  double set_representation_lr(int64_t e) {
     double lr = 0, radius_lr = 0;
-    if (dro && cfg_.dro_lr > 0) {  // the authors' constant learning rate
+    if (proto_.dro_at(e) && cfg_.dro_lr > 0) {  // the authors' constant learning rate
       lr = cfg_.dro_lr;
       radius_lr = cfg_.radius_lr;
     } else {
@@ -809,65 +845,13 @@ class Run {
     auto& groups = opt_->param_groups();
     static_cast<torch::optim::SGDOptions&>(groups[0].options()).lr(lr);
     if (groups.size() > 1) static_cast<torch::optim::SGDOptions&>(groups[1].options()).lr(radius_lr);
-    rec.lr = lr;
+    return lr;
+  }
 
-    const LossSpec spec = proto_.loss_at(e, data_.counts);
-    const bool feed = !refresh_.empty() && refresh_[0]->observes(e);
-    for (auto& r : refresh_) rec.centroid_seconds += r->before_epoch(e);
-
-    model_->train();
-    double sum_loss = 0, sum_ce = 0, sum_dro = 0;
-    int64_t correct = 0, seen = 0;
-    // The bound's mean relative gap per DRO-LT layer, summed over the steps
-    // (on the device: read once at the end of the epoch).
-    std::vector<torch::Tensor> gap_sum;
-    int64_t gap_steps = 0;
-    const auto t_train = Clock::now();
-    int64_t step_i = 0, steps = 0;  // for the message of a diverged run
-    // One optimisation step on the images `idx`; `keep` (when defined) selects
-    // the rows that feed the centroid bank.
-    auto step = [&](const torch::Tensor& idx, const torch::Tensor& keep) {
-      const int64_t n = idx.size(0);
-      auto x = batch_x(idx, true);
-      auto y = data_.train_y.index_select(0, idx).to(device_);
-      auto out = forward_model(x);
-      std::vector<torch::Tensor> feats;
-      for (int64_t l : layers_) feats.push_back(l == 3 ? out.features : l == 0 ? out.stem : out.stages[static_cast<size_t>(l - 1)]);
-      const LossValue v = dro_.is_empty() ? compute_loss(spec, out.logits, feats[0], y, no_loss_, banks_[0])
-                                          : compute_loss(spec, out.logits, feats, y, dro_);
-      if (dro) {
-        torch::NoGradGuard no_grad;
-        for (size_t i = 0; i < losses_.size(); ++i) {
-          auto g = drolt::bound_tightness(losses_[i], feats[i].detach(), y, banks_[i]).mean_relative_gap;
-          if (gap_sum.size() <= i) gap_sum.push_back(g.to(torch::kDouble));
-          else gap_sum[i] += g.to(torch::kDouble);
-        }
-        ++gap_steps;
-      }
-      opt_->zero_grad();
-      if (dist_.active()) dist_.prepare_gradients(trained_parameters());  // all-reduces overlap backward()
-      v.total.backward();
-      if (dist_.active()) dist_.allreduce_gradients(trained_parameters());
-      opt_->step();
-      for (auto& l : losses_) l->project_();
-      for (size_t i = 0; feed && i < refresh_.size(); ++i) {
-        auto fz = feats[i], fy = y;
-        if (keep.defined()) {  // not the rows that only pad the shard
-          fz = fz.index_select(0, keep);
-          fy = fy.index_select(0, keep);
-        }
-        refresh_[i]->observe(fz, fy);
-      }
-      const double lt = v.total.item<double>(), lb = v.base.item<double>();
-      const double ld = v.dro.defined() ? v.dro.item<double>() : 0.0;
-      if (!dist_.active()) check_finite_loss(rec.phase, e, step_i, steps, lt, lb, ld, lr);
-      ++step_i;
-      sum_loss += lt * static_cast<double>(n);
-      sum_ce += lb * static_cast<double>(n);
-      sum_dro += ld * static_cast<double>(n);
-      correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
-      seen += n;
-    };
+  /// This rank's batches of representation epoch e, begun on data_.train;
+  /// `keeps` (defined with several processes) select the rows that feed the
+  /// centroid bank (not those that only pad a share).
+  void representation_batches(int64_t e, std::vector<torch::Tensor>& batches, std::vector<torch::Tensor>& keeps) {
     if (proto_.sampler_at(e) == SamplerKind::instance) {
       const int64_t N = data_.train->size();
       // Several processes: this rank's share of an order drawn from (seed, epoch),
@@ -876,7 +860,6 @@ class Run {
       if (dist_.active()) shard = dist_.epoch_shard(N, cfg_.seed, e);
       auto perm = dist_.active() ? shard.idx : torch::randperm(N, torch::kLong);
       const int64_t NL = perm.size(0), BL = dist_.local_batch(cfg_.batch_size);
-      std::vector<torch::Tensor> batches, keeps;
       for (int64_t s = 0; s < NL; s += BL) {
         const int64_t n = std::min(BL, NL - s);
         torch::Tensor keep;
@@ -884,16 +867,11 @@ class Run {
         batches.push_back(perm.narrow(0, s, n));
         keeps.push_back(keep);
       }
-      data_.train->begin(batches, /*augment=*/true, e);
-      steps = static_cast<int64_t>(batches.size());
-      for (size_t b = 0; b < batches.size(); ++b) step(batches[b], keeps[b]);
     } else {
       // A re-balancing sampler (own generator, checkpointed); every rank draws
       // the same global batch and takes its share.
-      const int64_t first = proto_.representation().dro ? cfg_.dro_start_epoch() : 0;
-      begin_epoch(*rep_sampler_, e - first);
+      begin_epoch(*rep_sampler_, e - proto_.method().first_sampler_epoch());
       std::vector<bool> real;
-      std::vector<torch::Tensor> batches, keeps;
       while (auto batch = rep_sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
         auto ids = share_of(*batch, real);
         torch::Tensor keep;
@@ -907,39 +885,110 @@ class Run {
         batches.push_back(torch::tensor(ids, torch::kLong));
         keeps.push_back(keep);
       }
-      data_.train->begin(batches, /*augment=*/true, e);
-      steps = static_cast<int64_t>(batches.size());
-      for (size_t b = 0; b < batches.size(); ++b) step(batches[b], keeps[b]);
     }
-    for (auto& r : refresh_) r->after_epoch(e);
+    data_.train->begin(batches, /*augment=*/true, e);
+  }
+
+  /// One optimisation step of representation epoch e on the images `idx`;
+  /// `feed`: its features feed the centroid refresh (rows `keep` when defined).
+  void representation_step(const EpochRecord& rec, const LossSpec& spec, bool feed, const torch::Tensor& idx,
+                            const torch::Tensor& keep, EpochSums& sums) {
+    const int64_t e = rec.epoch, n = idx.size(0);
+    auto x = batch_x(idx, true);
+    auto y = data_.train_y.index_select(0, idx).to(device_);
+    auto out = forward_model(x);
+    std::vector<torch::Tensor> feats;
+    for (int64_t l : layers_) feats.push_back(l == 3 ? out.features : l == 0 ? out.stem : out.stages[static_cast<size_t>(l - 1)]);
+    const LossValue v = dro_.is_empty() ? compute_loss(spec, out.logits, feats[0], y, no_loss_, banks_[0])
+                                        : compute_loss(spec, out.logits, feats, y, dro_);
+    if (proto_.dro_at(e)) {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < losses_.size(); ++i) {
+        auto g = drolt::bound_tightness(losses_[i], feats[i].detach(), y, banks_[i]).mean_relative_gap;
+        if (sums.gap_sum.size() <= i) sums.gap_sum.push_back(g.to(torch::kDouble));
+        else sums.gap_sum[i] += g.to(torch::kDouble);
+      }
+      ++sums.gap_steps;
+    }
+    opt_->zero_grad();
+    if (dist_.active()) dist_.prepare_gradients(trained_parameters());  // all-reduces overlap backward()
+    v.total.backward();
+    if (dist_.active()) dist_.allreduce_gradients(trained_parameters());
+    opt_->step();
+    for (auto& l : losses_) l->project_();
+    proto_.method().after_step(model_->classifier());
+    for (size_t i = 0; feed && i < refresh_.size(); ++i) {
+      auto fz = feats[i], fy = y;
+      if (keep.defined()) {  // not the rows that only pad the shard
+        fz = fz.index_select(0, keep);
+        fy = fy.index_select(0, keep);
+      }
+      refresh_[i]->observe(fz, fy);
+    }
+    const double lt = v.total.item<double>(), lb = v.base.item<double>();
+    const double ld = v.dro.defined() ? v.dro.item<double>() : 0.0;
+    if (!dist_.active()) check_finite_loss(rec.phase, e, sums.step, sums.steps, lt, lb, ld, rec.lr);
+    ++sums.step;
+    sums.loss += lt * static_cast<double>(n);
+    sums.base += lb * static_cast<double>(n);
+    sums.dro += ld * static_cast<double>(n);
+    sums.correct += out.logits.argmax(1).eq(y).sum().item<int64_t>();
+    sums.seen += n;
+  }
+
+  /// The epoch's statistics into `rec`, over every rank's samples; with
+  /// several processes also one set of batch-norm statistics for evaluation,
+  /// refreshes and checkpoints.
+  void finish_representation_epoch(EpochSums& s, EpochRecord& rec, Clock::time_point t_train) {
     std::vector<double> gaps;
-    for (auto& g : gap_sum) gaps.push_back(g.item<double>());
+    for (auto& g : s.gap_sum) gaps.push_back(g.item<double>());
     if (dist_.active()) {
-      // The epoch's statistics over every rank's samples, and one set of
-      // batch-norm statistics for evaluation, refreshes and checkpoints.
-      std::vector<double> local{sum_loss, sum_ce, sum_dro, static_cast<double>(correct), static_cast<double>(seen),
-                                static_cast<double>(gap_steps)};
+      std::vector<double> local{s.loss, s.base, s.dro, static_cast<double>(s.correct), static_cast<double>(s.seen),
+                                static_cast<double>(s.gap_steps)};
       local.insert(local.end(), gaps.begin(), gaps.end());
       auto t = dist_.sum(local);
-      sum_loss = t[0];
-      sum_ce = t[1];
-      sum_dro = t[2];
-      correct = static_cast<int64_t>(t[3]);
-      seen = static_cast<int64_t>(t[4]);
-      gap_steps = static_cast<int64_t>(t[5]);
+      s.loss = t[0];
+      s.base = t[1];
+      s.dro = t[2];
+      s.correct = static_cast<int64_t>(t[3]);
+      s.seen = static_cast<int64_t>(t[4]);
+      s.gap_steps = static_cast<int64_t>(t[5]);
       for (size_t i = 0; i < gaps.size(); ++i) gaps[i] = t[6 + i];
       dist_.average_buffers(*model_);
-      check_finite_loss(rec.phase, e, -1, 0, sum_loss, sum_ce, sum_dro, lr);
+      check_finite_loss(rec.phase, rec.epoch, -1, 0, s.loss, s.base, s.dro, rec.lr);
     }
-    for (double& g : gaps) g /= static_cast<double>(std::max<int64_t>(gap_steps, 1));
+    for (double& g : gaps) g /= static_cast<double>(std::max<int64_t>(s.gap_steps, 1));
     rec.bound_gap = gaps;
     const double train_s = seconds_since(t_train);
-    rec.loss = sum_loss / static_cast<double>(seen);
-    rec.ce = sum_ce / static_cast<double>(seen);
-    rec.dro = dro ? sum_dro / static_cast<double>(seen) : 0.0;
-    rec.train_acc = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
-    rec.images_per_s = static_cast<double>(seen) / std::max(train_s, 1e-9);
+    const double seen = static_cast<double>(s.seen);
+    rec.loss = s.loss / seen;
+    rec.base_loss = s.base / seen;
+    rec.dro = proto_.dro_at(rec.epoch) ? s.dro / seen : 0.0;
+    rec.train_acc = 100.0 * static_cast<double>(s.correct) / seen;
+    rec.images_per_s = seen / std::max(train_s, 1e-9);
     rec.seconds = seconds_since(rec_start_);
+  }
+
+  EpochRecord train_representation_epoch(int64_t e) {
+    rec_start_ = Clock::now();
+    frozen_ready_ = false;  // the representation changes
+    EpochRecord rec;
+    rec.run = name_;
+    rec.epoch = e;
+    rec.phase = proto_.phase(e);
+    rec.lr = set_representation_lr(e);
+    const LossSpec spec = proto_.loss_at(e);
+    const bool feed = !refresh_.empty() && refresh_[0]->observes(e);
+    for (auto& r : refresh_) rec.centroid_seconds += r->before_epoch(e);
+    model_->train();
+    EpochSums sums;
+    const auto t_train = Clock::now();
+    std::vector<torch::Tensor> batches, keeps;
+    representation_batches(e, batches, keeps);
+    sums.steps = static_cast<int64_t>(batches.size());
+    for (size_t b = 0; b < batches.size(); ++b) representation_step(rec, spec, feed, batches[b], keeps[b], sums);
+    for (auto& r : refresh_) r->after_epoch(e);
+    finish_representation_epoch(sums, rec, t_train);
     return rec;
   }
 
@@ -948,12 +997,12 @@ class Run {
   void snapshot_joint() {
     joint_weight_ = model_->classifier()->weight.detach().clone();
     joint_bias_ = model_->classifier()->bias.detach().clone();
-    // The representation's batch-norm statistics: with --crt-bn train every stage starts from them.
+    // The representation's batch-norm statistics: with --stage-bn train every stage starts from them.
     joint_buffers_.clear();
     for (const auto& b : model_->buffers()) joint_buffers_.push_back(b.detach().clone());
   }
 
-  /// Puts the representation's batch-norm statistics back (--crt-bn train, at a stage's start).
+  /// Puts the representation's batch-norm statistics back (--stage-bn train, at a stage's start).
   void restore_joint_buffers() {
     torch::NoGradGuard g;
     auto bs = model_->buffers();
@@ -963,87 +1012,76 @@ class Run {
     frozen_ready_ = false;  // the stage's features follow its own statistics
   }
 
-  /// Optimizer and sampler of a trained stage, over its parameters.
-  void make_stage_state(ClassifierKind kind) {
-    stage_sampler_ = make_sampler(cfg_.crt_sampler, data_.train_y, cfg_.class_aware_k,
-                                  static_cast<uint64_t>(cfg_.seed) * 7919 + 17, cfg_.crt_epochs);
-    auto o = torch::optim::SGDOptions(cfg_.crt_lr).momentum(cfg_.momentum);
-    if (kind == ClassifierKind::crt) {
-      stage_opt_ = std::make_unique<torch::optim::SGD>(model_->classifier()->parameters(),
-                                                       o.weight_decay(cfg_.weight_decay));
-    } else {
-      // No weight decay on the scales: it would pull every class towards 0.
-      stage_opt_ = std::make_unique<torch::optim::SGD>(std::vector<torch::Tensor>{lws_scale_}, o);
-    }
+  /// What the stages see of this run.
+  StageContext stage_context() { return StageContext{model_, device_, data_.counts, train_f_, data_.train_y}; }
+
+  /// Optimizer and sampler of trained stage i (classifiers() order), over its parameters.
+  void make_stage_state(size_t i) {
+    auto& stage = proto_.stage(i);
+    auto ctx = stage_context();
+    stage_index_ = i;
+    stage_sampler_ = make_sampler(cfg_.stage_sampler, data_.train_y, cfg_.class_aware_k,
+                                  static_cast<uint64_t>(cfg_.seed) * 7919 + 17, cfg_.stage_epochs);
+    auto o = torch::optim::SGDOptions(cfg_.stage_lr).momentum(cfg_.momentum).weight_decay(stage.weight_decay());
+    stage_opt_ = std::make_unique<torch::optim::SGD>(stage.parameters(ctx), o);
   }
 
-  void start_stage(ClassifierKind kind) {
-    torch::NoGradGuard g;
-    auto& fc = model_->classifier();
-    fc->weight.copy_(joint_weight_);
-    fc->bias.copy_(joint_bias_);
-    lws_scale_ = torch::Tensor();
-    if (cfg_.crt_bn_train) restore_joint_buffers();
-    if (kind == ClassifierKind::crt && cfg_.crt_reinit) {
-      torch::nn::init::kaiming_normal_(fc->weight);
-      torch::nn::init::zeros_(fc->bias);
-    } else if (kind == ClassifierKind::lws) {
-      lws_scale_ = torch::ones({data_.num_classes}, torch::TensorOptions().device(device_)).requires_grad_(true);
-    }
-    make_stage_state(kind);
-  }
-
-  /// Logits of the trained stage `kind` on frozen features.
-  torch::Tensor stage_logits(ClassifierKind kind, const torch::Tensor& feats) {
-    if (kind != ClassifierKind::lws) return model_->classify(feats);
-    torch::Tensor joint;
+  /// Trained stage i begins: from the joint classifier (and, with --stage-bn
+  /// train, the representation's batch-norm statistics).
+  void start_stage(size_t i) {
     {
       torch::NoGradGuard g;
-      joint = model_->classify(feats);
+      auto& fc = model_->classifier();
+      fc->weight.copy_(joint_weight_);
+      fc->bias.copy_(joint_bias_);
     }
-    return lws_logits(joint, lws_scale_);
+    if (cfg_.stage_bn_train) restore_joint_buffers();
+    auto ctx = stage_context();
+    proto_.stage(i).start(ctx);
+    make_stage_state(i);
   }
 
-  std::vector<torch::Tensor> stage_parameters(ClassifierKind kind) {
-    if (kind == ClassifierKind::lws) return {lws_scale_};
-    return model_->classifier()->parameters();
-  }
-
-  /// One epoch of a trained classifier stage (cRT or LWS, Kang et al. 2020):
-  /// frozen feature extractor (eval mode; with --crt-bn train, train mode: its
-  /// weights stay fixed, its batch-norm statistics follow the stage's batches),
-  /// --crt-sampler sampling, --crt-lr with a cosine or constant schedule.
-  EpochRecord train_classifier_epoch(int64_t e) {
-    rec_start_ = Clock::now();
-    const auto kind = proto_.classifier_at(e);
-    const int64_t k = proto_.epoch_in_stage(e);
-    if (k == 0) start_stage(kind);
-    EpochRecord rec;
-    rec.run = name_;
-    rec.epoch = e;
-    rec.phase = proto_.phase(e);
-    const double f = cfg_.crt_schedule == Schedule::cosine
-                         ? 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(k) / static_cast<double>(cfg_.crt_epochs)))
-                         : 1.0;
-    static_cast<torch::optim::SGDOptions&>(stage_opt_->param_groups()[0].options()).lr(cfg_.crt_lr * f);
-    rec.lr = cfg_.crt_lr * f;
-
-    if (cfg_.crt_bn_train) {
-      model_->train();
-    } else {
-      model_->eval();
-    }
+  /// This epoch's batches of a trained stage, begun on data_.train.
+  std::vector<torch::Tensor> stage_batches(int64_t e, int64_t k) {
     begin_epoch(*stage_sampler_, k);
-    double sum_loss = 0;
-    int64_t correct = 0, seen = 0;
-    const auto t_train = Clock::now();
     std::vector<bool> real;
     std::vector<torch::Tensor> batches;
     while (auto batch = stage_sampler_->next(static_cast<size_t>(cfg_.batch_size))) {
       batches.push_back(torch::tensor(share_of(*batch, real), torch::kLong));
     }
     data_.train->begin(batches, /*augment=*/true, e);
-    int64_t step_i = 0;
+    return batches;
+  }
+
+  /// One epoch of a trained classifier stage (cRT, LWS, ...; Kang et al. 2020):
+  /// frozen feature extractor (eval mode; with --stage-bn train, train mode: its
+  /// weights stay fixed, its batch-norm statistics follow the stage's batches),
+  /// --stage-sampler sampling, --stage-lr with a cosine or constant schedule.
+  EpochRecord train_classifier_epoch(int64_t e) {
+    rec_start_ = Clock::now();
+    const size_t index = proto_.stage_index_at(e);
+    auto& stage = proto_.stage(index);
+    const int64_t k = proto_.epoch_in_stage(e);
+    if (k == 0) start_stage(index);
+    EpochRecord rec;
+    rec.run = name_;
+    rec.epoch = e;
+    rec.phase = proto_.phase(e);
+    const double f = cfg_.stage_schedule == Schedule::cosine
+                         ? 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(k) / static_cast<double>(cfg_.stage_epochs)))
+                         : 1.0;
+    static_cast<torch::optim::SGDOptions&>(stage_opt_->param_groups()[0].options()).lr(cfg_.stage_lr * f);
+    rec.lr = cfg_.stage_lr * f;
+    if (cfg_.stage_bn_train) {
+      model_->train();
+    } else {
+      model_->eval();
+    }
+    auto ctx = stage_context();
+    double sum_loss = 0;
+    int64_t correct = 0, seen = 0, step_i = 0;
+    const auto t_train = Clock::now();
+    const auto batches = stage_batches(e, k);
     for (const auto& idx : batches) {
       const int64_t n = idx.size(0);
       auto x = batch_x(idx, true);
@@ -1053,13 +1091,14 @@ class Run {
         torch::NoGradGuard g;
         feats = features_of(x);
       }
-      auto logits = stage_logits(kind, feats);
-      auto loss = torch::nn::functional::cross_entropy(logits, y);
+      auto logits = stage.train_logits(ctx, feats);
+      auto loss = stage.train_loss(ctx, logits, y);
       stage_opt_->zero_grad();
-      if (dist_.active()) dist_.prepare_gradients(stage_parameters(kind));
+      if (dist_.active()) dist_.prepare_gradients(stage.parameters(ctx));
       loss.backward();
-      if (dist_.active()) dist_.allreduce_gradients(stage_parameters(kind));
+      if (dist_.active()) dist_.allreduce_gradients(stage.parameters(ctx));
       stage_opt_->step();
+      stage.after_step(ctx);
       const double lt = loss.item<double>();
       if (!dist_.active()) check_finite_loss(rec.phase, e, step_i, static_cast<int64_t>(batches.size()), lt, lt, 0, rec.lr);
       ++step_i;
@@ -1068,7 +1107,14 @@ class Run {
       seen += n;
     }
     model_->train();
-    if (cfg_.crt_bn_train) {
+    finish_classifier_epoch(sum_loss, correct, seen, rec, t_train);
+    return rec;
+  }
+
+  /// The statistics of a classifier epoch into `rec`, over every rank.
+  void finish_classifier_epoch(double sum_loss, int64_t correct, int64_t seen, EpochRecord& rec,
+                               Clock::time_point t_train) {
+    if (cfg_.stage_bn_train) {
       dist_.average_buffers(*model_);  // one set of statistics over the ranks' shards
       frozen_ready_ = false;           // they changed: evaluation recomputes the features
     }
@@ -1077,14 +1123,13 @@ class Run {
       sum_loss = t[0];
       correct = static_cast<int64_t>(t[1]);
       seen = static_cast<int64_t>(t[2]);
-      check_finite_loss(rec.phase, e, -1, 0, sum_loss, sum_loss, 0, rec.lr);
+      check_finite_loss(rec.phase, rec.epoch, -1, 0, sum_loss, sum_loss, 0, rec.lr);
     }
     rec.loss = sum_loss / static_cast<double>(seen);
-    rec.ce = rec.loss;
+    rec.base_loss = rec.loss;
     rec.train_acc = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
     rec.images_per_s = static_cast<double>(seen) / std::max(seconds_since(t_train), 1e-9);
     rec.seconds = seconds_since(rec_start_);
-    return rec;
   }
 
   // ---------------------------------------------------------------- evaluation
@@ -1125,39 +1170,14 @@ class Run {
     frozen_ready_ = true;
   }
 
-  /// Scores [N, C] (CPU) of classifier `kind` on features `feats`, tau for tau-norm and la.
-  torch::Tensor scores(ClassifierKind kind, const torch::Tensor& feats, double tau) {
-    if (kind == ClassifierKind::ncm) return ncm_scores(train_f_, data_.train_y, feats, data_.num_classes);
-    torch::NoGradGuard g;
-    std::vector<torch::Tensor> out;
-    const int64_t N = feats.size(0), B = 500;
-    for (int64_t s = 0; s < N; s += B) {
-      auto f = feats.narrow(0, s, std::min(B, N - s)).to(device_);
-      torch::Tensor z;
-      switch (kind) {
-        case ClassifierKind::tau_norm:
-          z = tau_norm_logits(model_->classifier_input(f), model_->classifier()->weight, tau);
-          break;
-        case ClassifierKind::logit_adjust:
-          z = adjusted_logits(model_->classify(f), data_.counts, tau);
-          break;
-        case ClassifierKind::lws:
-          z = lws_logits(model_->classify(f), lws_scale_);
-          break;
-        default:
-          z = model_->classify(f);
-      }
-      out.push_back(z.cpu());
-    }
-    return N == 0 ? torch::empty({0, data_.num_classes}) : torch::cat(out);
-  }
-
-  /// tau of tau-norm / la: the configured one, or the best on the validation split.
-  double tau_of(ClassifierKind kind) {
-    const double fixed = kind == ClassifierKind::tau_norm ? cfg_.tau_norm_tau : cfg_.la_tau;
+  /// tau of stage i (tau-norm, la): the configured one, or the best on the validation split.
+  double tau_of(size_t i) {
+    auto& stage = proto_.stage(i);
+    const double fixed = stage.configured_tau();
     if (fixed >= 0) return fixed;
-    return choose_tau(kind == ClassifierKind::tau_norm ? tau_norm_grid() : logit_adjust_grid(), [&](double t) {
-      return drolt::metrics::accuracy(scores(kind, val_f_, t), data_.val_y);
+    auto ctx = stage_context();
+    return drolt::choose_tau(stage.tau_grid(), [&](double t) {
+      return drolt::metrics::accuracy(stage.scores(ctx, val_f_, t), data_.val_y);
     });
   }
 
@@ -1174,58 +1194,70 @@ class Run {
         preds.push_back(forward_model(precision_.input(data_.val->next(idx), device_)).logits.argmax(1).cpu());
       }
       model_->train();
-      return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.split_counts, thresholds())).all;
+      return percent(drolt::metrics::split_accuracy(torch::cat(preds), data_.val_y, data_.group_counts, thresholds())).all;
     }
     ensure_frozen_features();
-    const auto pred = scores(proto_.classifier_at(e), val_f_, 0.0);
-    return percent(drolt::metrics::split_accuracy(pred, data_.val_y, data_.split_counts, thresholds())).all;
+    auto ctx = stage_context();
+    const auto pred = proto_.stage_at(e).scores(ctx, val_f_, 0.0);
+    return percent(drolt::metrics::split_accuracy(pred, data_.val_y, data_.group_counts, thresholds())).all;
   }
 
-  EvalResult evaluate(ClassifierKind kind) {
+  /// Stage i (classifiers() order) evaluated on the test (and validation) split.
+  EvalResult evaluate(size_t i) {
     ensure_frozen_features();
+    auto& stage = proto_.stage(i);
+    auto ctx = stage_context();
     EvalResult r;
-    r.name = proto_.row_name(kind);
+    r.name = proto_.row_name(stage.name());
     r.representation = name_;
-    r.classifier = name_of(kind);
+    r.classifier = stage.name();
     double tau = 0.0;
-    if (kind == ClassifierKind::tau_norm || kind == ClassifierKind::logit_adjust) {
-      tau = tau_of(kind);
+    if (stage.has_tau()) {
+      tau = tau_of(i);
       r.tau = tau;
     }
     const auto th = thresholds();
-    auto test = scores(kind, test_f_, tau);
+    auto test = stage.scores(ctx, test_f_, tau);
     auto pred = test.argmax(1);
     auto pc = drolt::metrics::per_class_accuracy(pred, data_.test_y, data_.num_classes).mul(100.0).contiguous();
     r.per_class.assign(pc.data_ptr<double>(), pc.data_ptr<double>() + pc.numel());
-    r.test = percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.split_counts, th));
-    if (kind != ClassifierKind::ncm) {  // NCM gives similarities, not probabilities
+    r.test = percent(drolt::metrics::split_accuracy(pred, data_.test_y, data_.group_counts, th));
+    if (stage.probabilities()) {
       r.ece = 100.0 * drolt::metrics::expected_calibration_error(torch::softmax(test.to(torch::kDouble), 1), data_.test_y);
     }
-    // Nearest training centroid (exact means over a full pass, eval mode) on the
-    // penultimate features.
-    drolt::CentroidBank nc_bank(data_.num_classes, model_->feature_dim());
-    nc_bank->accumulate(train_f_, data_.train_y);
-    nc_bank->finalize();
-    auto nc_pred = drolt::metrics::nearest_centroid_predict(test_f_, nc_bank->centroids(), nc_bank->valid());
-    r.nc = percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.split_counts, th));
+    r.nc = nearest_centroid_accuracy();
     if (val_f_.defined() && val_f_.size(0) > 0) {
-      r.val = percent(drolt::metrics::split_accuracy(scores(kind, val_f_, tau), data_.val_y, data_.split_counts, th));
+      r.val = percent(drolt::metrics::split_accuracy(stage.scores(ctx, val_f_, tau), data_.val_y, data_.group_counts, th));
     }
     if (!losses_.empty()) {
       auto radii = losses_[0]->radii().detach().cpu().to(torch::kDouble).contiguous();
       r.radii.assign(radii.data_ptr<double>(), radii.data_ptr<double>() + radii.numel());
     }
     r.train_seconds = elapsed_;
+    r.mean_epoch_seconds = mean_representation_epoch_seconds();
+    return r;
+  }
+
+  /// Nearest training centroid (exact means over a full pass, eval mode) on the
+  /// penultimate features, on the test split.
+  GroupAccuracy nearest_centroid_accuracy() {
+    drolt::CentroidBank nc_bank(data_.num_classes, model_->feature_dim());
+    nc_bank->accumulate(train_f_, data_.train_y);
+    nc_bank->finalize();
+    auto nc_pred = drolt::metrics::nearest_centroid_predict(test_f_, nc_bank->centroids(), nc_bank->valid());
+    return percent(drolt::metrics::split_accuracy(nc_pred, data_.test_y, data_.group_counts, thresholds()));
+  }
+
+  double mean_representation_epoch_seconds() const {
     double s = 0;
     int n = 0;
     for (const auto& h : history_) {
-      if (!Protocol::is_classifier_phase(h.phase)) {
+      if (!proto_.is_classifier_phase(h.phase)) {
         s += h.seconds;
         ++n;
       }
     }
-    r.mean_epoch_seconds = n ? s / n : 0;
-    return r;
+    return n ? s / n : 0;
   }
 
   void write_result(const EvalResult& r) {
@@ -1243,6 +1275,7 @@ class Run {
 
   TrainConfig cfg_;
   const DataBundle& data_;
+  RunSpec spec_;
   Protocol proto_;
   DistContext dist_;
   torch::Device device_;
@@ -1258,7 +1291,8 @@ class Run {
   drolt::MultiLayerRobustCentroidLoss dro_{nullptr};  // DRO-LT runs: every layer's loss and bank
   std::unique_ptr<torch::optim::SGD> opt_, stage_opt_;
   std::unique_ptr<Sampler> rep_sampler_, stage_sampler_;
-  torch::Tensor joint_weight_, joint_bias_, lws_scale_;
+  torch::Tensor joint_weight_, joint_bias_;
+  size_t stage_index_ = 0;  // the trained stage whose state stage_opt_ and stage_sampler_ hold
   std::vector<torch::Tensor> joint_buffers_;  // the representation's batch-norm statistics
   torch::Tensor train_f_, val_f_, test_f_;
   bool frozen_ready_ = false;

@@ -70,10 +70,13 @@ namespace drolt {
 
 /// The bound's tightness for a loss module and its bank (the module's radii,
 /// temperature, normalization and distance; the bank's centroids and valid mask).
+/// The radii are those forward(features, labels, bank) uses: sqrt-n radii
+/// without explicit counts take the bank's counts, as forward does.
 inline BoundTightness bound_tightness(RobustCentroidLoss& loss, const torch::Tensor& features,
                                       const torch::Tensor& labels, const CentroidBank& bank) {
+  loss->use_bank_counts(bank);
   return functional::bound_tightness(features, labels, bank->centroids().to(features.scalar_type()),
-                                     loss->radii(), loss->func_options(bank->valid()));
+                                     loss->forward_radii(), loss->func_options(bank->valid()));
 }
 
 }  // namespace drolt

@@ -21,6 +21,53 @@
 #include "drolt/detail/floating_state.hpp"
 
 namespace drolt {
+namespace detail {
+
+/// CentroidBank's checks of a batch (labels in [0, C), features [N, D]): the
+/// labels as int64 on `device`. `fn` is the method's name, for the message.
+inline torch::Tensor bank_check_batch(const torch::Tensor& features, const torch::Tensor& labels,
+                                      int64_t C, int64_t D, const torch::Device& device,
+                                      const char* fn) {
+  const std::string where = std::string("drolt::CentroidBank::") + fn;
+  DROLT_CHECK(features.dim() == 2 && features.size(1) == D, where,
+              "expected features of shape [N, ", D, "], got ", features.sizes());
+  DROLT_CHECK(c10::isFloatingType(features.scalar_type()), where,
+              "expected floating-point features, got ", features.scalar_type());
+  DROLT_CHECK(labels.dim() == 1 && labels.size(0) == features.size(0), where,
+              "expected labels of shape [", features.size(0), "], got ", labels.sizes());
+  DROLT_CHECK(c10::isIntegralType(labels.scalar_type(), /*includeBool=*/false), where,
+              "expected integer labels, got ", labels.scalar_type());
+  auto y = labels.to(device, torch::kLong);
+  detail::check_label_range(y, C, where);
+  return y;
+}
+
+/// CentroidBank::accumulate on the bank's tensors (also the operator
+/// drolt::bank_accumulate_ of the Python package): adds the features of the
+/// checked int64 labels `y` (on the sums' device) to the float64 `sums` and
+/// one per sample to `pending`.
+inline void bank_accumulate(torch::Tensor& sums, torch::Tensor& pending, const torch::Tensor& y,
+                            const torch::Tensor& features) {
+  sums.index_add_(0, y, features.detach().to(sums.device(), torch::kFloat64));
+  pending.index_add_(0, y, torch::ones_like(y));
+}
+
+/// CentroidBank::finalize on the bank's tensors (also drolt::bank_finalize_):
+/// publishes the means of `sums` / `pending` as centroids (and the EMA state),
+/// the counts and the valid mask, then clears the accumulators.
+inline void bank_finalize(torch::Tensor& sums, torch::Tensor& pending, torch::Tensor& centroids,
+                          torch::Tensor& counts, torch::Tensor& valid, torch::Tensor& ema) {
+  auto n = pending.to(torch::kFloat64).unsqueeze(1);
+  auto means = torch::where(n > 0, sums / n.clamp_min(1), torch::zeros_like(sums));
+  centroids.copy_(means.to(centroids.scalar_type()));
+  ema.copy_(means);
+  counts.copy_(pending);
+  valid.copy_(pending > 0);
+  sums.zero_();
+  pending.zero_();
+}
+
+}  // namespace detail
 
 struct CentroidBankOptions {
   CentroidBankOptions(int64_t num_classes, int64_t dim) : num_classes_(num_classes), dim_(dim) {}
@@ -78,9 +125,7 @@ class CentroidBankImpl : public detail::FloatingStateModule<CentroidBankImpl> {
   /// detached and moved to the bank's device; labels must be in [0, C).
   void accumulate(const torch::Tensor& features, const torch::Tensor& labels) {
     torch::NoGradGuard no_grad;
-    auto y = check_batch(features, labels, "accumulate");
-    sums_.index_add_(0, y, features.detach().to(sums_.device(), torch::kFloat64));
-    pending_.index_add_(0, y, torch::ones_like(y));
+    detail::bank_accumulate(sums_, pending_, check_batch(features, labels, "accumulate"), features);
   }
 
   /// Publishes the means of everything accumulated since clear_sums() as the current
@@ -88,14 +133,7 @@ class CentroidBankImpl : public detail::FloatingStateModule<CentroidBankImpl> {
   /// then clears the accumulators.
   void finalize() {
     torch::NoGradGuard no_grad;
-    auto n = pending_.to(torch::kFloat64).unsqueeze(1);
-    auto means = torch::where(n > 0, sums_ / n.clamp_min(1), torch::zeros_like(sums_));
-    centroids_.copy_(means.to(centroids_.scalar_type()));
-    ema_.copy_(means);
-    counts_.copy_(pending_);
-    valid_.copy_(pending_ > 0);
-    sums_.zero_();
-    pending_.zero_();
+    detail::bank_finalize(sums_, pending_, centroids_, counts_, valid_, ema_);
   }
 
   /// finalize() from per-class sums and counts gathered elsewhere (e.g. summed
@@ -194,19 +232,8 @@ class CentroidBankImpl : public detail::FloatingStateModule<CentroidBankImpl> {
  private:
   torch::Tensor check_batch(const torch::Tensor& features, const torch::Tensor& labels,
                             const char* fn) const {
-    const int64_t C = options.num_classes(), D = options.dim();
-    const std::string where = std::string("drolt::CentroidBank::") + fn;
-    DROLT_CHECK(features.dim() == 2 && features.size(1) == D, where,
-                "expected features of shape [N, ", D, "], got ", features.sizes());
-    DROLT_CHECK(c10::isFloatingType(features.scalar_type()), where,
-                "expected floating-point features, got ", features.scalar_type());
-    DROLT_CHECK(labels.dim() == 1 && labels.size(0) == features.size(0), where,
-                "expected labels of shape [", features.size(0), "], got ", labels.sizes());
-    DROLT_CHECK(c10::isIntegralType(labels.scalar_type(), /*includeBool=*/false), where,
-                "expected integer labels, got ", labels.scalar_type());
-    auto y = labels.to(sums_.device(), torch::kLong);
-    detail::check_label_range(y, C, where);
-    return y;
+    return detail::bank_check_batch(features, labels, options.num_classes(), options.dim(),
+                                    sums_.device(), fn);
   }
 
   void check_sums(const torch::Tensor& sums, const torch::Tensor& counts, const char* fn) const {

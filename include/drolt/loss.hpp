@@ -10,50 +10,25 @@
 // ops with autograd (the oracle, detail/reference.hpp), and fused paths (a fast
 // CPU path, detail/cpu_fused.hpp, and CUDA kernels, cuda/fused_kernels.cu) as
 // one custom autograd function with the analytic backward
-// (detail/fused_function.hpp). This file is the public API; the definition of
-// robust_centroid_loss, which picks between them, is at its end.
+// (detail/fused_function.hpp). This file is the public API (its options are in
+// drolt/loss_options.hpp); the definition of robust_centroid_loss, which picks
+// between them, is at its end.
 #include <torch/torch.h>
 
 #include "drolt/centroid_bank.hpp"
 #include "drolt/detail/checked_load.hpp"
 #include "drolt/detail/floating_state.hpp"
+#include "drolt/detail/fused_function.hpp"
+#include "drolt/detail/loss_inputs.hpp"
+#include "drolt/detail/reduction.hpp"
+#include "drolt/detail/reference.hpp"
 #include "drolt/detail/seen_tensor.hpp"
+#include "drolt/loss_options.hpp"
 #include "drolt/radius.hpp"
 #include "drolt/types.hpp"
 
 namespace drolt {
-
-using LossReduction = torch::nn::L1LossOptions::reduction_t;
-
 namespace functional {
-
-struct RobustCentroidLossFuncOptions {
-  using reduction_t = LossReduction;
-  /// tau > 0: scores are -d / tau.
-  TORCH_ARG(double, temperature) = 1.0;
-  /// tau_b > 0: the loss is scaled by tau / tau_b. Unset means tau_b = tau.
-  TORCH_ARG(c10::optional<double>, base_temperature) = c10::nullopt;
-  /// Optional [C] positive class weights w_c.
-  TORCH_ARG(torch::Tensor, class_weights) = {};
-  /// Optional [C] bool mask of classes that have a centroid (default: all).
-  TORCH_ARG(torch::Tensor, valid) = {};
-  TORCH_ARG(Normalization, normalization) = Normalization::batch;
-  TORCH_ARG(Distance, distance) = Distance::euclidean;
-  /// mean (weighted mean over rows), sum, or none ([C] per class for batch
-  /// normalization, [B] per sample for classes normalization).
-  TORCH_ARG(reduction_t, reduction) = torch::kMean;
-  TORCH_ARG(Backend, backend) = Backend::automatic;
-  /// Check that labels are in [0, C), radii are finite and >= 0 and weights
-  /// finite and > 0. On CUDA this costs one device-to-host synchronisation, and
-  /// turning it off makes out-of-range values the caller's responsibility. On
-  /// the CPU the checks cost nothing measurable and always run.
-  TORCH_ARG(bool, validate_values) = true;
-  /// Check features and valid centroids for NaN/Inf and name the offending rows,
-  /// and check that the loss itself is finite (float32 distances overflow for
-  /// features around 1e19). Off by default: it synchronises with the device.
-  /// Without it a non-finite feature gives a NaN loss, as in LibTorch's own losses.
-  TORCH_ARG(bool, check_finite) = false;
-};
 
 /// The DRO-LT loss. features [B, D], labels [B] (integer), centroids [C, D],
 /// radii [C] (the paper's epsilon). See RobustCentroidLossFuncOptions.
@@ -64,30 +39,6 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features,
                                           const RobustCentroidLossFuncOptions& options = {});
 
 }  // namespace functional
-
-/// Options of the module form: the function's options plus the radius policy
-/// and the class count. (The shared fields are repeated on purpose: TORCH_ARG
-/// setters return their own struct, so neither options struct can inherit the
-/// other's and still chain.)
-struct RobustCentroidLossOptions {
-  using reduction_t = LossReduction;
-  /* implicit */ RobustCentroidLossOptions(int64_t num_classes) : num_classes_(num_classes) {}
-  TORCH_ARG(int64_t, num_classes);
-  TORCH_ARG(double, temperature) = 1.0;
-  TORCH_ARG(c10::optional<double>, base_temperature) = c10::nullopt;
-  /// Radius policy; the paper's best variant (learned, initial margin 2 * 0.5) by default.
-  TORCH_ARG(RadiusPolicy, radius) = RadiusPolicy::learned(0.5);
-  /// [C] training-set counts for the sqrt-n policy; when undefined the counts
-  /// of the CentroidBank passed to forward() are used.
-  TORCH_ARG(torch::Tensor, class_counts) = {};
-  TORCH_ARG(torch::Tensor, class_weights) = {};
-  TORCH_ARG(Normalization, normalization) = Normalization::batch;
-  TORCH_ARG(Distance, distance) = Distance::euclidean;
-  TORCH_ARG(reduction_t, reduction) = torch::kMean;
-  TORCH_ARG(Backend, backend) = Backend::automatic;
-  TORCH_ARG(bool, validate_values) = true;
-  TORCH_ARG(bool, check_finite) = false;
-};
 
 /// The DRO-LT loss as a module. It owns its radius policy: a learned radius is
 /// the parameter "radii" (shows up in parameters() and in saved state; give it
@@ -131,7 +82,7 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
     return known_;
   }
 
-  /// Sets the training-set class counts (sqrt-n policy).
+  /// Sets the training-set class counts (sqrtn policy).
   void set_class_counts(const torch::Tensor& counts) {
     const int64_t C = options.num_classes();
     detail::check_class_counts(counts, C, "drolt::RobustCentroidLoss::set_class_counts");
@@ -155,12 +106,20 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
     raw_radii_.clamp_min_(0);
   }
 
-  /// Loss with centroids (and, for sqrt-n without explicit counts, the class counts) from a bank.
+  /// Loss with centroids (and, for sqrtn without explicit counts, the class counts) from a bank.
   torch::Tensor forward(const torch::Tensor& features, const torch::Tensor& labels,
                         const CentroidBank& bank) {
     TORCH_CHECK(bank->num_classes() == options.num_classes(),
                 "drolt::RobustCentroidLoss: expected a CentroidBank with ", options.num_classes(),
                 " classes, got ", bank->num_classes());
+    use_bank_counts(bank);
+    return compute(features, labels, bank->centroids().to(features.scalar_type()), bank->valid());
+  }
+
+  /// For sqrt-n radii without explicit counts: takes the class counts from the
+  /// bank, as forward(features, labels, bank) does. Every method that computes
+  /// with a bank's radii (forward, drolt::bound_tightness) calls it first.
+  void use_bank_counts(const CentroidBank& bank) {
     if (options.radius().kind() == RadiusPolicy::Kind::sqrt_n &&
         !options.class_counts().defined()) {
       // No explicit training counts: the bank's counts (a full pass sees every
@@ -172,18 +131,23 @@ class RobustCentroidLossImpl : public detail::FloatingStateModule<RobustCentroid
         bank_seen_.remember(counts);
       }
     }
-    return compute(features, labels, bank->centroids().to(features.scalar_type()), bank->valid());
+  }
+
+  /// The radii forward uses: radii(), after checking that a sqrt-n policy has
+  /// its class counts (never eps0 standing in for them).
+  torch::Tensor forward_radii() const {
+    TORCH_CHECK(options.radius().kind() != RadiusPolicy::Kind::sqrt_n || has_counts(),
+                "drolt::RobustCentroidLoss: the sqrt-n policy needs the training-set class counts "
+                "(RobustCentroidLossOptions::class_counts, set_class_counts, or a finalized "
+                "CentroidBank passed to forward)");
+    return radii();
   }
 
   /// Loss with explicit centroids [C, D] and an optional valid mask [C]. (Not an
   /// overload of forward(): ModuleHolder::operator() needs a single forward.)
   torch::Tensor compute(const torch::Tensor& features, const torch::Tensor& labels,
                         const torch::Tensor& centroids, const torch::Tensor& valid = {}) {
-    TORCH_CHECK(options.radius().kind() != RadiusPolicy::Kind::sqrt_n || has_counts(),
-                "drolt::RobustCentroidLoss: the sqrt-n policy needs the training-set class counts "
-                "(RobustCentroidLossOptions::class_counts, set_class_counts, or a finalized "
-                "CentroidBank passed to forward)");
-    return functional::robust_centroid_loss(features, labels, centroids, radii(),
+    return functional::robust_centroid_loss(features, labels, centroids, forward_radii(),
                                             func_options(valid));
   }
 
@@ -249,11 +213,6 @@ TORCH_MODULE(RobustCentroidLoss);
 }  // namespace drolt
 
 // ------------------------------------------------------------------ implementation
-#include "drolt/detail/fused_function.hpp"
-#include "drolt/detail/loss_inputs.hpp"
-#include "drolt/detail/reduction.hpp"
-#include "drolt/detail/reference.hpp"
-
 namespace drolt {
 namespace functional {
 
@@ -318,8 +277,11 @@ inline torch::Tensor robust_centroid_loss(const torch::Tensor& features,
     // Class weights and the reduction happen inside the fused function.
     l = detail::FusedFunction::apply(z, mu, radii.to(in.compute_dtype), in.labels, in.valid, v, p);
   }
-  if (options.check_finite())
-    detail::check_finite_result(l, features, centroids, in, options.temperature());
+  // Finite in, finite out, or an error: on the CPU always (a look at the C or
+  // B loss values, no synchronisation), on CUDA with check_finite (docs/math.md).
+  if (options.check_finite() || features.is_cpu())
+    detail::check_finite_result(l, features, centroids, in, options.temperature(),
+                                options.check_finite());
   return l;
 }
 

@@ -237,7 +237,11 @@ inline SplitAccuracy split_accuracy(const torch::Tensor& predictions, const torc
 /// argmax; samples go into `bins` equal-width confidence bins ((b/B, (b+1)/B],
 /// a confidence of exactly 0 in the first), and
 /// `ECE = sum_b |B_b| / N * |acc(B_b) - conf(B_b)|`. `probabilities` is
-/// [N, C] with entries in [0, 1] (softmax of the logits); NaN when N = 0.
+/// [N, C] with entries in [0, 1], each row summing to 1 within
+/// kProbabilitySumTolerance (softmax of the logits); NaN when N = 0.
+/// How far a row of expected_calibration_error's probabilities may sum from 1.
+constexpr double kProbabilitySumTolerance = 1e-3;
+
 inline double expected_calibration_error(const torch::Tensor& probabilities,
                                          const torch::Tensor& targets, int64_t bins = 15) {
   constexpr const char* caller = "drolt::metrics::expected_calibration_error";
@@ -260,6 +264,16 @@ inline double expected_calibration_error(const torch::Tensor& probabilities,
   TORCH_CHECK(lo >= 0.0 && hi <= 1.0, caller,
               ": expected probabilities in [0, 1] (softmax of the logits), got values in [", lo,
               ", ", hi, "]");
+  // Each row a distribution: summing to 1 within kProbabilitySumTolerance
+  // (float32 softmax rounding over thousands of classes stays far below it).
+  const torch::Tensor off = (p.sum(1) - 1.0).abs();
+  const auto worst = off.max(0);
+  const double worst_off = std::get<0>(worst).item<double>();
+  if (!(worst_off <= kProbabilitySumTolerance)) {
+    const int64_t row = std::get<1>(worst).item<int64_t>();
+    TORCH_CHECK(false, caller, ": expected every row of probabilities to sum to 1 (within ",
+                kProbabilitySumTolerance, "), got ", p[row].sum().item<double>(), " in row ", row);
+  }
   const auto top = p.max(1);
   const torch::Tensor conf = std::get<0>(top).contiguous();
   const torch::Tensor correct = std::get<1>(top).eq(t).to(torch::kFloat64).contiguous();

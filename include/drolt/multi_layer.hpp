@@ -140,6 +140,22 @@ class MultiLayerRobustCentroidLossImpl : public torch::nn::Cloneable<MultiLayerR
   RobustCentroidLoss& loss(const std::string& name) { return losses_.at(index_of(name)); }
   CentroidBank& bank(const std::string& name) { return banks_.at(index_of(name)); }
 
+  /// Module::load, all or nothing: the archive is read into a fresh copy of
+  /// this module (every layer's own checks run there), and only once every
+  /// layer has loaded are the tensors moved over (set_data: the parameters an
+  /// optimizer holds stay the same objects). A checkpoint damaged in any layer
+  /// leaves every bank and radius as it was.
+  void load(torch::serialize::InputArchive& archive) override {
+    auto fresh = std::dynamic_pointer_cast<MultiLayerRobustCentroidLossImpl>(clone());
+    TORCH_INTERNAL_ASSERT(fresh != nullptr);
+    fresh->torch::nn::Module::load(archive);
+    torch::NoGradGuard no_grad;
+    const auto theirs_p = fresh->named_parameters();
+    const auto theirs_b = fresh->named_buffers();
+    for (auto& p : named_parameters()) p.value().set_data(theirs_p[p.key()]);
+    for (auto& b : named_buffers()) b.value().set_data(theirs_b[b.key()]);
+  }
+
   void pretty_print(std::ostream& stream) const override {
     stream << "drolt::MultiLayerRobustCentroidLoss(num_classes=" << options.loss().num_classes() << ", layers=[";
     for (size_t l = 0; l < options.layers().size(); ++l) {

@@ -55,7 +55,7 @@ class RadiusPolicy {
   /// recipe and a radius that would cross zero stays at zero.
   static RadiusPolicy learned(double eps0) { return RadiusPolicy(Kind::learned, eps0); }
 
-  /// Parses "erm" (shared, eps0 = 0), "shared", "sqrtn" / "sqrt_n" / "sqrt-n", "learned".
+  /// Parses "erm" (shared, eps0 = 0), "shared", "sqrtn" (also "sqrt_n", "sqrt-n"), "learned".
   static RadiusPolicy parse(const std::string& name, double eps0) {
     if (name == "erm") return shared(0.0);
     if (name == "shared") return shared(eps0);

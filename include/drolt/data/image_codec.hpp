@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,14 @@ inline tjhandle tj_compressor() {
   return handle.get();
 }
 
+/// At most this many pixels per byte of a JPEG file: every 8 x 8 block of a
+/// Huffman-coded component costs at least one bit (progressive DC scan; two in
+/// a baseline scan). Arithmetic-coded files are held to the same bound.
+constexpr uint64_t kJpegPixelsPerByte = 512;
+/// At most this many bytes of filtered rows per byte of a PNG's compressed
+/// data: deflate's largest expansion (a 258-byte match in two bits).
+constexpr uint64_t kDeflateBytesPerByte = 1032;
+
 inline torch::Tensor decode_jpeg(const uint8_t* data, size_t size, const ImageDecodeOptions& o,
                                  const std::string& name, const char* caller) {
   tjhandle tj = tj_decompressor();
@@ -120,6 +129,15 @@ inline torch::Tensor decode_jpeg(const uint8_t* data, size_t size, const ImageDe
   TORCH_CHECK(static_cast<int64_t>(width) * height <= o.max_pixels(), caller, ": '", name,
               "' is too large: expected at most ", o.max_pixels(), " pixels, got ", width, " x ",
               height);
+  // Memory only for pixels the file can hold: a Huffman-coded block costs at
+  // least one bit of every scan that holds it, so no JPEG encodes more than
+  // kJpegPixelsPerByte pixels per byte. A tiny file declaring a huge image is
+  // refused here, before libjpeg allocates whole-image (progressive) buffers.
+  TORCH_CHECK(static_cast<uint64_t>(width) * static_cast<uint64_t>(height) <=
+                  kJpegPixelsPerByte * static_cast<uint64_t>(size),
+              caller, ": '", name, "' is truncated or corrupt: its header declares ", width, " x ",
+              height, " pixels, more than its ", size, " bytes can hold (at most ",
+              kJpegPixelsPerByte, " pixels per byte)");
   // The smallest scaling factor (at most 1) that keeps the shorter side >= min_size.
   tjscalingfactor factor{1, 1};
   if (o.min_size() > 0) {
@@ -142,12 +160,14 @@ inline torch::Tensor decode_jpeg(const uint8_t* data, size_t size, const ImageDe
   // TurboJPEG converts YCbCr / gray / RGB to gray or RGB itself, but CMYK only to CMYK.
   const int decoded_channels = cmyk_file ? 4 : static_cast<int>(channels);
   const int pixel_format = cmyk_file ? TJPF_CMYK : (channels == 1 ? TJPF_GRAY : TJPF_RGB);
-  std::vector<uint8_t> cmyk;
+  // Neither buffer is filled before decoding (torch::empty, new[] without
+  // value-initialisation): pages are committed as decoded rows arrive.
+  std::unique_ptr<uint8_t[]> cmyk;
   torch::Tensor out = torch::empty({h, w, channels}, torch::kUInt8);
   uint8_t* target = out.data_ptr<uint8_t>();
   if (cmyk_file) {
-    cmyk.resize(static_cast<size_t>(w) * static_cast<size_t>(h) * 4);
-    target = cmyk.data();
+    cmyk.reset(new uint8_t[static_cast<size_t>(w) * static_cast<size_t>(h) * 4]);
+    target = cmyk.get();
   }
   // Warnings (a truncated stream, corrupt data the decoder papered over) are
   // errors: the pixels would be partly made up. Scans are limited so that a
@@ -167,7 +187,7 @@ inline torch::Tensor decode_jpeg(const uint8_t* data, size_t size, const ImageDe
     std::vector<uint8_t> rgb(channels == 1 ? pixels * 3 : 0);
     uint8_t* rgb_dst = channels == 1 ? rgb.data() : dst;
     for (size_t i = 0; i < pixels; ++i) {
-      const uint8_t* p = cmyk.data() + 4 * i;
+      const uint8_t* p = cmyk.get() + 4 * i;
       for (int c = 0; c < 3; ++c) {
         rgb_dst[3 * i + static_cast<size_t>(c)] =
             static_cast<uint8_t>((uint32_t{p[c]} * p[3] + 127u) / 255u);
@@ -246,6 +266,25 @@ inline torch::Tensor decode_png(const uint8_t* data, size_t size, const ImageDec
                   static_cast<long long>(o.max_pixels()));
     png_longjmp(reader.png, 1);
   }
+  {
+    // Memory only for rows the file can hold: the filtered rows (a filter byte
+    // plus the packed samples each) inflate from what is left of the file.
+    const uint64_t row_bits = static_cast<uint64_t>(width) *
+                              png_get_channels(reader.png, reader.info) *
+                              png_get_bit_depth(reader.png, reader.info);
+    const uint64_t declared = static_cast<uint64_t>(height) * (1 + (row_bits + 7) / 8);
+    const uint64_t left = static_cast<uint64_t>(state.size - state.offset);
+    if (declared > kDeflateBytesPerByte * (left + 1)) {
+      std::snprintf(state.message, sizeof(state.message),
+                    "truncated: the header declares %u x %u pixels (%llu bytes of rows), more "
+                    "than the %llu bytes left can hold (deflate inflates at most %llu-fold)",
+                    static_cast<unsigned>(width), static_cast<unsigned>(height),
+                    static_cast<unsigned long long>(declared),
+                    static_cast<unsigned long long>(left),
+                    static_cast<unsigned long long>(kDeflateBytesPerByte));
+      png_longjmp(reader.png, 1);
+    }
+  }
   const png_byte color_type = png_get_color_type(reader.png, reader.info);
   // Always 8 bits per sample: palettes expanded, low bit depths widened,
   // 16 bits scaled down (rounded), transparency dropped. No gamma correction:
@@ -263,13 +302,23 @@ inline torch::Tensor decode_png(const uint8_t* data, size_t size, const ImageDec
     std::snprintf(state.message, sizeof(state.message), "unsupported pixel layout");
     png_longjmp(reader.png, 1);
   }
-  pixels.resize(static_cast<size_t>(width) * static_cast<size_t>(height) *
-                static_cast<size_t>(stored_channels));
-  rows.resize(height);
-  for (png_uint_32 r = 0; r < height; ++r) {
-    rows[r] = pixels.data() + static_cast<size_t>(r) * width * static_cast<size_t>(stored_channels);
+  const size_t row_bytes = static_cast<size_t>(width) * static_cast<size_t>(stored_channels);
+  if (png_get_interlace_type(reader.png, reader.info) == PNG_INTERLACE_NONE) {
+    // Row by row, the buffer growing as rows arrive: a truncated file costs
+    // memory only for the rows it holds.
+    for (png_uint_32 r = 0; r < height; ++r) {
+      pixels.resize(pixels.size() + row_bytes);
+      png_read_row(reader.png, pixels.data() + static_cast<size_t>(r) * row_bytes, nullptr);
+    }
+  } else {
+    // Adam7 passes revisit every row: the whole image at once (bounded above).
+    pixels.resize(row_bytes * static_cast<size_t>(height));
+    rows.resize(height);
+    for (png_uint_32 r = 0; r < height; ++r) {
+      rows[r] = pixels.data() + static_cast<size_t>(r) * row_bytes;
+    }
+    png_read_image(reader.png, rows.data());
   }
-  png_read_image(reader.png, rows.data());
   // Reads the chunks after the image and checks their CRCs: a file cut after
   // the last row is still truncated.
   png_read_end(reader.png, nullptr);

@@ -64,7 +64,7 @@ inline void check_image_list(const ImageList& list, const char* caller) {
 /// `relative/path.jpg label`, the label a non-negative integer after the last
 /// blank (so paths may contain spaces); blank lines are skipped. Paths are
 /// joined to `root` (an absolute path in the file is kept as it is).
-/// `num_classes` 0 means the largest label + 1.
+/// `num_classes` 0 means the largest label + 1, which must then be at most 2^24.
 inline ImageList read_image_list(const std::string& list_file, const std::string& root,
                                  int64_t num_classes = 0) {
   constexpr const char* caller = "drolt::data::read_image_list";
@@ -106,6 +106,11 @@ inline ImageList read_image_list(const std::string& list_file, const std::string
   }
   TORCH_CHECK(!out.paths.empty(), caller, ": '", list_file,
               "' lists no images: expected lines '<relative path> <label>', got none");
+  // Inferred, the class count sizes per-class buffers (class_counts(), the samplers):
+  // one line with a huge label must not commit gigabytes. 2^24 is the samplers' limit.
+  TORCH_CHECK(num_classes > 0 || max_label < (int64_t{1} << 24), caller, ": '", list_file,
+              "': expected labels in [0, 2^24) when num_classes is inferred (0), got ", max_label,
+              "; pass num_classes to allow larger labels");
   out.num_classes = num_classes > 0 ? num_classes : max_label + 1;
   detail::check_image_list(out, caller);
   return out;

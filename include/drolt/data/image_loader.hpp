@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,16 +80,19 @@ inline void check_transform(const ImageTransformOptions& t, const char* caller) 
   TORCH_CHECK(t.scale_min() > 0 && t.scale_min() <= t.scale_max() && t.scale_max() <= 1.0, caller,
               ": expected 0 < scale_min <= scale_max <= 1, got [", t.scale_min(), ", ",
               t.scale_max(), "]");
-  TORCH_CHECK(t.ratio_min() > 0 && t.ratio_min() <= t.ratio_max(), caller,
-              ": expected 0 < ratio_min <= ratio_max, got [", t.ratio_min(), ", ", t.ratio_max(),
+  TORCH_CHECK(t.ratio_min() > 0 && t.ratio_min() <= t.ratio_max() && std::isfinite(t.ratio_max()),
+              caller, ": expected 0 < ratio_min <= ratio_max < inf, got [", t.ratio_min(), ", ", t.ratio_max(),
               "]");
   TORCH_CHECK(t.flip_probability() >= 0 && t.flip_probability() <= 1, caller,
               ": expected flip_probability in [0, 1], got ", t.flip_probability());
   TORCH_CHECK(!t.mean().empty() && t.mean().size() == t.std().size(), caller,
               ": expected mean and std of the same non-zero length, got ", t.mean().size(), " and ",
               t.std().size());
+  for (const double m : t.mean()) {
+    TORCH_CHECK(std::isfinite(m), caller, ": expected a finite mean, got ", m);
+  }
   for (const double s : t.std()) {
-    TORCH_CHECK(s > 0, caller, ": expected std > 0, got ", s);
+    TORCH_CHECK(std::isfinite(s) && s > 0, caller, ": expected a finite std > 0, got ", s);
   }
 }
 
@@ -279,6 +283,19 @@ inline std::vector<int64_t> shuffled_indices(size_t n, uint64_t seed, int64_t ep
   return order;
 }
 
+namespace detail {
+
+/// Test hook (documented in docs/longtail.md, for tests only): when set, a loader
+/// worker calls it with the batch number just before allocating that batch's
+/// tensors, so a test can inject an allocation failure by throwing from it.
+/// Set it only while no loader runs.
+inline std::function<void(int64_t)>& loader_allocation_hook() {
+  static std::function<void(int64_t)> hook;
+  return hook;
+}
+
+}  // namespace detail
+
 struct ImageLoaderOptions {
   TORCH_ARG(int64_t, batch_size) = 256;
   /// Decoding threads.
@@ -318,18 +335,19 @@ class ImageLoader {
         transform_.mean().size());
     channels_ = ch;
     pinned_ = options_.pin_memory() && torch::cuda::is_available();
-    for (int64_t i = 0; i < options_.workers(); ++i) threads_.emplace_back([this] { work(); });
+    try {
+      for (int64_t i = 0; i < options_.workers(); ++i) threads_.emplace_back([this] { work(); });
+    } catch (...) {
+      // A thread that cannot be started: join those that were, then report.
+      const auto error = detail::as_c10_error(std::current_exception(),
+                                              "drolt::data::ImageLoader: starting a worker failed");
+      shut_down();
+      std::rethrow_exception(error);
+    }
   }
   ImageLoader(const ImageLoader&) = delete;
   ImageLoader& operator=(const ImageLoader&) = delete;
-  ~ImageLoader() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_workers_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
+  ~ImageLoader() { shut_down(); }
 
   /// Begins epoch `epoch` over `order` (dataset indices, e.g. shuffled_indices
   /// or a sampler's draws); batches of the previous epoch not yet taken are dropped.
@@ -346,8 +364,10 @@ class ImageLoader {
     epoch_ = epoch;
     const auto total = static_cast<int64_t>(order_->size());
     const int64_t bs = options_.batch_size();
-    num_batches_ = options_.drop_last() ? total / bs : (total + bs - 1) / bs;
-    num_samples_ = std::min(total, num_batches_ * bs);
+    // No (total + bs - 1) or num_batches * bs: either overflows for a batch
+    // size near INT64_MAX.
+    num_batches_ = total / bs + (!options_.drop_last() && total % bs != 0 ? 1 : 0);
+    num_samples_ = options_.drop_last() ? total - total % bs : total;
     next_sample_ = 0;
     next_deliver_ = 0;
     batches_.clear();
@@ -355,15 +375,20 @@ class ImageLoader {
   }
 
   /// The next batch of the epoch in order, or nullopt after the last one.
-  /// An error while reading a sample (a bad file) is rethrown here.
+  /// An error on a worker thread (a bad file, a failed allocation) is rethrown
+  /// here as a c10::Error carrying the original message; the batch it hit is
+  /// skipped and the next call goes on with the following one.
   c10::optional<torch::data::Example<>> next() {
     std::unique_lock<std::mutex> lock(mutex_);
+    if (fatal_) std::rethrow_exception(fatal_);
     if (next_deliver_ >= num_batches_) return c10::nullopt;
     const int64_t b = next_deliver_;
     batch_ready_.wait(lock, [&] {
+      if (fatal_) return true;
       const auto it = batches_.find(b);
       return it != batches_.end() && it->second.remaining == 0;
     });
+    if (fatal_) std::rethrow_exception(fatal_);
     Batch batch = std::move(batches_[b]);
     batches_.erase(b);
     ++next_deliver_;
@@ -404,12 +429,37 @@ class ImageLoader {
     std::exception_ptr error;
   };
 
+  void shut_down() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_workers_.notify_all();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
   int64_t batch_rows(int64_t b) const {
     const auto total = static_cast<int64_t>(order_->size());
     return std::min(options_.batch_size(), total - b * options_.batch_size());
   }
 
+  /// A worker's loop; what escapes it (an error outside any one sample's work)
+  /// stops the loader: next() rethrows it from then on, and the destructor
+  /// still joins every thread.
   void work() {
+    try {
+      work_loop();
+    } catch (...) {
+      const auto error =
+          detail::as_c10_error(std::current_exception(), "drolt::data::ImageLoader: a worker failed");
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!fatal_) fatal_ = error;
+      batch_ready_.notify_all();
+    }
+  }
+
+  void work_loop() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       wake_workers_.wait(lock, [&] { return stop_ || claimable(); });
@@ -424,30 +474,40 @@ class ImageLoader {
       if (it == batches_.end()) {
         const int64_t rows = batch_rows(b);
         Batch fresh;
-        const auto opts = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pinned_);
-        fresh.data = torch::empty({rows, channels_, transform_.size(), transform_.size()}, opts);
-        fresh.target = torch::empty(
-            {rows}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned_));
         fresh.remaining = rows;
+        try {
+          if (detail::loader_allocation_hook()) detail::loader_allocation_hook()(b);
+          const auto opts = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pinned_);
+          fresh.data = torch::empty({rows, channels_, transform_.size(), transform_.size()}, opts);
+          fresh.target = torch::empty(
+              {rows}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned_));
+        } catch (...) {
+          // The batch fails as a whole; its samples are still counted down.
+          fresh.error = detail::as_c10_error(
+              std::current_exception(), "drolt::data::ImageLoader: allocating a batch failed");
+        }
         it = batches_.emplace(b, std::move(fresh)).first;
       }
       // References keep the batch's memory alive should start_epoch drop it meanwhile.
       const torch::Tensor data = it->second.data, targets = it->second.target;
-      float* out = data.data_ptr<float>() + row * channels_ * transform_.size() * transform_.size();
-      int64_t* target = targets.data_ptr<int64_t>() + row;
+      const bool allocated = data.defined();
+      float* out = allocated ? data.data_ptr<float>() +
+                                   row * channels_ * transform_.size() * transform_.size()
+                             : nullptr;
+      int64_t* target = allocated ? targets.data_ptr<int64_t>() + row : nullptr;
       lock.unlock();
 
       std::exception_ptr error;
       const auto position = b * options_.batch_size() + row;
       const int64_t index = (*order)[static_cast<size_t>(position)];
-      try {
+      if (allocated) try {
         const torch::Tensor hwc = dataset_.decode(static_cast<size_t>(index));
         std::mt19937_64 rng(sample_seed(options_.seed(), epoch, position));
         resample_normalize(hwc, choose_crop(hwc.size(0), hwc.size(1), transform_, rng), transform_,
                            out);
         *target = dataset_.labels()[static_cast<size_t>(index)];
       } catch (...) {
-        error = std::current_exception();
+        error = detail::as_c10_error(std::current_exception(), "drolt::data::ImageLoader");
       }
 
       lock.lock();
@@ -461,7 +521,7 @@ class ImageLoader {
   bool claimable() const {
     if (!order_) return false;
     const int64_t b = next_sample_ / options_.batch_size();
-    return next_sample_ < num_samples_ && b < next_deliver_ + options_.prefetch();
+    return next_sample_ < num_samples_ && b - next_deliver_ < options_.prefetch();
   }
 
   ImageDataset dataset_;
@@ -482,6 +542,7 @@ class ImageLoader {
   int64_t next_sample_ = 0;
   int64_t next_deliver_ = 0;
   std::map<int64_t, Batch> batches_;
+  std::exception_ptr fatal_;  // an error that stopped a worker
 };
 
 }  // namespace data

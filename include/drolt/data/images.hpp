@@ -20,7 +20,9 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -31,6 +33,32 @@
 
 namespace drolt {
 namespace data {
+namespace detail {
+
+/// `error` as a c10::Error: itself when it is one, else a c10::Error carrying
+/// its message (std::bad_alloc, std::length_error, ... from a worker thread).
+inline std::exception_ptr as_c10_error(const std::exception_ptr& error, const char* context) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::Error&) {
+    return error;
+  } catch (const std::exception& e) {
+    try {
+      TORCH_CHECK(false, context, ": ", e.what());
+    } catch (...) {
+      return std::current_exception();
+    }
+  } catch (...) {
+    try {
+      TORCH_CHECK(false, context, ": an exception of unknown type");
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  return error;
+}
+
+}  // namespace detail
 
 struct ImageDatasetOptions {
   /// How each file is decoded (channels, JPEG downscaling, size limit).
@@ -153,22 +181,38 @@ class ImageDataset : public torch::data::datasets::Dataset<ImageDataset> {
                          : std::max<size_t>(1, std::thread::hardware_concurrency());
     threads = std::min(threads, std::max<size_t>(1, paths.size()));
     std::atomic<size_t> next{0};
+    std::mutex mutex;
+    std::exception_ptr error;  // what escaped a worker (not a bad image): rethrown after the join
     auto work = [&]() {
-      for (size_t i = next++; i < paths.size(); i = next++) {
-        try {
-          (void)read_image(paths[i], options.decode());
-        } catch (const c10::Error& e) {
-          reasons[i] = e.what_without_backtrace();
-        } catch (const std::exception& e) {
-          // Out of memory for one huge image must not end the whole pass.
-          reasons[i] = paths[i] + ": " + e.what();
+      try {
+        for (size_t i = next++; i < paths.size(); i = next++) {
+          try {
+            (void)read_image(paths[i], options.decode());
+          } catch (const c10::Error& e) {
+            reasons[i] = e.what_without_backtrace();
+          } catch (const std::exception& e) {
+            // Out of memory for one huge image must not end the whole pass.
+            reasons[i] = paths[i] + ": " + e.what();
+          }
         }
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!error) error = std::current_exception();
+        next = paths.size();  // the others stop too
       }
     };
     std::vector<std::thread> pool;
-    for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    try {
+      for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    } catch (const std::system_error&) {
+      // No more threads to be had: those started and this one share the work.
+    }
     work();
     for (auto& t : pool) t.join();
+    if (error) {
+      std::rethrow_exception(
+          detail::as_c10_error(error, "drolt::data::ImageDataset: checking the images failed"));
+    }
     return reasons;
   }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -27,6 +28,25 @@
 
 namespace drolt {
 namespace data {
+
+namespace detail {
+
+/// `value` (the JSON at `where`, e.g. "annotations[3].category_id") as an id:
+/// an integer literal in [0, 2^63). A fraction (2.5 or 2.0), a negative number,
+/// a number past int64 or a non-number is an error naming the file, the entry
+/// and the value; nothing is rounded, truncated or wrapped around.
+inline int64_t json_id(const nlohmann::json& value, const std::string& json_file,
+                       const std::string& where, const char* caller) {
+  const bool integer = value.is_number_integer();
+  const bool in_range = value.is_number_unsigned()
+                            ? value.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)
+                            : integer && value.get<int64_t>() >= 0;
+  TORCH_CHECK(integer && in_range, caller, ": '", json_file, "' ", where,
+              ": expected a non-negative integer id (at most 2^63 - 1), got ", value.dump());
+  return value.get<int64_t>();
+}
+
+}  // namespace detail
 
 /// Reads an iNaturalist JSON file. `root` is joined to each `file_name`.
 /// Images are kept in the file's order; an image without an annotation (the
@@ -52,15 +72,22 @@ inline ImageList read_inaturalist(const std::string& json_file, const std::strin
     // Category id -> class; from 'categories' when present, else the ids used.
     std::map<int64_t, std::string> categories;
     if (doc.contains("categories")) {
+      size_t entry = 0;
       for (const auto& c : doc.at("categories")) {
-        const int64_t id = c.at("id").get<int64_t>();
+        const int64_t id = detail::json_id(
+            c.at("id"), json_file, "categories[" + std::to_string(entry++) + "].id", caller);
         const std::string name = c.contains("name") ? c.at("name").get<std::string>() : "";
         TORCH_CHECK(categories.emplace(id, name).second, caller, ": '", json_file,
                     "': expected unique category ids, got ", id, " twice");
       }
     } else {
+      size_t entry = 0;
       for (const auto& a : doc.at("annotations")) {
-        categories.emplace(a.at("category_id").get<int64_t>(), "");
+        categories.emplace(detail::json_id(a.at("category_id"), json_file,
+                                           "annotations[" + std::to_string(entry++) +
+                                               "].category_id",
+                                           caller),
+                           "");
       }
     }
     TORCH_CHECK(!categories.empty(), caller, ": '", json_file,
@@ -71,9 +98,12 @@ inline ImageList read_inaturalist(const std::string& json_file, const std::strin
       out.class_names.push_back(kv.second);
     }
     std::unordered_map<int64_t, int64_t> label_of_image;
+    size_t entry = 0;
     for (const auto& a : doc.at("annotations")) {
-      const int64_t image = a.at("image_id").get<int64_t>();
-      const int64_t category = a.at("category_id").get<int64_t>();
+      const std::string where = "annotations[" + std::to_string(entry++) + "]";
+      const int64_t image = detail::json_id(a.at("image_id"), json_file, where + ".image_id", caller);
+      const int64_t category =
+          detail::json_id(a.at("category_id"), json_file, where + ".category_id", caller);
       const auto it = label_of.find(category);
       TORCH_CHECK(it != label_of.end(), caller, ": '", json_file, "': annotation of image ", image,
                   " expected a category id listed in 'categories', got ", category);
@@ -81,8 +111,10 @@ inline ImageList read_inaturalist(const std::string& json_file, const std::strin
                   "': expected one annotation per image, got several for image ", image);
     }
     std::unordered_map<int64_t, bool> seen;
+    entry = 0;
     for (const auto& im : doc.at("images")) {
-      const int64_t id = im.at("id").get<int64_t>();
+      const int64_t id = detail::json_id(im.at("id"), json_file,
+                                         "images[" + std::to_string(entry++) + "].id", caller);
       const std::string file = im.at("file_name").get<std::string>();
       TORCH_CHECK(seen.emplace(id, true).second, caller, ": '", json_file,
                   "': expected unique image ids, got ", id, " twice");

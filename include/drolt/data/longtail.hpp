@@ -146,7 +146,8 @@ inline std::vector<int64_t> balanced_validation_split(const torch::Tensor& targe
   }
   std::mt19937_64 rng(seed);
   std::vector<int64_t> out;
-  out.reserve(static_cast<size_t>(per_class * num_classes));
+  // per_class * num_classes may overflow; a class cannot hold more than n.
+  out.reserve(static_cast<size_t>(std::min(per_class, n) * num_classes));
   for (int64_t c = 0; c < num_classes; ++c) {
     std::vector<int64_t> pool;
     for (const int64_t i : by_class[static_cast<size_t>(c)]) {

@@ -66,7 +66,8 @@ inline void check_sampler_inputs(const torch::Tensor& targets, const ClassSample
 inline c10::optional<std::vector<size_t>> take_batch(const std::vector<size_t>& indices,
                                                      size_t& position, size_t batch_size) {
   if (position >= indices.size()) return c10::nullopt;
-  const size_t end = std::min(indices.size(), position + batch_size);
+  // Not position + batch_size: that wraps around for a batch size near SIZE_MAX.
+  const size_t end = position + std::min(indices.size() - position, batch_size);
   std::vector<size_t> batch(indices.begin() + static_cast<std::ptrdiff_t>(position),
                             indices.begin() + static_cast<std::ptrdiff_t>(end));
   position = end;

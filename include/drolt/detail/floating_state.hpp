@@ -1,7 +1,7 @@
 #pragma once
 // The to() overloads of drolt's modules. LibTorch's Module::to(dtype) converts
 // every parameter and buffer, integer counts and bool masks included, which
-// breaks the next accumulate or sqrt-n refresh: a drolt module converts only
+// breaks the next accumulate or sqrtn refresh: a drolt module converts only
 // its floating-point state (Derived::convert_floating_state) and keeps the
 // rest; to(device) moves everything as LibTorch's does.
 #include <torch/torch.h>

@@ -8,32 +8,23 @@
 #include <atomic>
 #include <vector>
 
-#include "drolt/detail/cpu_fused.hpp"
+#include "drolt/detail/checks.hpp"
+#include "drolt/detail/dispatch.hpp"
 #include "drolt/detail/fused_contract.hpp"
+#include "drolt/detail/loss_inputs.hpp"
 #include "drolt/detail/reduction.hpp"
 #include "drolt/detail/reference.hpp"
 
 namespace drolt {
 namespace detail {
 
-/// Whether the fused path can take these inputs.
-inline bool fused_available(const torch::Tensor& features) {
-  if (features.is_cpu())
-    return features.scalar_type() == torch::kFloat || features.scalar_type() == torch::kDouble;
-  if (features.is_cuda()) return cuda_kernels_slot() != nullptr;
-  return false;
-}
-
-/// The fused kernels of a tensor's device.
+/// The fused kernels of a tensor's device (detail/dispatch.hpp).
 inline const FusedKernels& kernels_for(const torch::Tensor& t) {
-  if (t.is_cuda()) {
-    const FusedKernels* k = cuda_kernels_slot();
-    DROLT_CHECK(k != nullptr, kLossFn,
-                "expected the fused CUDA kernels for CUDA tensors, got a "
-                "build without them (link drolt::cuda)");
-    return *k;
-  }
-  return cpu::kernels();
+  const FusedKernels* k = kernels_of_device(t.device());
+  DROLT_CHECK(k != nullptr, kLossFn, "expected the fused kernels for ", t.device().type(),
+              " tensors, got a build without them",
+              t.is_cuda() ? " (link drolt::cuda)" : "");
+  return *k;
 }
 
 inline void warn_cuda_fallback_once() {

@@ -1,15 +1,17 @@
 #pragma once
 // Input checks of functional::robust_centroid_loss (docs/math.md, "Input
-// checks"). Part of drolt/loss.hpp, which includes it after declaring the
-// options; not meant to be included on its own.
+// checks"). Part of drolt/loss.hpp.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <sstream>
 
 #include "drolt/detail/checks.hpp"
+#include "drolt/loss_options.hpp"
+#include "drolt/types.hpp"
 
 namespace drolt {
 namespace detail {
@@ -173,12 +175,15 @@ inline CheckedInputs check_inputs(const torch::Tensor& features, const torch::Te
   return out;
 }
 
-/// With check_finite: a non-finite loss from inputs that passed the finiteness
-/// checks is an overflow (float32 squared distances pass 3.4e38 near |z| ~ 1e19,
-/// or a tiny temperature): say so instead of returning NaN.
+/// A non-finite loss from finite inputs is an overflow (float32 squared
+/// distances pass 3.4e38 once |z - mu| passes ~1.8e19, or a tiny temperature):
+/// say so, naming the finite range, instead of returning NaN. Without
+/// `inputs_checked` (check_finite off) a NaN or Inf input is let through to a
+/// NaN loss, as in LibTorch's own losses. Costs one isfinite over the loss
+/// values; the inputs are looked at only when the loss is not finite.
 inline void check_finite_result(const torch::Tensor& loss, const torch::Tensor& features,
                                 const torch::Tensor& centroids, const CheckedInputs& in,
-                                double temperature) {
+                                double temperature, bool inputs_checked) {
   if (torch::isfinite(loss.detach()).all().item<bool>()) return;
   const double zmax = features.detach().abs().max().to(torch::kDouble).item<double>();
   const double mmax = torch::where(in.valid.unsqueeze(1), centroids.detach().abs(),
@@ -186,10 +191,15 @@ inline void check_finite_result(const torch::Tensor& loss, const torch::Tensor& 
                           .max()
                           .to(torch::kDouble)
                           .item<double>();
+  if (!inputs_checked && !(std::isfinite(zmax) && std::isfinite(mmax))) return;
+  const double range = in.compute_dtype == torch::kDouble
+                           ? std::sqrt(std::numeric_limits<double>::max())
+                           : std::sqrt(static_cast<double>(std::numeric_limits<float>::max()));
   DROLT_CHECK(false, kLossFn, "expected a finite loss from finite inputs, got ",
-              "NaN or Inf: the distances or scores overflow ", features.scalar_type(),
+              "NaN or Inf: the distances or scores overflow ", in.compute_dtype,
               " (largest |feature| ", zmax, ", largest |centroid| ", mmax, ", temperature ",
-              temperature, "); scale the features down, raise the temperature or use float64");
+              temperature, "; squared distances are finite only for |feature - centroid| below ",
+              range, "); scale the features down, raise the temperature or use float64");
 }
 
 }  // namespace detail

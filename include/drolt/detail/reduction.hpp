@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "drolt/detail/dispatch.hpp"
 #include "drolt/detail/fused_contract.hpp"
 #include "drolt/detail/loss_inputs.hpp"
 #include "drolt/types.hpp"
@@ -54,7 +55,7 @@ inline torch::Tensor reduction_weights(const CheckedInputs& in, Normalization no
   if (weight_grad || !y.is_cpu()) {
     if (!weight_grad && y.is_cuda()) {
       // One kernel instead of a dozen small ops (their launch cost dominates at small sizes).
-      const FusedKernels* be = cuda_kernels_slot();
+      const FusedKernels* be = kernels_of_device(y.device());
       if (be != nullptr && be->reduction_weights != nullptr) {
         auto v = be->reduction_weights(y, in.valid, in.weights, norm, red == at::Reduction::Mean,
                                        num_classes, opts.dtype().toScalarType());

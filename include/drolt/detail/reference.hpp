@@ -10,6 +10,7 @@
 
 #include "drolt/detail/fused_contract.hpp"
 #include "drolt/detail/loss_inputs.hpp"
+#include "drolt/loss_options.hpp"
 #include "drolt/types.hpp"
 
 namespace drolt {
