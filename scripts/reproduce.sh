@@ -443,12 +443,32 @@ done
 #     0.02, constant 0.005 (the authors')} x lambda {0.3, 0.5}. Its two
 #     "schedule" cells are step 1b's runs with the same arguments (kept copies, no
 #     retraining). Chosen on the validation All of the cRT row, like step 1b.
-# 4b. The choice (lr, lambda) applied to every radius policy (eps = 0, shared and
-#     sqrt-n with step 1b's eps0, learned), evaluated with cRT, LWS and post-hoc
-#     logit adjustment, SEEDS_100 seeds; seed 0 of learned is the tuning run.
-# 4c. The grid's choice with --centroids previous against full (4b's learned), paired.
-# 4d. DRO-LT with LDAM-DRW as its base loss against LDAM-DRW alone (below).
-# 4e. The logit-adjusted loss and weight balancing, each with a six-run grid (below).
+# 4b. The other grids, in one pool (every one chooses on validation, seed 0):
+#     - DRO-LT added to the best baseline: LDAM-DRW (its chosen margin and DRW
+#       start, lr 0.1) as DRO-LT's base loss (--loss ldam --drw), learned radii,
+#       temperature 1.0, lambda {0.1, 0.3, 0.5} x the DRO-LT phase's lr {the
+#       schedule, constant 0.02}, chosen on the joint classifier's validation All
+#       (LDAM-DRW's own row is its joint classifier). No warm start: the LDAM phase
+#       before --dro-start is not CE's, so each run trains its own.
+#     - the logit-adjusted loss (--method la-loss, tau 1: Balanced Softmax), lr
+#       {0.05 0.1 0.2} x wd {2e-4 5e-4} (CE's grid), chosen on its joint row;
+#     - weight balancing (--method weight-balancing: CE with a tuned weight decay
+#       and MaxNorm, then its "wb" stage: a class-balanced loss, weight decay and
+#       MaxNorm on the frozen features, instance-sampled), --wb-wd {5e-4 2e-3 5e-3}
+#       x --max-norm {0.1 1.0} (the radius's scale is not the paper's: their
+#       threshold is relative), lr 0.1, chosen on the wb row;
+#     - and seed 0 of every radius policy at 4a's choice (below), which needs no
+#       choice but the fair grid's.
+# 4c. SEEDS_100 seeds, one seed at a time (so an interrupted set has whole seeds:
+#     every paired difference of the v3 section gains a seed at once), each with
+#     - the fair choice (lr, lambda) applied to every radius policy (eps = 0, shared
+#       and sqrt-n with step 1b's eps0, learned), evaluated with cRT, LWS and post-hoc
+#       logit adjustment, warm-started from the seed's CE run; seed 0 of learned is
+#       the tuning run;
+#     - learned with --centroids previous against full, paired (it trains its own
+#       CE phase: it has no full-refresh warm-up to share);
+#     - DRO-LT + LDAM-DRW, the logit-adjusted loss and weight balancing at their
+#       choices (seed 0 of each is its winning tuning run).
 if [[ "${V3:-1}" == 1 ]]; then
   if [[ "$SMALL_GRIDS" == 1 ]]; then G3_DROLR=${G3_DROLR:-"0 0.02"}; G3_LAMBDA=${G3_LAMBDA:-"0.3"}
   else G3_DROLR=${G3_DROLR:-"0 0.02 0.005"}; G3_LAMBDA=${G3_LAMBDA:-"0.3 0.5"}; fi
@@ -474,31 +494,22 @@ if [[ "${V3:-1}" == 1 ]]; then
   eps_of() { grep -o -- '--eps0 [^ ]*' <<<"${ARGS[$1]}" | cut -d' ' -f2; }
   declare -A POL=([drolt3-erm]="--policy erm" [drolt3-learned]="--policy learned --eps0 $EPS_LEARNED"
     [drolt3-shared]="--policy shared --eps0 $(eps_of drolt-shared)" [drolt3-sqrtn]="--policy sqrtn --eps0 $(eps_of drolt-sqrtn)")
-  for seed in $SEEDS_100; do
-    rel0="rho100/seed$seed"
-    for m in drolt3-learned drolt3-erm drolt3-shared drolt3-sqrtn drolt3-learned-prev; do
-      r="$rel0/$m"
-      pol=${POL[${m%-prev}]}; extra=()
-      [[ $m == *-prev ]] && extra=(--centroids previous)
-      if [[ $seed == 0 && $m == drolt3-learned ]]; then  # the winning tuning run itself
-        [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$F/$(cat "$DATA_OUT/$F/chosen.txt")" "$r"
-        continue
-      fi
-      if [[ $seed == 0 ]]; then ce_rel="$CE_TUNED"; else ce_rel="$rel0/ce"; fi
-      # (--centroids previous has no full-refresh warm-up to share: it trains its own CE phase)
-      if [[ $m == *-prev ]]; then w=(); else read -ra w <<<"$(warm "$r" "$ce_rel")"; fi
-      # shellcheck disable=SC2086
-      spawn "$r" --seed "$seed" --rho 100 $RECIPE "${CE_LRWD_A[@]}" "${DRO[@]}" "${w[@]}" $pol "${FAIR_A[@]}" "${extra[@]}"
-    done
-    barrier
-  done
+  # v3 SEED METHOD: one run of the fair choice (a radius policy, or learned with previous centroids).
+  v3() {
+    local seed=$1 m=$2 r="rho100/seed$1/$2" pol ce_rel w extra=()
+    pol=${POL[${m%-prev}]}
+    [[ $m == *-prev ]] && extra=(--centroids previous)
+    if [[ $seed == 0 && $m == drolt3-learned ]]; then  # the winning tuning run itself
+      [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$F/$(cat "$DATA_OUT/$F/chosen.txt")" "$r"
+      return 0
+    fi
+    if [[ $seed == 0 ]]; then ce_rel="$CE_TUNED"; else ce_rel="rho100/seed$seed/ce"; fi
+    if [[ $m == *-prev ]]; then w=(); else read -ra w <<<"$(warm "$r" "$ce_rel")"; fi
+    # shellcheck disable=SC2086
+    spawn "$r" --seed "$seed" --rho 100 $RECIPE "${CE_LRWD_A[@]}" "${DRO[@]}" "${w[@]}" $pol "${FAIR_A[@]}" "${extra[@]}"
+  }
 
-  # 4d. DRO-LT added to the best baseline: LDAM-DRW (its chosen margin and DRW start, lr 0.1)
-  #     as DRO-LT's base loss (--loss ldam --drw), learned radii, temperature 1.0, its own
-  #     six-run grid lambda {0.1, 0.3, 0.5} x the DRO-LT phase's lr {the schedule, constant
-  #     0.02}, chosen on the joint classifier's validation All (LDAM-DRW's own row is its
-  #     joint classifier), then SEEDS_100 seeds paired against LDAM-DRW alone. No warm start:
-  #     the LDAM phase before --dro-start is not CE's, so each run trains its own.
+  # 4b. the other grids, and seed 0 of the radius policies, in one pool.
   if [[ "$SMALL_GRIDS" == 1 ]]; then G3L_LAMBDA=${G3L_LAMBDA:-"0.3"}; G3L_DROLR=${G3L_DROLR:-"0"}
   else G3L_LAMBDA=${G3L_LAMBDA:-"0.1 0.3 0.5"}; G3L_DROLR=${G3L_DROLR:-"0 0.02"}; fi
   LDAM_A=$(grep -o -- '--ldam-margin [^ ]* --drw-start [^ ]*' <<<"${ARGS[ldam-drw]}")
@@ -506,52 +517,51 @@ if [[ "${V3:-1}" == 1 ]]; then
   LDAM_A=($LDAM_A --lr 0.1 --wd 2e-4 --method drolt --dro-start "$DRO_START" --loss ldam --drw \
     --policy learned --eps0 "$EPS_LEARNED" --temperature 1.0 --classifier joint,crt)
   FL="$T/drolt-ldam"
+  if [[ "$SMALL_GRIDS" == 1 ]]; then G3_LALR="0.1"; G3_LAWD="2e-4"; G3_WBWD="5e-3"; G3_MAXN="0.1"
+  else G3_LALR="0.05 0.1 0.2"; G3_LAWD="2e-4 5e-4"; G3_WBWD="5e-4 2e-3 5e-3"; G3_MAXN="0.1 1.0"; fi
+  for wd in $G3_WBWD; do for mn in $G3_MAXN; do
+    spawn "$T/wb/wd$wd-mn$mn" "${TS[@]}" --method weight-balancing --wb-wd "$wd" --max-norm "$mn" \
+      --classifier joint,wb --stage-sampler instance --lr 0.1
+  done; done
   for lam in $G3L_LAMBDA; do for dlr in $G3L_DROLR; do
     spawn "$FL/l$lam-lr$dlr" "${TS[@]}" "${LDAM_A[@]}" --lambda "$lam" --dro-lr "$dlr"
   done; done
+  for lr in $G3_LALR; do for wd in $G3_LAWD; do
+    spawn "$T/la-loss/lr$lr-wd$wd" "${TS[@]}" --method la-loss --la-loss-tau 1 --classifier joint \
+      --lr "$lr" --wd "$wd"
+  done; done
+  for m in drolt3-learned-prev drolt3-erm drolt3-shared drolt3-sqrtn; do v3 0 "$m"; done
   barrier
   choose_dir "$FL" drolt-learned/nocrt > "$DATA_OUT/$FL/chosen.txt"
   LDAM_CH=$(choose "$FL" drolt-learned/nocrt)
   LDAM_L=$(grep -o -- '--lambda [^ ]*' <<<"$LDAM_CH" | cut -d' ' -f2)
   LDAM_D=$(grep -o -- '--dro-lr [^ ]*' <<<"$LDAM_CH" | cut -d' ' -f2)
   echo "DRO-LT + LDAM-DRW, chosen on the validation split: lambda $LDAM_L, --dro-lr $LDAM_D"
-  for seed in $SEEDS_100; do
-    r="rho100/seed$seed/drolt3-ldam"
-    if [[ $seed == 0 ]]; then
-      [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$FL/$(cat "$DATA_OUT/$FL/chosen.txt")" "$r"
-      continue
-    fi
-    spawn "$r" --seed "$seed" --rho 100 $RECIPE "${LDAM_A[@]}" --lambda "$LDAM_L" --dro-lr "$LDAM_D"
-  done
-  barrier
-
-  # 4e. Two more baselines, the same six-run budget, then SEEDS_100 seeds (seed 0 the tuning run):
-  #     - the logit-adjusted loss (--method la-loss, tau 1: Balanced Softmax), lr {0.05 0.1 0.2} x
-  #       wd {2e-4 5e-4} (CE's grid), chosen on its joint row;
-  #     - weight balancing (--method weight-balancing: CE with a tuned weight decay and MaxNorm,
-  #       then its "wb" stage: a class-balanced loss, weight decay and MaxNorm on the frozen
-  #       features, instance-sampled), --wb-wd {5e-4 2e-3 5e-3} x --max-norm {0.1 1.0} (the
-  #       radius's scale is not the paper's: their threshold is relative), lr 0.1, chosen on the
-  #       wb row.
-  if [[ "$SMALL_GRIDS" == 1 ]]; then G3_LALR="0.1"; G3_LAWD="2e-4"; G3_WBWD="5e-3"; G3_MAXN="0.1"
-  else G3_LALR="0.05 0.1 0.2"; G3_LAWD="2e-4 5e-4"; G3_WBWD="5e-4 2e-3 5e-3"; G3_MAXN="0.1 1.0"; fi
-  for lr in $G3_LALR; do for wd in $G3_LAWD; do
-    spawn "$T/la-loss/lr$lr-wd$wd" "${TS[@]}" --method la-loss --la-loss-tau 1 --classifier joint \
-      --lr "$lr" --wd "$wd"
-  done; done
-  for wd in $G3_WBWD; do for mn in $G3_MAXN; do
-    spawn "$T/wb/wd$wd-mn$mn" "${TS[@]}" --method weight-balancing --wb-wd "$wd" --max-norm "$mn" \
-      --classifier joint,wb --stage-sampler instance --lr 0.1
-  done; done
-  barrier
   for m in la-loss wb; do
     row=la-loss; [[ $m == wb ]] && row=weight-balancing/wb
     choose_dir "$T/$m" "$row" > "$DATA_OUT/$T/$m/chosen.txt"
     ARGS[$m]=$(choose "$T/$m" "$row" | strip)
     echo "chosen for $m: $(cat "$DATA_OUT/$T/$m/chosen.txt")"
-    for seed in $SEEDS_100; do main 100 "$seed" "$m"; done
   done
-  barrier
+
+  # 4c. one seed at a time, longest runs first.
+  for seed in $SEEDS_100; do
+    r="rho100/seed$seed/drolt3-ldam"
+    if [[ $seed == 0 ]]; then
+      [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$FL/$(cat "$DATA_OUT/$FL/chosen.txt")" "$r"
+    else
+      v3 "$seed" drolt3-learned-prev
+      # The seed's CE warm-up checkpoint, retrained here (foreground, next to the one
+      # run above) when a radius-policy run still needs it and this machine lacks it.
+      for m in drolt3-learned drolt3-erm drolt3-shared drolt3-sqrtn; do
+        done_run "rho100/seed$seed/$m" || { ensure_ckpt "rho100/seed$seed/ce" > /dev/null; break; }
+      done
+      spawn "$r" --seed "$seed" --rho 100 $RECIPE "${LDAM_A[@]}" --lambda "$LDAM_L" --dro-lr "$LDAM_D"
+    fi
+    for m in wb la-loss; do main 100 "$seed" "$m"; done
+    for m in drolt3-learned drolt3-erm drolt3-shared drolt3-sqrtn; do v3 "$seed" "$m"; done
+    barrier
+  done
 fi
 
 wall=$(( $(date +%s) - start ))
