@@ -519,18 +519,19 @@ if [[ "${V3:-1}" == 1 ]]; then
   FL="$T/drolt-ldam"
   if [[ "$SMALL_GRIDS" == 1 ]]; then G3_LALR="0.1"; G3_LAWD="2e-4"; G3_WBWD="5e-3"; G3_MAXN="0.1"
   else G3_LALR="0.05 0.1 0.2"; G3_LAWD="2e-4 5e-4"; G3_WBWD="5e-4 2e-3 5e-3"; G3_MAXN="0.1 1.0"; fi
-  for wd in $G3_WBWD; do for mn in $G3_MAXN; do
-    spawn "$T/wb/wd$wd-mn$mn" "${TS[@]}" --method weight-balancing --wb-wd "$wd" --max-norm "$mn" \
-      --classifier joint,wb --stage-sampler instance --lr 0.1
-  done; done
+  # (DRO-LT + LDAM-DRW's grid first: it decides the default recipe)
   for lam in $G3L_LAMBDA; do for dlr in $G3L_DROLR; do
     spawn "$FL/l$lam-lr$dlr" "${TS[@]}" "${LDAM_A[@]}" --lambda "$lam" --dro-lr "$dlr"
   done; done
+  for m in drolt3-learned-prev drolt3-erm drolt3-shared drolt3-sqrtn; do v3 0 "$m"; done
   for lr in $G3_LALR; do for wd in $G3_LAWD; do
     spawn "$T/la-loss/lr$lr-wd$wd" "${TS[@]}" --method la-loss --la-loss-tau 1 --classifier joint \
       --lr "$lr" --wd "$wd"
   done; done
-  for m in drolt3-learned-prev drolt3-erm drolt3-shared drolt3-sqrtn; do v3 0 "$m"; done
+  for wd in $G3_WBWD; do for mn in $G3_MAXN; do
+    spawn "$T/wb/wd$wd-mn$mn" "${TS[@]}" --method weight-balancing --wb-wd "$wd" --max-norm "$mn" \
+      --classifier joint,wb --stage-sampler instance --lr 0.1
+  done; done
   barrier
   choose_dir "$FL" drolt-learned/nocrt > "$DATA_OUT/$FL/chosen.txt"
   LDAM_CH=$(choose "$FL" drolt-learned/nocrt)
