@@ -191,7 +191,8 @@ V3_BASELINES = [("cRT (CE features)", "ce", "crt"), ("Logit adjustment (CE, post
 
 
 def phase_seconds(run_dir):
-    """Mean seconds of a CE-phase and of a DRO-LT-phase training epoch, and of the centroid refresh, in one run."""
+    """Median seconds of a CE-phase and of a DRO-LT-phase training epoch, and of the centroid refresh, in one run.
+    Medians: an epoch that straddled a pause of the machine (a stopped sitting) does not move them."""
     ce, dro, cen = [], [], []
     try:
         with open(os.path.join(run_dir, "metrics.jsonl")) as f:
@@ -206,14 +207,100 @@ def phase_seconds(run_dir):
         return None
     if not ce or not dro:
         return None
-    return statistics.fmean(ce), statistics.fmean(dro), statistics.fmean(cen)
+    return statistics.median(ce), statistics.median(dro), statistics.median(cen)
 
 
-def v3_section(d, data_root):
-    """Lines of the v3 section, or [] before any v3 run exists."""
+def mean_val(d, run, row):
+    """(mean validation All over the seeds at rho = 100 that have it, n)."""
+    m, _, n = mean_sd([r["val"]["all"] for r in d.get(100, run, row).values()])
+    return m, n
+
+
+def v3_facts(d, data_root):
+    """Everything the v3 section and the README say, computed once: None before any v3 run exists."""
     grid = os.path.join(data_root, "tune", "drolt-fair")
-    if not os.path.isdir(grid):
+    if not os.path.isdir(grid) or 100 not in d.rhos:
+        return None
+    F = {"grid": grid, "chosen": read(os.path.join(grid, "chosen.txt"))}
+    # DRO-LT's stand-in: the (policy, stage) with the best seed-0 validation All at the fair choice.
+    best = None
+    for lab, run, row in V3_POLICIES:
+        for slab, suf in V3_STAGES[:3]:
+            r = load_result(d.run_dir(100, 0, run), row + suf)
+            if r and r["val"]["all"] is not None and (best is None or r["val"]["all"] > best[0]):
+                best = (r["val"]["all"], f"DRO-LT ({lab}) + {slab}", run, row + suf)
+    F["best"] = best
+    F["baselines"] = [(lab, verdict(paired(d, 100, (best[2], best[3]), (run, row))) if best else None)
+                      for lab, run, row in V3_BASELINES]
+    F["policies"] = [(lab, verdict(paired(d, 100, ("drolt3-learned", "drolt-learned"), (run, row))))
+                     for lab, run, row in V3_POLICIES[:3]]
+    F["prev"] = verdict(paired(d, 100, ("drolt3-learned-prev", "drolt-learned"), ("drolt3-learned", "drolt-learned")))
+    t_full = [phase_seconds(d.run_dir(100, s, "drolt3-learned")) for s in d.seeds[100]]
+    t_prev = [phase_seconds(d.run_dir(100, s, "drolt3-learned-prev")) for s in d.seeds[100]]
+    F["t_full"], F["t_prev"] = [t for t in t_full if t], [t for t in t_prev if t]
+    F["ldam"] = None
+    if os.path.isdir(os.path.join(data_root, "tune", "drolt-ldam")):
+        F["ldam"] = verdict(paired(d, 100, ("drolt3-ldam", "drolt-learned/nocrt"), ("ldam-drw", "ldam-drw")))
+    # The default recipe: the DRO-LT recipe with the highest validation All (mean over the seeds all three have
+    # at rho = 100), each at its own classifier stage: ours re-tuned (the stand-in), the authors' recipe
+    # (its classifier stage), DRO-LT + LDAM-DRW (its joint classifier or cRT, whichever validates higher at seed 0).
+    cands = []
+    if best:
+        cands.append(("ours, re-tuned: " + best[1], best[2], best[3], "ours"))
+    cands.append(("the authors' recipe (`--preset official`)", "official", "drolt-learned", "official"))
+    lrow = None
+    for row in ("drolt-learned/nocrt", "drolt-learned"):
+        r = load_result(d.run_dir(100, 0, "drolt3-ldam"), row)
+        if r and r["val"]["all"] is not None and (lrow is None or r["val"]["all"] > lrow[0]):
+            lrow = (r["val"]["all"], row)
+    if lrow:
+        cands.append(("DRO-LT + LDAM-DRW" + (" + cRT" if lrow[1] == "drolt-learned" else ""), "drolt3-ldam",
+                      lrow[1], "ldam"))
+    common = None
+    for _, run, row, _k in cands:
+        seeds = set(d.get(100, run, row))
+        common = seeds if common is None else common & seeds
+    F["recipes"] = []
+    if common:
+        for lab, run, row, key in cands:
+            rs = d.get(100, run, row)
+            v = statistics.fmean(rs[s]["val"]["all"] for s in common)
+            F["recipes"].append((v, lab, run, row, key))
+        F["recipes"].sort(reverse=True)
+    F["recipe_seeds"] = sorted(common) if common else []
+    return F
+
+
+def fmt_cost(F):
+    t_full, t_prev = F["t_full"], F["t_prev"]
+    if not (t_full and t_prev):
+        return ""
+    return (f" Per epoch, medians from the runs' own logs (background runs, two at a time on a shared machine, so "
+            f"only the ratios within a run mean much; the timing paragraph below was measured on an idle one): "
+            f"full refresh {statistics.fmean(t[1] for t in t_full):.1f} s "
+            f"({statistics.fmean(t[2] for t in t_full):.1f} s of it the refresh pass) against its CE epochs' "
+            f"{statistics.fmean(t[0] for t in t_full):.1f} s, ratio "
+            f"{statistics.fmean(t[1] / t[0] for t in t_full):.2f}; previous "
+            f"{statistics.fmean(t[1] for t in t_prev):.1f} s against "
+            f"{statistics.fmean(t[0] for t in t_prev):.1f} s, ratio {statistics.fmean(t[1] / t[0] for t in t_prev):.2f}.")
+
+
+def recipe_sentence(F):
+    rs = F["recipes"]
+    if len(rs) < 3:
+        return None
+    (v, lab, *_), others = rs[0], rs[1:]
+    return (f"The default DRO-LT recipe is **{lab}**: it has the highest validation All of the three candidate "
+            f"recipes, {v:.1f} against " + " and ".join(f"{o[1]} {o[0]:.1f}" for o in others) +
+            f" (means over seeds {', '.join(map(str, F['recipe_seeds']))}, validation split only).")
+
+
+def v3_section(d, data_root, F=None):
+    """Lines of the v3 section, or [] before any v3 run exists."""
+    F = F or v3_facts(d, data_root)
+    if F is None:
         return []
+    grid = F["grid"]
     L = ["## v3: DRO-LT at its fair best (rho = 100)\n"]
     L.append("Step 4 of `scripts/reproduce.sh`. v2's DRO-LT grid spent its six runs on lambda x temperature at CE's "
              "inherited learning rate, and temperature 0.07 collapsed, so DRO-LT had three useful runs against six "
@@ -223,7 +310,7 @@ def v3_section(d, data_root):
              "The two schedule cells are v2's runs with the same arguments. The choice is then applied to every "
              "radius policy (eps0 of shared and sqrt-n as chosen in v2), each evaluated with cRT, LWS and post-hoc "
              "logit adjustment.\n")
-    chosen = read(os.path.join(grid, "chosen.txt"))
+    chosen = F["chosen"]
     L.append("| grid cell (seed 0) | val All, cRT | val All, LWS | val All, logit adj. |\n|---|---|---|---|")
     for sub in sorted(os.listdir(grid)):
         rd = os.path.join(grid, sub)
@@ -235,8 +322,6 @@ def v3_section(d, data_root):
             vals.append(f"{r['val']['all']:.1f}" if r and r["val"]["all"] is not None else "-")
         L.append(f"| {sub}{' (chosen)' if sub == chosen else ''} | " + " | ".join(vals) + " |")
     L.append("")
-    if 100 not in d.rhos:
-        return L
     N = len(d.seeds[100])
     L.append(f"Test All at rho = 100, mean ± std over seeds (of {N}):\n")
     L.append("| radius policy | " + " | ".join(s for s, _ in V3_STAGES) + " | val All (cRT) |")
@@ -248,44 +333,17 @@ def v3_section(d, data_root):
              " | ".join(cell(d, 100, "drolt3-learned-prev", "drolt-learned" + suf) for _, suf in V3_STAGES) +
              f" | {cell(d, 100, 'drolt3-learned-prev', 'drolt-learned', 'all', 'val')} |")
     L.append("")
-    # DRO-LT's stand-in: the (policy, stage) with the best seed-0 validation All.
-    best = None
-    for lab, run, row in V3_POLICIES:
-        for slab, suf in V3_STAGES[:3]:
-            r = load_result(d.run_dir(100, 0, run), row + suf)
-            if r and r["val"]["all"] is not None and (best is None or r["val"]["all"] > best[0]):
-                best = (r["val"]["all"], f"DRO-LT ({lab}) + {slab}", run, row + suf)
     Q = []
+    best = F["best"]
     if best:
-        _, blab, brun, brow = best
-        Q.append(f"- DRO-LT's stand-in, chosen on the validation split (seed 0): **{blab}** (val All {best[0]:.1f}).")
-        parts = []
-        for lab, run, row in V3_BASELINES:
-            v = verdict(paired(d, 100, (brun, brow), (run, row)))
-            parts.append(f"vs {lab} " + (fmt_v(v) if v else "not enough paired seeds yet"))
-        Q.append("- Does it beat the baselines? Test All, paired by seed: " + "; ".join(parts) + ".")
-    parts = []
-    for lab, run, row in V3_POLICIES[:3]:
-        v = verdict(paired(d, 100, ("drolt3-learned", "drolt-learned"), (run, row)))
-        parts.append(f"learned minus {lab} " + (fmt_v(v) if v else "not enough paired seeds yet"))
-    Q.append("- Do the radius policies differ once DRO-LT is tuned fairly (all + cRT)? " + "; ".join(parts) + ".")
-    v = verdict(paired(d, 100, ("drolt3-learned-prev", "drolt-learned"), ("drolt3-learned", "drolt-learned")))
-    t_full = [phase_seconds(d.run_dir(100, s, "drolt3-learned")) for s in d.seeds[100]]
-    t_prev = [phase_seconds(d.run_dir(100, s, "drolt3-learned-prev")) for s in d.seeds[100]]
-    t_full, t_prev = [t for t in t_full if t], [t for t in t_prev if t]
-    cost = ""
-    if t_full and t_prev:
-        cost = (f" Per epoch, from the runs' own logs (background runs on a shared machine, so only the ratios "
-                f"within a run mean much): full refresh {statistics.fmean(t[1] for t in t_full):.1f} s "
-                f"({statistics.fmean(t[2] for t in t_full):.1f} s of it the refresh pass) against its CE epochs' "
-                f"{statistics.fmean(t[0] for t in t_full):.1f} s, ratio "
-                f"{statistics.fmean(t[1] / t[0] for t in t_full):.2f}; previous "
-                f"{statistics.fmean(t[1] for t in t_prev):.1f} s against "
-                f"{statistics.fmean(t[0] for t in t_prev):.1f} s, ratio {statistics.fmean(t[1] / t[0] for t in t_prev):.2f}.")
+        Q.append(f"- DRO-LT's stand-in, chosen on the validation split (seed 0): **{best[1]}** (val All {best[0]:.1f}).")
+        Q.append("- Does it beat the baselines? Test All, paired by seed: " + "; ".join(
+            f"vs {lab} " + (fmt_v(v) if v else "not enough paired seeds yet") for lab, v in F["baselines"]) + ".")
+    Q.append("- Do the radius policies differ once DRO-LT is tuned fairly (all + cRT)? " + "; ".join(
+        f"learned minus {lab} " + (fmt_v(v) if v else "not enough paired seeds yet") for lab, v in F["policies"]) + ".")
     Q.append("- Is the previous-epoch centroid mode as accurate as the full refresh (learned + cRT)? Previous minus "
-             "full: " + (fmt_v(v) if v else "not enough paired seeds yet") + "." + cost)
-    ldam_grid = os.path.join(data_root, "tune", "drolt-ldam")
-    if os.path.isdir(ldam_grid):
+             "full: " + (fmt_v(F["prev"]) if F["prev"] else "not enough paired seeds yet") + "." + fmt_cost(F))
+    if F["ldam"] is not None or os.path.isdir(os.path.join(data_root, "tune", "drolt-ldam")):
         L.append("DRO-LT added to LDAM-DRW (`--loss ldam --drw`, LDAM-DRW's chosen margin and DRW start, learned "
                  "radii, temperature 1.0; grid lambda {0.1, 0.3, 0.5} x the DRO-LT phase's lr {schedule, 0.02}, "
                  "chosen on the joint classifier's validation All), test All at rho = 100:\n")
@@ -296,20 +354,121 @@ def v3_section(d, data_root):
                  f"{cell(d, 100, 'drolt3-ldam', 'drolt-learned')} | "
                  f"{cell(d, 100, 'drolt3-ldam', 'drolt-learned/nocrt', 'all', 'val')} |")
         L.append("")
-        v = verdict(paired(d, 100, ("drolt3-ldam", "drolt-learned/nocrt"), ("ldam-drw", "ldam-drw")))
         Q.insert(2 if best else 0, "- Does adding DRO-LT to LDAM-DRW beat LDAM-DRW alone (both joint)? " +
-                 (fmt_v(v) if v else "not enough paired seeds yet") + ".")
+                 (fmt_v(F["ldam"]) if F["ldam"] else "not enough paired seeds yet") + ".")
+    rs = recipe_sentence(F)
+    Q.append("- Which recipe is the default? " + (rs if rs else "not decided yet: " + (
+        ", ".join(f"{lab} val All {v:.1f}" for v, lab, *_ in F["recipes"]) or "no candidate has a run yet") + "."))
     L.append("The baselines it is compared with, test All at rho = 100 (the two new ones with their own six-run "
-             "grids, step 4e):\n")
+             "grids, step 4b):\n")
     L.append("| baseline | All | Few | val All |\n|---|---|---|---|")
     for lab, run, row in V3_BASELINES:
         L.append(f"| {lab} | {cell(d, 100, run, row)} | {cell(d, 100, run, row, 'few')} | "
                  f"{cell(d, 100, run, row, 'all', 'val')} |")
     L.append("")
+    timing = read(os.path.join(data_root, "epoch-cost.md"))
+    if timing:
+        L.append("Epoch cost on an idle machine (`scripts/epoch_cost.sh`, its output kept in "
+                 f"`{os.path.join(data_root, 'epoch-cost.md')}`):\n")
+        L.append(timing + "\n")
     L.append("Answers (computed from these tables, the verdict rule of the summary):\n")
     L.extend(Q)
     L.append("")
     return L
+
+
+def fmt_short(v):
+    m, se, wins, n, word = v
+    return f"{m:+.1f} ± {se:.1f} ({word}, {wins} of {n} seeds higher)"
+
+
+def top_rows(d, rho, extra=()):
+    """The three highest mean test All at rho among the rows with all their seeds: [(mean, label)]."""
+    means = []
+    for lab, run, row in list(TABLE1) + list(extra):
+        m, _, n = mean_sd([r["test"]["all"] for r in d.get(rho, run, row).values()])
+        if n == len(d.seeds[rho]) and (m, lab) not in means:
+            means.append((m, lab))
+    return sorted(means, reverse=True)[:3]
+
+
+V3_EXTRA = [("weight balancing", "wb", "weight-balancing/wb"), ("the logit-adjusted loss", "la-loss", "la-loss"),
+            ("DRO-LT + LDAM-DRW", "drolt3-ldam", "drolt-learned/nocrt")]
+
+
+def readme_results(d, F):
+    """The README's result lines, every number from the tables of docs/results.md."""
+    L = ["The multi-seed tables are in [docs/results.md](docs/results.md): ResNet-32 on Fashion-MNIST-LT, every "
+         "choice made on a validation split, test top-1 % All; differences are paired by seed, mean ± standard "
+         "error, \"higher\" / \"lower\" only beyond twice the standard error."]
+    for rho in d.rhos:
+        top = top_rows(d, rho, V3_EXTRA + ([(F["best"][1], F["best"][2], F["best"][3])] if F and F["best"] else [])
+                       if rho == 100 else ())
+        if top:
+            L.append(f"- rho = {rho} ({len(d.seeds[rho])} seeds), highest: " +
+                     ", ".join(f"{lab} {m:.1f}" for m, lab in top) + ".")
+    if F and F["best"]:
+        parts = [f"{lab} {fmt_short(v)}" for lab, v in F["baselines"] if v]
+        if parts:
+            L.append(f"- DRO-LT at its fair best ({F['best'][1]}, rho = 100) minus " + "; ".join(parts) + ".")
+    if F and F["ldam"]:
+        L.append(f"- DRO-LT + LDAM-DRW minus LDAM-DRW alone: {fmt_short(F['ldam'])}.")
+    if F:
+        parts = [f"{lab} {fmt_short(v)}" for lab, v in F["policies"] if v]
+        if parts:
+            L.append("- Learned radii minus " + "; ".join(parts) + ".")
+        if F["prev"]:
+            L.append(f"- Previous-epoch centroids minus the full refresh: {fmt_short(F['prev'])}.")
+        rs = recipe_sentence(F)
+        if rs:
+            L.append("- " + rs)
+    return L
+
+
+DEMO_LABELS = {"ce": "CE", "crt": "cRT", "ldam-drw": "LDAM-DRW"}
+
+
+def readme_demo(demo_dir):
+    """The README's demo lines, from the demo run kept in demo_dir (scripts/demo.sh with DEMO_RECORD=1)."""
+    try:
+        summ = json.load(open(os.path.join(demo_dir, "summary.json")))
+        t = json.load(open(os.path.join(demo_dir, "timing.json")))
+    except OSError:
+        return None
+    rows = []
+    for r in summ["results"]:
+        lab = DEMO_LABELS.get(r["name"], r["name"])
+        if r["name"].startswith("drolt"):
+            lab = t.get("recipe_label", "DRO-LT")
+        few = r["test"]["few"]
+        rows.append(f"{lab} {r['test']['all']:.1f} / {few:.1f}" if few is not None else f"{lab} {r['test']['all']:.1f}")
+    return [f"Its result (one seed, ResNet-{summ['depth']}, {summ['dataset']}, test top-1 % All / Few): "
+            + ", ".join(rows) + ". One seed says little; the tables below have several.",
+            f"Measured on {t['cpu']} ({t['threads']} threads, commit {t['commit']}, {t['date']}): training and "
+            f"evaluation {t['train_s']:.0f} s (drolt_train's own wall time), the whole `bash scripts/demo.sh` "
+            f"{t['total_s']:.0f} s with the packages installed and the build cached. Numbers differ between CPU "
+            "models and thread counts."]
+
+
+def replace_block(text, name, lines):
+    """Replaces what lies between <!-- generated:NAME --> and <!-- /generated:NAME --> in text."""
+    b, e = f"<!-- generated:{name} (scripts/results_table.py; do not edit) -->", f"<!-- /generated:{name} -->"
+    i, j = text.find(b), text.find(e)
+    if i < 0 or j < i:
+        sys.exit(f"results_table.py: README has no {b} ... {e} block")
+    return text[:i + len(b)] + "\n" + "\n".join(lines) + "\n" + text[j:]
+
+
+def write_readme(path, d, F, demo_dir):
+    with open(path) as f:
+        text = f.read()
+    text = replace_block(text, "results", readme_results(d, F))
+    demo = readme_demo(demo_dir) if demo_dir else None
+    if demo:
+        text = replace_block(text, "demo", demo)
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote the generated blocks of {path}")
 
 
 def gnuplot(script, figdir, name, lines):
@@ -344,6 +503,8 @@ def main():
     ap.add_argument("--wall", type=float, default=0)
     ap.add_argument("--commands", default="")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--readme", help="also rewrite the generated result blocks of this README")
+    ap.add_argument("--demo-data", default="", help="the kept demo run (summary.json, timing.json) for the README")
     a = ap.parse_args()
     if a.choose:
         name, _ = best_sub(*a.choose)
@@ -459,7 +620,8 @@ def main():
              "also gives seeds ≠ 0 alone.\n")
     L.extend(S)
     L.append("")
-    L.extend(v3_section(d, a.data))
+    F = v3_facts(d, a.data)
+    L.extend(v3_section(d, a.data, F))
     note = read(os.path.join(a.data, "notes.md"))
     if note:
         # Hand-written context kept next to the data it interprets (every number in it names the
@@ -784,6 +946,8 @@ def main():
     with open(a.out, "w") as f:
         f.write("\n".join(L) + "\n")
     print(f"wrote {a.out}")
+    if a.readme:
+        write_readme(a.readme, d, F, a.demo_data)
     return 0
 
 
