@@ -43,7 +43,7 @@ struct Words {
 
 void add_run_and_data_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
   app.add_option("--preset", w.preset,
-                 "demo (ce, crt, drolt on Fashion-MNIST-LT in < 10 min), paper, official (the authors' recipe), smoke");
+                 "demo (ce, crt, ldam-drw and the default drolt recipe on Fashion-MNIST-LT, ResNet-14, < 2 min), paper, official (the authors' recipe), smoke");
   app.add_option("-m,--method", w.methods,
                  "representations: " + de::registry_choices(de::method_registry()) + " (several allowed, comma separated)");
   app.add_option("--classifier", w.classifiers,
@@ -96,7 +96,7 @@ void add_training_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
   app.add_option("--schedule", w.schedule, "multistep, cosine or constant");
   app.add_option("--milestones", cfg.milestones, "multistep milestones as fractions of --epochs");
   app.add_option("--gamma", cfg.gamma, "multistep decay factor");
-  app.add_option("--loss", w.loss, "drolt: the classifier loss next to DRO-LT: ce, focal, ldam");
+  app.add_option("--loss", w.loss, "drolt: the classifier loss next to DRO-LT: ce, focal, ldam (default)");
   app.add_option("--weighting", w.weighting, "drolt: class weights of that loss: none, inverse, effective, nmax");
   app.add_option("--sampler", w.sampler,
                  "drolt: sampler of the DRO-LT epochs: " + de::enum_choices<de::SamplerKind>());
@@ -107,7 +107,7 @@ void add_training_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
   app.add_option("--ldam-margin", cfg.ldam_margin, "LDAM largest margin m");
   app.add_option("--ldam-scale", cfg.ldam_scale, "LDAM cosine classifier scale s");
   app.add_option("--drw-start", cfg.drw_start, "DRW from this epoch (-1: 0.8 * epochs)");
-  app.add_flag("--drw", cfg.drw, "drolt with --loss ldam: DRW too");
+  app.add_flag("--drw,!--no-drw", cfg.drw, "drolt with --loss ldam: DRW too (on by default)");
   app.add_option("--class-aware-k", cfg.class_aware_k, "class-aware sampler: images of one class in a row");
   app.add_option("--la-loss-tau", cfg.la_loss_tau, "la-loss: tau of the logit-adjusted loss (1: Balanced Softmax, 0: CE)");
   app.add_option("--wb-wd", cfg.wb_weight_decay, "weight-balancing: the tuned weight decay of both its stages");
@@ -115,7 +115,7 @@ void add_training_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
 }
 
 void add_dro_and_stage_options(CLI::App& app, de::TrainConfig& cfg, Words& w) {
-  app.add_option("--lambda", cfg.lambda, "DRO-LT weight: (1 - lambda) CE + lambda DRO, in [0, 1]");
+  app.add_option("--lambda", cfg.lambda, "DRO-LT weight: (1 - lambda) L + lambda DRO, in [0, 1] (default 0.1, the default recipe)");
   app.add_flag("--dro-sum", cfg.dro_sum, "CE + DRO-LT, summed (the authors' code; --lambda unused)");
   app.add_option("--temperature", cfg.temperature, "DRO-LT temperature tau > 0");
   app.add_option("--eps0", w.eps0, "radius: shared value / sqrt-n numerator / learned initial value");

@@ -40,7 +40,9 @@ if [[ -z "$exe" ]]; then
   exe=$build/examples/drolt_train
 fi
 
-common=(--preset demo --data "$DATA" --threads "$THREADS" --layer-analysis --no-plots -q --resume)
+# The setting of the first demo preset (before the default recipe became DRO-LT + LDAM-DRW), spelled out.
+common=(--depth 20 --epochs 30 --dro-start 15 --stage-epochs 10 --val-every 5 --lambda 0.3 --loss ce --no-drw
+        --centroids full --dro-lr 0 --data "$DATA" --threads "$THREADS" --layer-analysis --no-plots -q --resume)
 
 # run NAME SEED DONE ARGS...: trains unless the file DONE exists, then keeps its results.
 run() {

@@ -23,7 +23,7 @@ MODELS = [  # directory, layers csv, label
     ("drolt-all", "layers-drolt-learned.csv", "DRO-LT, all 4 layers"),
 ]
 SPLITS = ["many", "medium", "few", "all"]
-# ResNet-20 (the demo preset): the stem convolution and the ends of its three
+# ResNet-20 (the first demo preset's network): the stem convolution and the ends of its three
 # stages of 3 blocks (2 convolutions each) are convolution layers 0, 6, 12, 18.
 LAYER_LABEL = {0: "0 (stem)", 1: "6 (stage 1)", 2: "12 (stage 2)", 3: "18 (penultimate)"}
 
@@ -120,10 +120,11 @@ def main():
     w("    SEEDS=\"0 1 2\" COMMIT=1 nice scripts/layer_analysis.sh")
     w("")
     w("**Setting.** Fashion-MNIST-LT (exponential profile, rho = 100, n_max = 500: 1,236")
-    w("training images), the `demo` preset of `drolt_train`: ResNet-20, 30 epochs, batch")
-    w("128, SGD lr 0.1 (multistep), DRO-LT from epoch 15 (warm-started from the CE run's")
-    w("checkpoint at epoch 15) with learned radii from eps0 = 0.5, lambda = 0.3,")
-    w("temperature 1, then 10 epochs of classifier re-training (cRT). Models:")
+    w("training images), the setting of the first `demo` preset of `drolt_train` (spelled out")
+    w("in `scripts/layer_analysis.sh`): ResNet-20, 30 epochs, batch 128, SGD lr 0.1")
+    w("(multistep), DRO-LT on CE from epoch 15 (warm-started from the CE run's checkpoint at")
+    w("epoch 15) with learned radii from eps0 = 0.5, lambda = 0.3, temperature 1, full")
+    w("centroid refresh, then 10 epochs of classifier re-training (cRT). Models:")
     w("")
     w("- **CE, long-tailed**: CE on the long-tailed set;")
     w("- **CE, balanced**: CE on a class-balanced set of the same size (`--balanced-subset`:")

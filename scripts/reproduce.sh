@@ -305,7 +305,11 @@ CE_LRWD=$(echo "$CE_ARGS" | grep -o -- '--lr [^ ]* --wd [^ ]*')
 echo "chosen on the validation split: CE $CE_LRWD"
 
 # ------------------------------------------------------------------ step 1b: DRO-LT
-DRO=(--method drolt --dro-start "$DRO_START")
+# DRO-LT on CE with the full centroid refresh, spelled out: the trainer's default recipe is
+# DRO-LT + LDAM-DRW now, and every run here was made with these (the defaults of their time).
+DRO_PIN=(--loss ce --no-drw --centroids full)
+DRO_NOC=(--method drolt --dro-start "$DRO_START" --loss ce --no-drw)  # (for --centroids previous)
+DRO=(--method drolt --dro-start "$DRO_START" "${DRO_PIN[@]}")
 CE_TUNED="$T/ce/$CE_BEST"  # its checkpoint at the DRO-LT start is every DRO-LT tuning run's warm start
 # shellcheck disable=SC2206
 CE_LRWD_A=($CE_LRWD)
@@ -338,7 +342,7 @@ barrier
 
 # The chosen arguments of every method, minus the tuning run's seed / rho / warm start.
 declare -A ARGS
-strip() { sed -E 's/--seed [^ ]+ //; s/--rho [^ ]+ //; s/ ?--warm-start [^ ]+//'; }
+strip() { sed -E 's/--seed [^ ]+ //; s/--rho [^ ]+ //; s/ ?--warm-start [^ ]+//; s/ ?--loss [^ ]+//; s/ ?--no-drw//; s/ ?--centroids [^ ]+//'; }
 for m in ce resample reweight focal ldam-drw drolt-erm drolt-learned drolt-shared drolt-sqrtn; do
   row=$m; [[ $m == ce ]] && row=crt
   ARGS[$m]=$(choose "$T/$m" "$row" | strip)
@@ -413,8 +417,10 @@ main() {  # rho seed method extra...
   local rho=$1 seed=$2 m=$3; shift 3
   local rel="rho$rho/seed$seed/$m"
   if [[ $rho == 100 && $seed == 0 && $m != official ]]; then link "$rel" "$m"; return; fi
+  local pin=()
+  [[ $m == drolt-* ]] && pin=("${DRO_PIN[@]}")
   # shellcheck disable=SC2086
-  spawn "$rel" --seed "$seed" --rho "$rho" ${ARGS[$m]} "$@"
+  spawn "$rel" --seed "$seed" --rho "$rho" ${ARGS[$m]} "${pin[@]}" "$@"
 }
 # One imbalance ratio at a time (rho = 100 first), and inside it one seed at a
 # time, so that an interrupted set has whole seeds (every method of a seed, so
@@ -450,8 +456,10 @@ done
 #       start, lr 0.1) as DRO-LT's base loss (--loss ldam --drw), learned radii,
 #       temperature 1.0, lambda {0.1, 0.3, 0.5} x the DRO-LT phase's lr {the
 #       schedule, constant 0.02}, chosen on the joint classifier's validation All
-#       (LDAM-DRW's own row is its joint classifier). No warm start: the LDAM phase
-#       before --dro-start is not CE's, so each run trains its own.
+#       (LDAM-DRW's own row is its joint classifier). Like every DRO-LT run its
+#       epochs before --dro-start are plain CE, here on LDAM's cosine classifier
+#       (scale s), so no CE or LDAM-DRW checkpoint is its warm-up: each run trains
+#       its own. LDAM (+ DRW from --drw-start) and DRO-LT then run together.
 #     - the logit-adjusted loss (--method la-loss, tau 1: Balanced Softmax), lr
 #       {0.05 0.1 0.2} x wd {2e-4 5e-4} (CE's grid), chosen on its joint row;
 #     - weight balancing (--method weight-balancing: CE with a tuned weight decay
@@ -498,9 +506,9 @@ if [[ "${V3:-1}" == 1 ]]; then
     [drolt3-shared]="--policy shared --eps0 $(eps_of drolt-shared)" [drolt3-sqrtn]="--policy sqrtn --eps0 $(eps_of drolt-sqrtn)")
   # v3 SEED METHOD: one run of the fair choice (a radius policy, or learned with previous centroids).
   v3() {
-    local seed=$1 m=$2 r="rho100/seed$1/$2" pol ce_rel w extra=()
+    local seed=$1 m=$2 r="rho100/seed$1/$2" pol ce_rel w extra=() dro=("${DRO[@]}")
     pol=${POL[${m%-prev}]}
-    [[ $m == *-prev ]] && extra=(--centroids previous)
+    [[ $m == *-prev ]] && { extra=(--centroids previous); dro=("${DRO_NOC[@]}"); }
     if [[ $seed == 0 && $m == drolt3-learned ]]; then  # the winning tuning run itself
       [[ -f "$DATA_OUT/$r/summary.json" ]] || keep "$DATA_OUT/$F/$(cat "$DATA_OUT/$F/chosen.txt")" "$r"
       return 0
@@ -508,7 +516,7 @@ if [[ "${V3:-1}" == 1 ]]; then
     if [[ $seed == 0 ]]; then ce_rel="$CE_TUNED"; else ce_rel="rho100/seed$seed/ce"; fi
     if [[ $m == *-prev ]]; then w=(); else read -ra w <<<"$(warm "$r" "$ce_rel")"; fi
     # shellcheck disable=SC2086
-    spawn "$r" --seed "$seed" --rho 100 $RECIPE "${CE_LRWD_A[@]}" "${DRO[@]}" "${w[@]}" $pol "${FAIR_A[@]}" "${extra[@]}"
+    spawn "$r" --seed "$seed" --rho 100 $RECIPE "${CE_LRWD_A[@]}" "${dro[@]}" "${w[@]}" $pol "${FAIR_A[@]}" "${extra[@]}"
   }
 
   # 4b. the other grids, and seed 0 of the radius policies, in one pool.
@@ -516,7 +524,7 @@ if [[ "${V3:-1}" == 1 ]]; then
   else G3L_LAMBDA=${G3L_LAMBDA:-"0.1 0.3 0.5"}; G3L_DROLR=${G3L_DROLR:-"0 0.02"}; fi
   LDAM_A=$(grep -o -- '--ldam-margin [^ ]* --drw-start [^ ]*' <<<"${ARGS[ldam-drw]}")
   # shellcheck disable=SC2206
-  LDAM_A=($LDAM_A --lr 0.1 --wd 2e-4 --method drolt --dro-start "$DRO_START" --loss ldam --drw \
+  LDAM_A=($LDAM_A --lr 0.1 --wd 2e-4 --method drolt --dro-start "$DRO_START" --loss ldam --drw --centroids full \
     --policy learned --eps0 "$EPS_LEARNED" --temperature 1.0 --classifier joint,crt)
   FL="$T/drolt-ldam"
   if [[ "$SMALL_GRIDS" == 1 ]]; then G3_LALR="0.1"; G3_LAWD="2e-4"; G3_WBWD="5e-3"; G3_MAXN="0.1"

@@ -344,9 +344,11 @@ def v3_section(d, data_root, F=None):
     Q.append("- Is the previous-epoch centroid mode as accurate as the full refresh (learned + cRT)? Previous minus "
              "full: " + (fmt_v(F["prev"]) if F["prev"] else "not enough paired seeds yet") + "." + fmt_cost(F))
     if F["ldam"] is not None or os.path.isdir(os.path.join(data_root, "tune", "drolt-ldam")):
-        L.append("DRO-LT added to LDAM-DRW (`--loss ldam --drw`, LDAM-DRW's chosen margin and DRW start, learned "
-                 "radii, temperature 1.0; grid lambda {0.1, 0.3, 0.5} x the DRO-LT phase's lr {schedule, 0.02}, "
-                 "chosen on the joint classifier's validation All), test All at rho = 100:\n")
+        L.append("DRO-LT added to LDAM-DRW (`--loss ldam --drw`, LDAM-DRW's chosen margin and DRW start, lr 0.1, "
+                 "learned radii, temperature 1.0; like every DRO-LT run its first half is plain CE, here on LDAM's "
+                 "cosine classifier, then LDAM (+ DRW from the DRW start) and DRO-LT together; grid lambda "
+                 "{0.1, 0.3, 0.5} x the DRO-LT phase's lr {schedule, 0.02}, chosen on the joint classifier's "
+                 "validation All), test All at rho = 100:\n")
         L.append("| row | joint | cRT | val All (joint) |\n|---|---|---|---|")
         L.append(f"| LDAM-DRW alone | {cell(d, 100, 'ldam-drw', 'ldam-drw')} | - | "
                  f"{cell(d, 100, 'ldam-drw', 'ldam-drw', 'all', 'val')} |")
@@ -439,7 +441,11 @@ def readme_demo(demo_dir):
     for r in summ["results"]:
         lab = DEMO_LABELS.get(r["name"], r["name"])
         if r["name"].startswith("drolt"):
-            lab = t.get("recipe_label", "DRO-LT")
+            base = {"ldam": " + LDAM-DRW" if summ.get("drw") else " + LDAM", "focal": " + focal"}.get(
+                summ.get("loss", "ce"), "")
+            stage = r.get("classifier", "crt")
+            stage = {"crt": "cRT", "lws": "LWS", "la": "logit adjustment"}.get(stage, stage)
+            lab = f"DRO-LT ({summ['policy']} radii){base}" + ("" if stage == "joint" else f" + {stage}")
         few = r["test"]["few"]
         rows.append(f"{lab} {r['test']['all']:.1f} / {few:.1f}" if few is not None else f"{lab} {r['test']['all']:.1f}")
     return [f"Its result (one seed, ResNet-{summ['depth']}, {summ['dataset']}, test top-1 % All / Few): "
@@ -937,7 +943,11 @@ def main():
              "and thread count).\n")
     L.append("## Commands\n")
     L.append("Every run is `drolt_train --data DATA --depth {d} --val-per-class 100 --threads T --device D "
-             "--no-plots -q <args> --out <folder> --resume`, with <args> the run's `args.txt`:\n".format(d=a.depth))
+             "--no-plots -q <args> --out <folder> --resume`, with <args> the run's `args.txt`. The DRO-LT runs on CE "
+             "were made when the trainer's DRO-LT defaults were `--loss ce --no-drw --centroids full` and "
+             "`--ldam-margin 0.5`; the default recipe is DRO-LT + LDAM-DRW now, so with today's trainer add "
+             "`--loss ce --no-drw --centroids full` to a DRO-LT args.txt that does not name them "
+             "(`scripts/reproduce.sh` does):\n".format(d=a.depth))
     L.append("```")
     for ap_ in sorted(glob.glob(os.path.join(a.data, "**", "args.txt"), recursive=True)):
         L.append(f"{os.path.relpath(os.path.dirname(ap_), a.data)}: {read(ap_)}")

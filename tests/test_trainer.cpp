@@ -528,6 +528,62 @@ TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a 
   CHECK(warm.total.item<double>() == Approx(F::cross_entropy(logits, y).item<double>()).epsilon(1e-6));
 }
 
+TEST_CASE("trainer: --method drolt's defaults are the default recipe, DRO-LT + LDAM-DRW", "[trainer]") {
+  de::TrainConfig c;  // the defaults, as `drolt_train --method drolt` sees them
+  c.methods = {de::Method::drolt};
+  c.epochs = 40;
+  de::validate(c);
+  const std::vector<int64_t> counts{60, 27, 12, 6};
+  const auto runs = de::runs_of(c);
+  REQUIRE(runs.size() == 1);
+  CHECK(runs[0].classifiers == std::vector<std::string>{"joint"});  // its own classifier, no cRT
+  const de::Protocol proto(c, runs[0], counts);
+  CHECK(proto.row_name(de::ClassifierKind::joint) == "drolt-learned/nocrt");
+  CHECK(c.dro_start_epoch() == 20);
+  CHECK(c.drw_start_epoch() == 32);
+  CHECK(c.centroid_mode == de::CentroidMode::full);
+  CHECK(proto.phase(19) == "ce");  // plain CE (on the cosine classifier) before DRO-LT
+  CHECK(proto.phase(20) == "dro");
+
+  torch::manual_seed(5);
+  auto logits = torch::randn({16, 4});
+  auto features = torch::randn({16, 8});
+  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 0, 0, 2, 1, 0}, torch::kLong);
+  drolt::CentroidBank bank(4, 8);
+  bank->accumulate(torch::randn({40, 8}), torch::arange(4).repeat(10));
+  bank->finalize();
+  drolt::RobustCentroidLoss dro(de::dro_loss_options(c, counts, torch::kCPU));
+  drolt::RobustCentroidLoss ref(drolt::RobustCentroidLossOptions(4).temperature(1.0).radius(
+      drolt::RadiusPolicy::learned(0.5)));
+  const auto d = ref->forward(features, y, bank);
+  namespace dfn = drolt::functional;
+  const auto margins = drolt::ldam_margins(counts, 0.3);
+  for (int64_t e : {20, 31, 32, 39}) {
+    INFO("epoch " << e);
+    // LDAM, largest margin 0.3, scale 30; DRW (effective-number weights, beta 0.9999) from epoch 32 on.
+    auto opts = dfn::LDAMLossFuncOptions().scale(30.0);
+    if (e >= 32) opts.weight(de::weights_of(drolt::ClassWeighting::effective_number, counts, 0.9999));
+    const auto ldam = dfn::ldam_loss(logits, y, margins, opts);
+    const auto v = de::compute_loss(proto.loss_at(e), logits, features, y, dro, bank);
+    CHECK(v.base.item<double>() == Approx(ldam.item<double>()).epsilon(1e-6));
+    CHECK(v.total.item<double>() == Approx((0.9 * ldam + 0.1 * d).item<double>()).epsilon(1e-6));
+  }
+  // DRO-LT on CE, the paper's protocol, keeps cRT next to its joint classifier.
+  c.loss = de::BaseLoss::ce;
+  CHECK(de::runs_of(c).at(0).classifiers == std::vector<std::string>{"crt", "joint"});
+
+  // The demo: CE with cRT, LDAM-DRW and the default recipe, one row each.
+  de::TrainConfig demo;
+  de::apply_preset("demo", demo);
+  de::validate(demo);
+  std::vector<std::string> rows;
+  for (const auto& r : de::runs_of(demo)) {
+    const de::Protocol p(demo, r, counts);
+    for (const auto& k : p.classifiers()) rows.push_back(p.row_name(k));
+  }
+  CHECK(rows == std::vector<std::string>{"ce", "crt", "ldam-drw", "drolt-learned/nocrt"});
+}
+
 TEST_CASE("trainer: every representation with every classifier, one row per pair", "[trainer]") {
   auto cfg = tiny_config(tmpdir("methods"));
   cfg.methods = {de::Method::ce, de::Method::resample, de::Method::reweight, de::Method::focal, de::Method::ldam_drw,

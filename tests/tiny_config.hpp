@@ -25,6 +25,14 @@ inline drolt_examples::TrainConfig tiny_trainer_config(const std::string& out) {
   c.warmup_epochs = 1;
   c.methods = {drolt_examples::Method::ce, drolt_examples::Method::crt, drolt_examples::Method::drolt};
   c.radius = drolt::RadiusPolicy::learned(0.5);
+  // The DRO-LT defaults before the default recipe became DRO-LT + LDAM-DRW (the
+  // golden values and every test here were written for these).
+  c.loss = drolt_examples::BaseLoss::ce;
+  c.drw = false;
+  c.ldam_margin = 0.5;
+  c.lambda = 0.5;
+  c.dro_lr = 0;
+  c.centroid_mode = drolt_examples::CentroidMode::full;
   c.seed = 3;
   c.out_dir = out;
   c.verbose = false;

@@ -215,6 +215,10 @@ inline void write_report_files(const TrainConfig& cfg, const DataBundle& data, c
     j["temperature"] = cfg.temperature;
     j["eps0"] = cfg.radius.eps0();
     j["centroids"] = name_of(cfg.centroid_mode);
+    j["loss"] = name_of(cfg.loss);  // drolt's base loss (with DRW when drw and LDAM)
+    j["drw"] = cfg.drw;
+    j["dro_lr"] = cfg.dro_lr;
+    j["threads"] = torch::get_num_threads();
     j["wall_seconds"] = rep.seconds;
     j["results"] = json::array();
     for (const auto& r : all) j["results"].push_back(r);

@@ -16,7 +16,12 @@ class DroltMethod : public RepresentationMethod {
   BaseLoss base_loss() const override { return config().loss; }
   bool dro() const override { return true; }
   SamplerKind sampler() const override { return config().sampler; }
-  std::vector<std::string> default_stages() const override { return {"crt", "joint"}; }
+  /// The paper's protocol (cRT, with the joint classifier next to it); with LDAM
+  /// (the default recipe) its own joint classifier, which validated higher.
+  std::vector<std::string> default_stages() const override {
+    if (config().loss == BaseLoss::ldam) return {"joint"};
+    return {"crt", "joint"};
+  }
   void describe(nlohmann::json& j) const override {
     describe_loss(j, config().loss, config().weighting, sampler(), drw());
   }
