@@ -916,8 +916,21 @@ def main():
                 hosts[k][0] += 1
                 hosts[k][1] += j["wall_s"]
                 total += j["wall_s"]
+    v3_runs, v3_total = 0, 0.0
+    for hp in sorted(glob.glob(os.path.join(a.data, "**", "host.jsonl"), recursive=True)):
+        rel = os.path.relpath(hp, a.data).split(os.sep)
+        v3 = (rel[0] == "tune" and rel[1] in ("drolt-fair", "drolt-ldam", "la-loss", "wb")
+              and not (rel[1] == "drolt-fair" and rel[2].startswith("lr0-"))) or \
+             (rel[0] == "rho100" and rel[1] != "seed0" and (rel[2].startswith("drolt3-") or rel[2] in ("la-loss", "wb"))) or \
+             (rel[0] == "rho100" and rel[1] == "seed0" and rel[2] in ("drolt3-erm", "drolt3-shared", "drolt3-sqrtn",
+                                                                     "drolt3-learned-prev"))
+        if v3:
+            v3_runs += 1
+            with open(hp) as f:
+                v3_total += sum(json.loads(x)["wall_s"] for x in f if x.strip())
     L.append(f"{n_runs} distinct runs so far (seed 0 at rho = 100 is the tuning run), "
-             f"{total / 3600:.2f} h of summed wall time (measured). Sittings per machine:\n")
+             f"{total / 3600:.2f} h of summed wall time (measured). Of them, v3 (step 4): {v3_runs} runs, "
+             f"{v3_total / 3600:.2f} h. Sittings per machine:\n")
     L.append("| host | CPU / GPU | device | threads | parallel jobs | sittings | wall h |\n|---|---|---|---|---|---|---|")
     for (h, w, dev, th, jb), (n, s) in sorted(hosts.items()):
         L.append(f"| {h} | {w} | {dev} | {th} | {jb} | {n} | {s / 3600:.2f} |")
