@@ -5,7 +5,8 @@
 
 Counts the finished runs of every step against the full set the script runs
 (54 tuning runs: 9 methods x 6; 101 main runs: rho = 100 seeds 1-4 x 10 methods
-plus seed 0's authors' recipe, rho = 50 and 10 seeds 0-2 x 10), sums their
+plus seed 0's authors' recipe, rho = 50 and 10 seeds 0-2 x 10; v3: 22 grid runs
+and 36 runs over seeds at rho = 100), sums their
 measured wall times (host.jsonl: every sitting, killed ones included), and
 projects what is left from the measured mean wall time per method, scaled by
 the training-set size for rho = 50 and 10 (1,394 and 2,040 images against
@@ -25,6 +26,16 @@ MAIN = ["ce", "resample", "reweight", "focal", "ldam-drw", "official", "drolt-le
 SEEDS = {100: [0, 1, 2, 3, 4], 50: [0, 1, 2], 10: [0, 1, 2]}
 TRAIN_SIZE = {100: 1236, 50: 1394, 10: 2040}
 TUNE_BUDGET = 6
+# v3: the new runs of each grid (drolt-fair's two schedule cells are v2's runs), and the seeds of each
+# main run (seed 0 of drolt3-learned, drolt3-ldam, la-loss and wb is its winning tuning run); a method
+# with no finished run is projected from the one named in V3_LIKE.
+V3_TUNE = {"drolt-fair": 4, "drolt-ldam": 6, "la-loss": 6, "wb": 6}
+V3_MAIN = {"drolt3-learned": [1, 2, 3, 4], "drolt3-erm": [0, 1, 2, 3, 4], "drolt3-shared": [0, 1, 2, 3, 4],
+           "drolt3-sqrtn": [0, 1, 2, 3, 4], "drolt3-learned-prev": [0, 1, 2, 3, 4], "drolt3-ldam": [1, 2, 3, 4],
+           "la-loss": [1, 2, 3, 4], "wb": [1, 2, 3, 4]}
+V3_LIKE = {"drolt3-learned": "drolt-fair", "drolt3-erm": "drolt-fair", "drolt3-shared": "drolt-fair",
+           "drolt3-sqrtn": "drolt-fair", "drolt3-learned-prev": "drolt-ldam", "drolt3-ldam": "drolt-ldam",
+           "la-loss": "la-loss", "wb": "wb"}
 
 
 def wall_s(run_dir):
@@ -105,6 +116,38 @@ def progress(data):
             rows.append(("main", rho, m, len(got), exp, sum(got), p))
             n_done += len(got)
             n_all += exp
+    # v3 (step 4 of reproduce.sh, rho = 100): its grids and its seeds.
+    for m, of in V3_TUNE.items():
+        d = os.path.join(data, "tune", m)
+        walls = []
+        if os.path.isdir(d):
+            for sub in sorted(os.listdir(d)):
+                rd = os.path.join(d, sub)
+                if os.path.isfile(os.path.join(rd, "summary.json")) and not (m == "drolt-fair" and sub.startswith("lr0-")):
+                    walls.append(wall_s(rd) or 0)
+        # medians: a sitting starved by builds on the same machine is measured, not typical
+        mean.setdefault(m, statistics.median(walls) if walls else None)
+        p = None if not walls else (of - len(walls)) * statistics.median(walls)
+        if p is None:
+            unknown.add(m)
+        left_s += p or 0
+        total_s += sum(walls)
+        rows.append(("v3 tune", 100, m, len(walls), of, sum(walls), p))
+        n_done += len(walls)
+        n_all += of
+    for m, seeds in V3_MAIN.items():
+        walls = [wall_s(os.path.join(data, f"rho100/seed{s}/{m}")) for s in seeds
+                 if os.path.isfile(os.path.join(data, f"rho100/seed{s}/{m}/summary.json"))]
+        walls = [w or 0 for w in walls]
+        src = walls or ([mean[V3_LIKE[m]]] if mean.get(V3_LIKE[m]) else [])
+        p = None if not src else (len(seeds) - len(walls)) * statistics.median(src)
+        if p is None and len(walls) < len(seeds):
+            unknown.add(m)
+        left_s += p or 0
+        total_s += sum(walls)
+        rows.append(("v3 main", 100, m, len(walls), len(seeds), sum(walls), p))
+        n_done += len(walls)
+        n_all += len(seeds)
     return rows, n_done, n_all, total_s, left_s, unknown
 
 
