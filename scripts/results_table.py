@@ -452,7 +452,7 @@ def readme_demo(demo_dir):
             + ", ".join(rows) + ". One seed says little; the tables below have several.",
             f"Measured on {t['cpu']} ({t['threads']} threads, commit {t['commit']}, {t['date']}): training and "
             f"evaluation {t['train_s']:.0f} s (drolt_train's own wall time), the whole `bash scripts/demo.sh` "
-            f"{t['total_s']:.0f} s with the packages installed and the build cached. Numbers differ between CPU "
+            f"{t['total_s']:.0f} s with the packages installed and ccache warm (configure and build included). Numbers differ between CPU "
             "models and thread counts."]
 
 
