@@ -276,7 +276,7 @@ def fmt_cost(F):
     if not (t_full and t_prev):
         return ""
     return (f" Per epoch, medians from the runs' own logs (background runs, two at a time on a shared machine, so "
-            f"only the ratios within a run mean much; the timing paragraph below was measured on an idle one): "
+            f"only the ratios within a run mean much; the epoch-cost table above was measured on an idle one): "
             f"full refresh {statistics.fmean(t[1] for t in t_full):.1f} s "
             f"({statistics.fmean(t[2] for t in t_full):.1f} s of it the refresh pass) against its CE epochs' "
             f"{statistics.fmean(t[0] for t in t_full):.1f} s, ratio "
