@@ -63,6 +63,23 @@ void require_identical(torch::nn::Module& a, torch::nn::Module& b) {
   }
 }
 
+/// A fixed batch of 4 classes: logits [16, 4], features [16, 8], labels, and a
+/// bank finalized from 40 other random features, drawn after manual_seed(seed).
+struct FixedBatch {
+  torch::Tensor logits, features, y;
+  drolt::CentroidBank bank{4, 8};
+};
+FixedBatch fixed_batch(uint64_t seed) {
+  torch::manual_seed(seed);
+  FixedBatch b;
+  b.logits = torch::randn({16, 4});
+  b.features = torch::randn({16, 8});
+  b.y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 0, 0, 2, 1, 0}, torch::kLong);
+  b.bank->accumulate(torch::randn({40, 8}), torch::arange(4).repeat(10));
+  b.bank->finalize();
+  return b;
+}
+
 }  // namespace
 
 TEST_CASE("ResNet family: shapes of features, logits and stage features", "[trainer]") {
@@ -505,13 +522,9 @@ TEST_CASE("trainer: the official preset's loss is CE(n_c / n_max) + DRO-LT on a 
   CHECK(proto.total_epochs() == 300);  // 200 CE + 80 DRO-LT + 20 classifier epochs
   CHECK(proto.row_name(de::ClassifierKind::crt) == "drolt-learned");
 
-  torch::manual_seed(4);
-  auto logits = torch::randn({16, 4});
-  auto features = torch::randn({16, 8});
-  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 0, 0, 2, 1, 0}, torch::kLong);
-  drolt::CentroidBank bank(4, 8);
-  bank->accumulate(torch::randn({40, 8}), torch::arange(4).repeat(10));
-  bank->finalize();
+  auto batch = fixed_batch(4);
+  const auto &logits = batch.logits, &features = batch.features, &y = batch.y;
+  auto& bank = batch.bank;
   drolt::RobustCentroidLoss dro(de::dro_loss_options(c, counts, torch::kCPU));
   const auto v = de::compute_loss(proto.loss_at(e), logits, features, y, dro, bank);
   namespace F = torch::nn::functional;
@@ -545,13 +558,9 @@ TEST_CASE("trainer: --method drolt's defaults are the default recipe, DRO-LT + L
   CHECK(proto.phase(19) == "ce");  // plain CE (on the cosine classifier) before DRO-LT
   CHECK(proto.phase(20) == "dro");
 
-  torch::manual_seed(5);
-  auto logits = torch::randn({16, 4});
-  auto features = torch::randn({16, 8});
-  auto y = torch::tensor({0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 0, 0, 2, 1, 0}, torch::kLong);
-  drolt::CentroidBank bank(4, 8);
-  bank->accumulate(torch::randn({40, 8}), torch::arange(4).repeat(10));
-  bank->finalize();
+  auto batch = fixed_batch(5);
+  const auto &logits = batch.logits, &features = batch.features, &y = batch.y;
+  auto& bank = batch.bank;
   drolt::RobustCentroidLoss dro(de::dro_loss_options(c, counts, torch::kCPU));
   drolt::RobustCentroidLoss ref(drolt::RobustCentroidLossOptions(4).temperature(1.0).radius(
       drolt::RadiusPolicy::learned(0.5)));
