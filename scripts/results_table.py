@@ -268,6 +268,9 @@ def v3_facts(d, data_root):
             F["recipes"].append((v, lab, run, row, key))
         F["recipes"].sort(reverse=True)
     F["recipe_seeds"] = sorted(common) if common else []
+    la = d.get(100, "ldam-drw", "ldam-drw")
+    F["ldam_alone_val"] = (statistics.fmean(la[s]["val"]["all"] for s in common)
+                           if common and all(s in la for s in common) else None)
     return F
 
 
@@ -290,9 +293,18 @@ def recipe_sentence(F):
     if len(rs) < 3:
         return None
     (v, lab, *_), others = rs[0], rs[1:]
+    seeds = F["recipe_seeds"]
+    over = f"seed {seeds[0]} only" if len(seeds) == 1 else f"means over seeds {', '.join(map(str, seeds))}"
+    alone = ""
+    if rs[0][4] == "ldam":
+        la = F["ldam_alone_val"]
+        if la is not None:
+            alone = (f"; LDAM-DRW alone validates at {la:.1f} on the same seeds" +
+                     (", within a point of it" if v - la <= 1.0 else "") +
+                     " (the paired test of DRO-LT + LDAM-DRW against LDAM-DRW alone says whether DRO-LT adds anything)")
     return (f"The default DRO-LT recipe is **{lab}**: it has the highest validation All of the three candidate "
             f"recipes, {v:.1f} against " + " and ".join(f"{o[1]} {o[0]:.1f}" for o in others) +
-            f" (means over seeds {', '.join(map(str, F['recipe_seeds']))}, validation split only).")
+            f" ({over}, validation split only){alone}.")
 
 
 def v3_section(d, data_root, F=None):
@@ -424,6 +436,13 @@ def readme_results(d, F):
         rs = recipe_sentence(F)
         if rs:
             L.append("- " + rs)
+        n = min(len(d.get(100, run, row)) for run, row in
+                [("drolt3-learned", "drolt-learned"), ("drolt3-learned-prev", "drolt-learned"),
+                 ("drolt3-ldam", "drolt-learned/nocrt"), ("la-loss", "la-loss"), ("wb", "weight-balancing/wb")])
+        if n < len(d.seeds[100]):
+            L.append(f"- v3 (DRO-LT tuned fairly, the new baselines, DRO-LT + LDAM-DRW, previous-epoch centroids) has "
+                     f"all its runs for {n} of {len(d.seeds[100])} seeds so far; docs/results.md gives its paired "
+                     "answers as the seeds complete.")
     return L
 
 
