@@ -190,32 +190,6 @@ V3_BASELINES = [("cRT (CE features)", "ce", "crt"), ("Logit adjustment (CE, post
                 ("Logit-adjusted loss (Balanced Softmax)", "la-loss", "la-loss")]
 
 
-def phase_seconds(run_dir):
-    """Median seconds of a CE-phase and of a DRO-LT-phase training epoch, and of the centroid refresh, in one run.
-    Medians: an epoch that straddled a pause of the machine (a stopped sitting) does not move them."""
-    ce, dro, cen = [], [], []
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            for line in f:
-                m = json.loads(line)
-                if m.get("phase") == "ce":
-                    ce.append(m["seconds"])
-                elif m.get("phase") == "dro":
-                    dro.append(m["seconds"])
-                    cen.append(m.get("centroid_seconds", 0.0))
-    except OSError:
-        return None
-    if not ce or not dro:
-        return None
-    return statistics.median(ce), statistics.median(dro), statistics.median(cen)
-
-
-def mean_val(d, run, row):
-    """(mean validation All over the seeds at rho = 100 that have it, n)."""
-    m, _, n = mean_sd([r["val"]["all"] for r in d.get(100, run, row).values()])
-    return m, n
-
-
 def v3_facts(d, data_root):
     """Everything the v3 section and the README say, computed once: None before any v3 run exists."""
     grid = os.path.join(data_root, "tune", "drolt-fair")
@@ -235,9 +209,6 @@ def v3_facts(d, data_root):
     F["policies"] = [(lab, verdict(paired(d, 100, ("drolt3-learned", "drolt-learned"), (run, row))))
                      for lab, run, row in V3_POLICIES[:3]]
     F["prev"] = verdict(paired(d, 100, ("drolt3-learned-prev", "drolt-learned"), ("drolt3-learned", "drolt-learned")))
-    t_full = [phase_seconds(d.run_dir(100, s, "drolt3-learned")) for s in d.seeds[100]]
-    t_prev = [phase_seconds(d.run_dir(100, s, "drolt3-learned-prev")) for s in d.seeds[100]]
-    F["t_full"], F["t_prev"] = [t for t in t_full if t], [t for t in t_prev if t]
     F["ldam"] = None
     if os.path.isdir(os.path.join(data_root, "tune", "drolt-ldam")):
         F["ldam"] = verdict(paired(d, 100, ("drolt3-ldam", "drolt-learned/nocrt"), ("ldam-drw", "ldam-drw")))
@@ -274,18 +245,20 @@ def v3_facts(d, data_root):
     return F
 
 
-def fmt_cost(F):
-    t_full, t_prev = F["t_full"], F["t_prev"]
-    if not (t_full and t_prev):
+def fmt_cost(data_root):
+    """The cost sentence, from the idle-machine table of scripts/epoch_cost.sh (the runs' own logs are not used:
+    a warm-started run's CE epochs ran in another sitting, and background runs share the machine)."""
+    ratios = {}
+    for line in read(os.path.join(data_root, "epoch-cost.md")).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and "--centroids" in cells[0]:
+            ratios["full" if "full" in cells[0] else "previous"] = (cells[2], cells[1], cells[4])
+    if len(ratios) < 2:
         return ""
-    return (f" Per epoch, medians from the runs' own logs (background runs, two at a time on a shared machine, so "
-            f"only the ratios within a run mean much; the epoch-cost table above was measured on an idle one): "
-            f"full refresh {statistics.fmean(t[1] for t in t_full):.1f} s "
-            f"({statistics.fmean(t[2] for t in t_full):.1f} s of it the refresh pass) against its CE epochs' "
-            f"{statistics.fmean(t[0] for t in t_full):.1f} s, ratio "
-            f"{statistics.fmean(t[1] / t[0] for t in t_full):.2f}; previous "
-            f"{statistics.fmean(t[1] for t in t_prev):.1f} s against "
-            f"{statistics.fmean(t[0] for t in t_prev):.1f} s, ratio {statistics.fmean(t[1] / t[0] for t in t_prev):.2f}.")
+    f, p = ratios["full"], ratios["previous"]
+    return (f" Cost (the epoch-cost table above, an idle machine): a DRO-LT epoch with the full refresh takes {f[0]} s "
+            f"against the same run's CE epoch's {f[1]} s ({f[2]}x), with previous-epoch centroids {p[0]} s against "
+            f"{p[1]} s ({p[2]}x).")
 
 
 def recipe_sentence(F):
@@ -354,7 +327,7 @@ def v3_section(d, data_root, F=None):
     Q.append("- Do the radius policies differ once DRO-LT is tuned fairly (all + cRT)? " + "; ".join(
         f"learned minus {lab} " + (fmt_v(v) if v else "not enough paired seeds yet") for lab, v in F["policies"]) + ".")
     Q.append("- Is the previous-epoch centroid mode as accurate as the full refresh (learned + cRT)? Previous minus "
-             "full: " + (fmt_v(F["prev"]) if F["prev"] else "not enough paired seeds yet") + "." + fmt_cost(F))
+             "full: " + (fmt_v(F["prev"]) if F["prev"] else "not enough paired seeds yet") + "." + fmt_cost(data_root))
     if F["ldam"] is not None or os.path.isdir(os.path.join(data_root, "tune", "drolt-ldam")):
         L.append("DRO-LT added to LDAM-DRW (`--loss ldam --drw`, LDAM-DRW's chosen margin and DRW start, lr 0.1, "
                  "learned radii, temperature 1.0; like every DRO-LT run its first half is plain CE, here on LDAM's "
