@@ -25,7 +25,8 @@ t1=$(date +%s.%N)
 dst=docs/data/demo
 mkdir -p "$dst"
 cp "$out/summary.json" "$out/table.md" "$dst/"
-cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+source scripts/lib/host.sh
+cpu=$(drolt_cpu_model)
 python3 - "$dst" "$cpu" "$t0" "$t1" "$(git rev-parse --short HEAD)" "$*" <<'PY'
 import datetime, json, os, sys
 dst, cpu, t0, t1, commit, extra = sys.argv[1:7]

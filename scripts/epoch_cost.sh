@@ -35,7 +35,8 @@ for r in $(seq 1 "$REPEATS"); do
       --val-every 1000 --no-plots -q --out "$tmp/$k-$r" > /dev/null
   done
 done
-cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+source scripts/lib/host.sh
+cpu=$(drolt_cpu_model)
 python3 - "$tmp" "$REPEATS" "$cpu" "$THREADS" "$EPOCHS" "$(git rev-parse --short HEAD)" $ORDER <<'PY' | tee "${OUT:-/dev/null}"
 import json, os, statistics, sys
 tmp, reps, cpu, threads, epochs, commit, *order = sys.argv[1:]

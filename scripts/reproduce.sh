@@ -139,9 +139,10 @@ CMDS="$RUNS/commands.txt"
 touch "$CMDS"
 
 # Where this run runs: one JSON line per sitting.
+source scripts/lib/host.sh
 host_line() {  # start_epoch_s wall_s finished(0/1)
   local gpu="" cpu
-  cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
+  cpu=$(drolt_cpu_model)
   if [[ "$DEVICE" == cuda* ]] && command -v nvidia-smi >/dev/null; then
     gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
   fi
